@@ -1,0 +1,16 @@
+"""gshard-op: the shared embedding softmax as a JAX primitive with MLIR passes.
+
+Public API:
+  GShardSharedEmbeddingSoftmax  the Flax NNX layer
+  shared_embedding_softmax      its functional form
+  SoftmaxOutput, SoftmaxOptions
+  jit                           `jax.jit` that runs the gshard passes before XLA
+"""
+
+from gshard_op.functional import shared_embedding_softmax
+from gshard_op.layer import GShardSharedEmbeddingSoftmax
+from gshard_op.options import SoftmaxOptions
+from gshard_op.outputs import SoftmaxOutput
+
+__all__ = ["GShardSharedEmbeddingSoftmax", "SoftmaxOptions", "SoftmaxOutput",
+           "shared_embedding_softmax"]

@@ -1,0 +1,22 @@
+"""Names, versions and attribute keys of the two composites: the contract.
+
+The primitives (`gshard_op/primitive.py`) emit it and every pass (`passes/`)
+checks it before rewriting; `docs/contract.md` is its prose. Bump `VERSION` on
+any change of operands, results, attributes or semantics.
+"""
+
+FORWARD = "gshard.shared_embedding_softmax"
+GRAD = "gshard.shared_embedding_softmax_grad"
+VERSION = 1
+
+# Float attributes (f64), then the one bool attribute.
+FLOAT_ATTRIBUTES = ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
+                    "label_smoothing_prob", "logit_scale")
+BOOL_ATTRIBUTES = ("use_tgt_labels_size_as_loss_denominator",)
+
+FORWARD_OPERANDS = ("x", "embedding", "labels")
+FORWARD_RESULTS = ("per_example_xent", "per_example_argmax", "logsumexp",
+                   "logsumexp_squared")
+GRAD_OPERANDS = ("x", "embedding", "labels", "logsumexp", "g_per_example_xent",
+                 "g_logsumexp", "g_logsumexp_squared")
+GRAD_RESULTS = ("d_x", "d_embedding")

@@ -1,0 +1,152 @@
+"""`shared_embedding_softmax`: the functional form of the layer.
+
+Validates the Praxis-shaped arguments, flattens the leading dimensions into
+tokens, runs the per-token composite (or, with `implementation="reference"`, the
+dense reference under JAX's own autodiff) and assembles the `SoftmaxOutput`.
+Only `[N]`-sized reductions happen out here. `logits` and `log_probs` are
+plain dense expressions of their own: a caller who never reads them never pays
+for them, because nothing else depends on them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gshard_op import reference
+from gshard_op.options import SoftmaxOptions
+from gshard_op.outputs import SoftmaxOutput
+from gshard_op.primitive import per_token_softmax
+
+IMPLEMENTATIONS = ("composite", "reference")
+
+
+def _flat_labels(inputs, num_classes, class_ids, class_probabilities):
+  """Checks the labels against `inputs[..., M]`; returns ids `[N]` or probs `[N, V]`."""
+  batch = inputs.shape[:-1]
+  if (class_ids is None) == (class_probabilities is None):
+    raise ValueError("exactly one of class_ids and class_probabilities must be given, got "
+                     + ("both" if class_ids is not None else "neither"))
+  if class_ids is not None:
+    class_ids = jnp.asarray(class_ids)
+    if not jnp.issubdtype(class_ids.dtype, jnp.integer):
+      raise TypeError(f"class_ids must be integers, got {class_ids.dtype}")
+    if class_ids.shape not in (batch, batch + (1,)):
+      raise ValueError(f"class_ids must have shape {list(batch + (1,))} (or {list(batch)}) "
+                       f"for inputs{list(inputs.shape)}, got {list(class_ids.shape)}")
+    return class_ids.reshape(-1).astype(jnp.int32)
+  class_probabilities = jnp.asarray(class_probabilities)
+  if not jnp.issubdtype(class_probabilities.dtype, jnp.floating):
+    raise TypeError(f"class_probabilities must be floating point, got {class_probabilities.dtype}")
+  if class_probabilities.shape != batch + (num_classes,):
+    raise ValueError(f"class_probabilities must have shape {list(batch + (num_classes,))} "
+                     f"for inputs{list(inputs.shape)} and num_classes={num_classes}, "
+                     f"got {list(class_probabilities.shape)}")
+  return class_probabilities.reshape(-1, num_classes)
+
+
+def _flat_weights(inputs, class_weights):
+  """`class_weights` broadcast to `[..., 1]`, then flattened to `[N]` float32."""
+  class_weights = jnp.asarray(class_weights)
+  target = inputs.shape[:-1] + (1,)
+  try:
+    shape = np.broadcast_shapes(class_weights.shape, target)
+  except ValueError:
+    shape = None
+  if shape != target:
+    raise ValueError(f"class_weights of shape {list(class_weights.shape)} does not broadcast "
+                     f"to {list(target)} for inputs{list(inputs.shape)}")
+  return jnp.broadcast_to(class_weights, target).reshape(-1).astype(jnp.float32)
+
+
+def check_inputs(inputs, embedding):
+  """Checks `inputs[..., M]` against `embedding[V, M]`."""
+  if embedding.ndim != 2 or 0 in embedding.shape:
+    raise ValueError(f"embedding must be [num_classes, in_features] with both > 0, "
+                     f"got {list(embedding.shape)}")
+  if inputs.ndim < 1 or inputs.shape[-1] != embedding.shape[1]:
+    raise ValueError(f"inputs must be [..., in_features={embedding.shape[1]}], "
+                     f"got {list(inputs.shape)}")
+  for name, a in (("inputs", inputs), ("embedding", embedding)):
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+      raise TypeError(f"{name} must be floating point, got {a.dtype}")
+
+
+def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
+                             class_probabilities=None, *, soft_cap_logits=0.0,
+                             logits_abs_max=0.0, z_loss_weight=0.0,
+                             label_smoothing_prob=0.0,
+                             use_tgt_labels_size_as_loss_denominator=True,
+                             implementation="composite") -> SoftmaxOutput:
+  """Logits, softmax cross-entropy and z-loss of a shared embedding (Praxis semantics).
+
+  Args:
+    inputs: `[..., M]` activations.
+    embedding: `[V, M]`, the weight shared with the input embedding lookup.
+    class_weights: broadcastable to `[..., 1]`.
+    class_ids: integer `[..., 1]` (or `[...]`) labels. Ids outside `[0, V)` get
+      an all-zero target, as Praxis's one-hot gives: their cross-entropy is 0
+      (plus the label-smoothing term) and so is their gradient apart from
+      smoothing. Mask such tokens (padding) with `class_weights` as usual.
+    class_probabilities: float `[..., V]` soft labels; exactly one of the two.
+    label_smoothing_prob: applied as given; the layer passes 0 when it runs
+      deterministically (evaluation).
+    implementation: "composite" (the primitive, rewritten by `gshard_op.jit`'s
+      passes) or "reference" (the dense math, differentiated by JAX itself).
+
+  Returns:
+    A `SoftmaxOutput`. `logits` and `log_probs` are `[..., V]` and
+    `per_example_*` are `[...]` in the inputs' dtype (`per_example_argmax` is
+    int32); totals and `z_loss` are float32 scalars, `avg_xent` has the
+    inputs' dtype. The denominator is the number of tokens
+    (`use_tgt_labels_size_as_loss_denominator`) or the total weight.
+  """
+  inputs, embedding = jnp.asarray(inputs), jnp.asarray(embedding)
+  check_inputs(inputs, embedding)
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+  options = SoftmaxOptions(
+      soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
+      z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
+      use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator)
+  num_classes, in_features = embedding.shape
+  batch = inputs.shape[:-1]
+  labels = _flat_labels(inputs, num_classes, class_ids, class_probabilities)
+  weights = _flat_weights(inputs, class_weights)
+  x = inputs.reshape(-1, in_features)
+
+  if implementation == "composite":
+    xent, argmax, lse, lse_squared = per_token_softmax(x, embedding, labels, options)
+  else:
+    xent, argmax, lse, lse_squared = reference.per_token_forward(x, embedding, labels, options)
+  argmax = jax.lax.stop_gradient(argmax)
+
+  logits = reference.logits(x, embedding, options)
+  log_probs = logits - lse[:, None]
+  total_xent = jnp.sum(xent * weights)
+  total_weight = jnp.sum(weights)
+  if options.use_tgt_labels_size_as_loss_denominator:
+    denominator = jnp.asarray(math.prod(batch), jnp.float32)
+  else:
+    denominator = total_weight
+  if options.z_loss_weight > 0:
+    z_loss = options.z_loss_weight * jnp.sum(lse_squared * weights) / denominator
+  else:
+    z_loss = jnp.zeros((), jnp.float32)
+
+  dtype = inputs.dtype
+  return SoftmaxOutput(
+      logits=logits.astype(dtype).reshape(batch + (num_classes,)),
+      log_probs=log_probs.astype(dtype).reshape(batch + (num_classes,)),
+      per_example_argmax=argmax.reshape(batch),
+      per_example_xent=xent.astype(dtype).reshape(batch),
+      per_example_weight=weights.reshape(batch + (1,)),
+      total_xent=total_xent,
+      total_weight=total_weight,
+      avg_xent=(total_xent / denominator).astype(dtype),
+      avg_xent_weight=denominator,
+      z_loss=z_loss,
+  )

@@ -1,0 +1,96 @@
+"""`GShardSharedEmbeddingSoftmax`: the Flax NNX layer."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gshard_op import reference
+from gshard_op.functional import check_inputs, shared_embedding_softmax
+from gshard_op.options import SoftmaxOptions
+from gshard_op.outputs import SoftmaxOutput
+
+
+class GShardSharedEmbeddingSoftmax(nnx.Module):
+  """One `[num_classes, in_features]` embedding used for both the token lookup
+  and the output softmax (Praxis's `GShardSharedEmbeddingSoftmax`).
+
+  The weight is `self.embedding`, an `nnx.Param` initialised Gaussian with
+  mean 0 and std 1. Label smoothing applies in training only: it is skipped
+  when `deterministic` is True (`layer.eval()` sets it, `layer.train()`
+  clears it) or when `__call__` is given `deterministic=True`.
+
+  Example::
+
+    layer = GShardSharedEmbeddingSoftmax(512, 32000, rngs=nnx.Rngs(0))
+    x = layer.emb_lookup(ids)                 # [B, T, 512]
+    out = layer(x, weights, class_ids=ids[..., None])
+    out.avg_xent, out["per_example_xent"]
+  """
+
+  def __init__(self, in_features: int, num_classes: int, *,
+               soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
+               z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
+               use_tgt_labels_size_as_loss_denominator: bool = True,
+               dtype=None, param_dtype=jnp.float32,
+               embedding_init=nnx.initializers.normal(stddev=1.0),
+               deterministic: bool = False, implementation: str = "composite",
+               rngs: nnx.Rngs):
+    for name, size in (("in_features", in_features), ("num_classes", num_classes)):
+      if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ValueError(f"{name} must be a positive int, got {size!r}")
+    # Validates the options now rather than at the first call.
+    self.options = SoftmaxOptions(
+        soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
+        z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
+        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator)
+    self.in_features = in_features
+    self.num_classes = num_classes
+    self.dtype = dtype
+    self.deterministic = deterministic
+    self.implementation = implementation
+    self.embedding = nnx.Param(
+        embedding_init(rngs.params(), (num_classes, in_features), param_dtype))
+
+  def _cast(self, *arrays):
+    dtype = self.dtype or jnp.result_type(*arrays)
+    return tuple(jnp.asarray(a, dtype) for a in arrays)
+
+  def emb_lookup(self, ids: jax.Array) -> jax.Array:
+    """The rows `embedding[ids]`: `[...]` ids give `[..., in_features]`.
+
+    Like Praxis's one-hot matmul, an id outside `[0, num_classes)` gives a row
+    of zeros (it does not wrap around).
+    """
+    ids = jnp.asarray(ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+      raise TypeError(f"ids must be integers, got {ids.dtype}")
+    (embedding,) = self._cast(self.embedding[...])
+    valid = (ids >= 0) & (ids < self.num_classes)
+    rows = jnp.take(embedding, jnp.where(valid, ids, 0), axis=0)
+    return jnp.where(valid[..., None], rows, jnp.zeros((), rows.dtype))
+
+  def get_logits(self, inputs: jax.Array) -> jax.Array:
+    """`[..., in_features]` to `[..., num_classes]` logits, capped and clipped."""
+    inputs, embedding = self._cast(jnp.asarray(inputs), self.embedding[...])
+    check_inputs(inputs, embedding)
+    flat = inputs.reshape(-1, self.in_features)
+    logits = reference.logits(flat, embedding, self.options)
+    return logits.astype(inputs.dtype).reshape(inputs.shape[:-1] + (self.num_classes,))
+
+  def __call__(self, inputs: jax.Array, class_weights: jax.Array,
+               class_ids: jax.Array | None = None,
+               class_probabilities: jax.Array | None = None, *,
+               deterministic: bool | None = None) -> SoftmaxOutput:
+    """Logits, cross-entropy and z-loss; see `gshard_op.shared_embedding_softmax`."""
+    deterministic = self.deterministic if deterministic is None else deterministic
+    inputs, embedding = self._cast(jnp.asarray(inputs), self.embedding[...])
+    opts = self.options
+    return shared_embedding_softmax(
+        inputs, embedding, class_weights, class_ids, class_probabilities,
+        soft_cap_logits=opts.soft_cap_logits, logits_abs_max=opts.logits_abs_max,
+        z_loss_weight=opts.z_loss_weight,
+        label_smoothing_prob=0.0 if deterministic else opts.label_smoothing_prob,
+        use_tgt_labels_size_as_loss_denominator=opts.use_tgt_labels_size_as_loss_denominator,
+        implementation=self.implementation)

@@ -1,0 +1,52 @@
+"""The options of the shared embedding softmax, validated once and hashable.
+
+Names and defaults are Praxis's (`GShardSharedEmbeddingSoftmax`). A `SoftmaxOptions`
+is static: it is a `nondiff` argument of the custom VJP, a parameter of the
+primitives and, through `composite_attributes`, part of the lowered IR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftmaxOptions:
+  """Static options of one shared-embedding softmax.
+
+  Attributes:
+    soft_cap_logits: if > 0, logits become `cap * tanh(logits / cap)`.
+    logits_abs_max: if > 0, logits are then clipped to `[-abs_max, abs_max]`.
+    z_loss_weight: weight of the auxiliary loss `mean(logsumexp(logits)**2)`.
+    label_smoothing_prob: `p`; targets become `(1 - p + p/V)` on the label and
+      `p/V` elsewhere. The layer passes 0 when it is deterministic (evaluation).
+    use_tgt_labels_size_as_loss_denominator: the loss denominator is the number
+      of class weights (True) or their sum (False).
+  """
+
+  soft_cap_logits: float = 0.0
+  logits_abs_max: float = 0.0
+  z_loss_weight: float = 0.0
+  label_smoothing_prob: float = 0.0
+  use_tgt_labels_size_as_loss_denominator: bool = True
+
+  def __post_init__(self):
+    for name in ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
+                 "label_smoothing_prob"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a Python float, got {value!r}")
+      if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+      object.__setattr__(self, name, float(value))
+    if self.label_smoothing_prob > 1:
+      raise ValueError("label_smoothing_prob must be in [0, 1], got "
+                       f"{self.label_smoothing_prob!r}")
+    object.__setattr__(self, "use_tgt_labels_size_as_loss_denominator",
+                       bool(self.use_tgt_labels_size_as_loss_denominator))
+
+
+def logit_scale(in_features: int) -> float:
+  """The `in_features ** -0.5` that scales the inputs before the matmul."""
+  return float(in_features) ** -0.5

@@ -1,0 +1,132 @@
+"""The dense reference: the one source of truth for the math.
+
+Everything here works on flattened tokens: `x[N, M]`, `embedding[V, M]`, and
+labels that are either class ids `[N]` (integer) or class probabilities `[N, V]`.
+These functions are the `decomposition` of the two composites (see
+`gshard_op/primitive.py`), so an un-rewritten module computes exactly this; the
+passes in `passes/` compute the same quantities chunk by chunk.
+
+Softmax math is float32 whatever the input dtype; matmuls take the input dtype
+and accumulate in float32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gshard_op.options import SoftmaxOptions, logit_scale
+
+F32 = jnp.float32
+
+
+def scaled_inputs(x: jax.Array) -> jax.Array:
+  """`x * M**-0.5`, in x's dtype (Praxis scales the inputs, not the logits)."""
+  return x * jnp.asarray(logit_scale(x.shape[-1]), x.dtype)
+
+
+def raw_logits(x: jax.Array, embedding: jax.Array) -> jax.Array:
+  """`(x * M**-0.5) @ embedding.T`, accumulated in float32: `[N, V]`."""
+  return jnp.einsum("nm,vm->nv", scaled_inputs(x), embedding,
+                    preferred_element_type=F32)
+
+
+def transform_logits(z: jax.Array, opts: SoftmaxOptions) -> jax.Array:
+  """Soft cap, then absolute clip, each only when set (Praxis order)."""
+  if opts.soft_cap_logits > 0:
+    cap = opts.soft_cap_logits
+    z = cap * jnp.tanh(z / cap)
+  if opts.logits_abs_max > 0:
+    z = jnp.clip(z, -opts.logits_abs_max, opts.logits_abs_max)
+  return z
+
+
+def transform_logits_vjp(z_raw: jax.Array, dz: jax.Array,
+                         opts: SoftmaxOptions) -> jax.Array:
+  """Pulls a cotangent of `transform_logits(z_raw)` back to `z_raw`."""
+  if opts.logits_abs_max > 0:
+    z = transform_logits(z_raw, SoftmaxOptions(soft_cap_logits=opts.soft_cap_logits))
+    inside = jnp.abs(z) < opts.logits_abs_max
+    dz = jnp.where(inside, dz, 0.0)
+  if opts.soft_cap_logits > 0:
+    t = jnp.tanh(z_raw / opts.soft_cap_logits)
+    dz = dz * (1.0 - t * t)
+  return dz
+
+
+def logits(x: jax.Array, embedding: jax.Array, opts: SoftmaxOptions) -> jax.Array:
+  """The float32 `[N, V]` logits the softmax sees (after cap and clip)."""
+  return transform_logits(raw_logits(x, embedding), opts)
+
+
+def smoothing_coefficients(num_classes: int, opts: SoftmaxOptions) -> tuple[float, float]:
+  """`(a, b)` such that the smoothed target is `a * probs + b`.
+
+  With `off = p / V` and `on = 1 - p + off`, Praxis's
+  `on * probs + off * (1 - probs)` is `(on - off) * probs + off`.
+  """
+  off = opts.label_smoothing_prob / num_classes
+  on = 1.0 - opts.label_smoothing_prob + off
+  return on - off, off
+
+
+def label_probabilities(labels: jax.Array, num_classes: int) -> jax.Array:
+  """Class ids `[N]` to one-hot float32 `[N, V]`; probabilities pass through.
+
+  Ids outside `[0, V)` give an all-zero row, as Praxis's `one_hot` does.
+  Probabilities carry no gradient.
+  """
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    return jax.nn.one_hot(labels, num_classes, dtype=F32)
+  return jax.lax.stop_gradient(labels.astype(F32))
+
+
+def target_distribution(labels: jax.Array, num_classes: int,
+                        opts: SoftmaxOptions) -> jax.Array:
+  """The (label-smoothed) target distribution `q[N, V]` of the cross-entropy."""
+  a, b = smoothing_coefficients(num_classes, opts)
+  probs = label_probabilities(labels, num_classes)
+  if opts.label_smoothing_prob > 0:
+    probs = a * probs + b
+  return probs
+
+
+def per_token_forward(x, embedding, labels, opts: SoftmaxOptions):
+  """The forward composite: per-token results, all `[N]`.
+
+  Returns `(per_example_xent f32, per_example_argmax i32, logsumexp f32,
+  logsumexp_squared f32)`. The squared logsumexp is its own result so that the
+  z-loss cotangent reaching the gradient never depends on forward results.
+  """
+  z = logits(x, embedding, opts)
+  lse = jax.nn.logsumexp(z, axis=-1)
+  log_probs = z - lse[:, None]
+  q = target_distribution(labels, embedding.shape[0], opts)
+  xent = -jnp.sum(log_probs * q, axis=-1)
+  argmax = jnp.argmax(z, axis=-1).astype(jnp.int32)
+  return xent, argmax, lse, lse * lse
+
+
+def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
+                   opts: SoftmaxOptions):
+  """The gradient composite: `(d_x, d_embedding)` of `per_token_forward`.
+
+  `lse` is the forward's saved logsumexp; `g_*` are the cotangents of
+  `per_example_xent`, `logsumexp` and `logsumexp_squared`. With `p` the softmax
+  and `q` the target distribution (total mass `Q`), the logits' cotangent is
+  `g_xent * (p * Q - q) + (g_lse + 2 * lse * g_lse_squared) * p`.
+  """
+  z_raw = raw_logits(x, embedding)
+  z = transform_logits(z_raw, opts)
+  p = jnp.exp(z - lse[:, None])
+  q = target_distribution(labels, embedding.shape[0], opts)
+  total_mass = jnp.sum(q, axis=-1, keepdims=True)
+  g_p = (g_lse + 2.0 * lse * g_lse_squared)[:, None]
+  dz = g_xent[:, None] * (p * total_mass - q) + g_p * p
+  dz_raw = transform_logits_vjp(z_raw, dz, opts)
+  scale = logit_scale(x.shape[-1])
+  d_x = scale * jnp.einsum("nv,vm->nm", dz_raw.astype(embedding.dtype), embedding,
+                           preferred_element_type=F32)
+  d_embedding = jnp.einsum("nv,nm->vm", dz_raw.astype(x.dtype), scaled_inputs(x),
+                           preferred_element_type=F32)
+  return d_x.astype(x.dtype), d_embedding.astype(embedding.dtype)
