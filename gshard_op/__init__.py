@@ -8,9 +8,10 @@ Public API:
 """
 
 from gshard_op.functional import shared_embedding_softmax
+from gshard_op.jit import jit
 from gshard_op.layer import GShardSharedEmbeddingSoftmax
 from gshard_op.options import SoftmaxOptions
 from gshard_op.outputs import SoftmaxOutput
 
 __all__ = ["GShardSharedEmbeddingSoftmax", "SoftmaxOptions", "SoftmaxOutput",
-           "shared_embedding_softmax"]
+           "jit", "shared_embedding_softmax"]

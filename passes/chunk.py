@@ -1,0 +1,247 @@
+"""`gshard-chunk-softmax`: composites -> loops over vocab (and token) chunks.
+
+Forward, for each block of T tokens (one block unless the budget says more):
+
+    stats = OnlineStats.initial()
+    for k in range(ceil(V / C)):                 # stablehlo.while
+      chunk = logits of the block vs classes [start_k, start_k + C)
+      stats = stats.update(chunk)                # online max / sum-exp / argmax / target
+    xent, argmax, lse, lse**2 = stats.finalize()
+
+Gradient, same loops: recompute the chunk's logits, `dz` from the saved
+logsumexp, then `d_x += dz @ E_chunk` and `d_E[chunk] += dz.T @ x`, both in
+float32. No `[N, V]` tensor is created. The last chunk of an uneven split starts
+at `V - C` and masks the classes an earlier chunk already covered, so nothing
+is padded or copied; token blocks do the same with tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+from jaxlib.mlir import ir
+
+from passes import builders as b
+from passes import composites
+from passes.framework import ModulePass, RewriteError, register
+from passes.softmax_ir import OnlineStats, Softmax, chunk_logits, logits_cotangent
+
+log = logging.getLogger("gshard.passes")
+
+MIN_VOCAB_CHUNK = 128
+# Live float32 [T, C] buffers in the gradient's loop body (z_raw, z, p, dz).
+LIVE_CHUNK_BUFFERS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+  token_chunk: int   # T, tokens per block (== N: no token loop)
+  vocab_chunk: int   # C, classes per chunk (== V: one chunk)
+
+  def attribute(self) -> str:
+    return f"token_chunk={self.token_chunk} vocab_chunk={self.vocab_chunk}"
+
+
+def plan_chunks(num_tokens: int, num_classes: int, *, vocab_chunk: int = 0,
+                token_chunk: int = 0, memory_budget_mib: float = 32.0) -> ChunkPlan:
+  """Chunk sizes: the ones given, else the largest that keep the loop body's
+  `[T, C]` float32 buffers within the budget (power-of-two vocab chunks of at
+  least 128 classes; tokens are split only when even that does not fit)."""
+  budget = memory_budget_mib * 2**20 / (4 * LIVE_CHUNK_BUFFERS)  # elements of one [T, C]
+  tokens = min(token_chunk, num_tokens) if token_chunk > 0 else num_tokens
+  if vocab_chunk > 0:
+    vocab = min(vocab_chunk, num_classes)
+  else:
+    fit = max(1, int(budget // tokens))
+    vocab = min(num_classes, max(MIN_VOCAB_CHUNK, 1 << (fit.bit_length() - 1)))
+  if token_chunk <= 0 and tokens * vocab > budget:
+    tokens = max(1, min(num_tokens, int(budget // vocab)))
+  return ChunkPlan(token_chunk=tokens, vocab_chunk=vocab)
+
+
+def _trip_count(total: int, chunk: int) -> int:
+  return math.ceil(total / chunk)
+
+
+def _chunk_start(i: ir.Value, chunk: int, total: int) -> tuple[ir.Value, ir.Value | None]:
+  """`(start, first_owned)` of chunk i: starts clamp to `total - chunk`, and an
+  uneven split masks what lies below `i * chunk` (None: nothing to mask)."""
+  nominal = b.mul(i, chunk)
+  if total % chunk == 0:
+    return nominal, None
+  return b.minimum(nominal, total - chunk), nominal
+
+
+def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
+                 labels: ir.Value, class_offset: ir.Value | None = None,
+                 reduce_stats=None) -> list[ir.Value]:
+  """The forward composite's four `[N]` results, computed in chunks.
+
+  `class_offset` and `reduce_stats` serve the vocab-sharded pass: the global id
+  of this shard's first class, and a function combining `OnlineStats` across
+  shards before they are finalised.
+  """
+  n, _ = b.shape_of(x)
+  v = b.shape_of(embedding)[0]
+  xs = sm.scaled_inputs(x)
+
+  def block(x_blk: ir.Value, labels_blk: ir.Value) -> list[ir.Value]:
+    tokens = b.shape_of(x_blk)[0]
+    loop = Loop(_trip_count(v, plan.vocab_chunk), **OnlineStats.initial(tokens).as_dict())
+    with loop.body() as (k, carried):
+      start, first_owned = _chunk_start(k, plan.vocab_chunk, v)
+      chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
+                           plan.vocab_chunk, class_offset)
+      loop.yield_(**OnlineStats(**vars(carried)).update(sm, chunk).as_dict())
+    stats = OnlineStats(**vars(loop.results))
+    if reduce_stats is not None:
+      stats = reduce_stats(stats)
+    return stats.finalize(sm, labels_blk)
+
+  if plan.token_chunk >= n:
+    return block(xs, labels)
+
+  zeros = {"xent": b.full((n,), b.f32(), 0.0), "argmax": b.full((n,), b.i32(), 0),
+           "lse": b.full((n,), b.f32(), 0.0), "lse_squared": b.full((n,), b.f32(), 0.0)}
+  loop = Loop(_trip_count(n, plan.token_chunk), **zeros)
+  with loop.body() as (j, out):
+    start, _ = _chunk_start(j, plan.token_chunk, n)  # overlap recomputes equal values
+    x_blk, labels_blk = _token_block(xs, labels, start, plan.token_chunk)
+    results = block(x_blk, labels_blk)
+    loop.yield_(**{name: b.dynamic_update_slice(getattr(out, name), r, [start])
+                   for name, r in zip(zeros, results)})
+  return [getattr(loop.results, name) for name in zeros]
+
+
+def _token_block(xs: ir.Value, labels: ir.Value, start: ir.Value, tokens: int):
+  zero = b.scalar(0, b.i32())
+  x_blk = b.dynamic_slice(xs, [start, zero], [tokens, b.shape_of(xs)[1]])
+  if len(b.shape_of(labels)) == 1:
+    labels_blk = b.dynamic_slice(labels, [start], [tokens])
+  else:
+    labels_blk = b.dynamic_slice(labels, [start, zero], [tokens, b.shape_of(labels)[1]])
+  return x_blk, labels_blk
+
+
+def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
+              labels: ir.Value, lse: ir.Value, g_xent: ir.Value, g_lse: ir.Value,
+              g_lse_squared: ir.Value, class_offset: ir.Value | None = None,
+              reduce_d_x=None) -> list[ir.Value]:
+  """The gradient composite's `[d_x, d_embedding]`, computed in chunks.
+
+  `reduce_d_x` (sharded pass) sums each token block's float32 `d_x` over shards.
+  """
+  n, m = b.shape_of(x)
+  v = b.shape_of(embedding)[0]
+  xs = sm.scaled_inputs(x)
+  q_mass = sm.target_mass(labels)
+  g_p = b.add(g_lse, b.mul(b.mul(lse, g_lse_squared), 2.0))
+  zero = b.scalar(0, b.i32())
+
+  def block(x_blk, labels_blk, lse_blk, q_blk, g_xent_blk, g_p_blk, d_emb):
+    """One token block: returns (float32 d_x of the block, updated d_emb)."""
+    tokens = b.shape_of(x_blk)[0]
+    loop = Loop(_trip_count(v, plan.vocab_chunk),
+                d_x=b.full((tokens, m), b.f32(), 0.0), d_emb=d_emb)
+    with loop.body() as (k, acc):
+      start, first_owned = _chunk_start(k, plan.vocab_chunk, v)
+      chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
+                           plan.vocab_chunk, class_offset)
+      dz = logits_cotangent(sm, chunk, lse_blk, q_blk, g_xent_blk, g_p_blk)
+      emb = b.dynamic_slice(embedding, [start, zero], [plan.vocab_chunk, m])
+      d_x = b.add(acc.d_x, b.dot(b.convert(dz, b.element_of(embedding)), emb, (1, 0), b.f32()))
+      d_emb_chunk = b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0), b.f32())
+      old = b.dynamic_slice(acc.d_emb, [start, zero], [plan.vocab_chunk, m])
+      loop.yield_(d_x=d_x, d_emb=b.dynamic_update_slice(
+          acc.d_emb, b.add(old, d_emb_chunk), [start, zero]))
+    d_x = loop.results.d_x
+    if reduce_d_x is not None:
+      d_x = reduce_d_x(d_x)
+    return d_x, loop.results.d_emb
+
+  d_emb0 = b.full((v, m), b.f32(), 0.0)
+  if plan.token_chunk >= n:
+    d_x, d_emb = block(xs, labels, lse, q_mass, g_xent, g_p, d_emb0)
+  else:
+    t = plan.token_chunk
+    outer = Loop(_trip_count(n, t), d_x=b.full((n, m), b.f32(), 0.0), d_emb=d_emb0)
+    with outer.body() as (j, acc):
+      start, first_owned = _chunk_start(j, t, n)
+      x_blk, labels_blk = _token_block(xs, labels, start, t)
+      per_token = [b.dynamic_slice(a, [start], [t]) for a in (lse, q_mass, g_xent, g_p)]
+      if first_owned is not None:  # tokens an earlier block had: no contribution
+        own = b.compare(b.add(b.iota((t,), 0), b.broadcast(start, (t,), [])),
+                        b.broadcast(first_owned, (t,), []), "GE")
+        per_token[2] = b.select(own, per_token[2], 0.0)
+        per_token[3] = b.select(own, per_token[3], 0.0)
+      d_x_blk, d_emb = block(x_blk, labels_blk, *per_token, acc.d_emb)
+      if first_owned is not None:
+        own_rows = b.broadcast(own, (t, m), [0])
+        d_x_blk = b.select(own_rows, d_x_blk, b.dynamic_slice(acc.d_x, [start, zero], [t, m]))
+      outer.yield_(d_x=b.dynamic_update_slice(acc.d_x, d_x_blk, [start, zero]), d_emb=d_emb)
+    d_x, d_emb = outer.results.d_x, outer.results.d_emb
+  d_x = b.mul(d_x, sm.logit_scale)
+  return [b.convert(d_x, b.element_of(x)), b.convert(d_emb, b.element_of(embedding))]
+
+
+Loop = b.Loop
+
+
+def softmax_of(site: composites.SoftmaxComposite) -> Softmax:
+  return Softmax(options=site.options, logit_scale=site.logit_scale,
+                 num_classes=site.num_classes, labels_are_ids=site.labels_are_ids)
+
+
+def replace(op: ir.Operation, new_results: list[ir.Value]) -> None:
+  for old, new in zip(op.results, new_results):
+    old.replace_all_uses_with(new)
+  op.erase()
+
+
+@register
+class ChunkSoftmaxPass(ModulePass):
+  """Options: `vocab-chunk` and `token-chunk` (0: from the budget),
+  `memory-budget-mib` (the loop body's `[T, C]` buffers)."""
+
+  name = "gshard-chunk-softmax"
+  summary = "Rewrite gshard composites into while loops over vocab/token chunks (online softmax)"
+
+  vocab_chunk: int = 0
+  token_chunk: int = 0
+  memory_budget_mib: float = 32.0
+
+  def __post_init__(self):
+    if self.vocab_chunk < 0 or self.token_chunk < 0 or self.memory_budget_mib <= 0:
+      raise ValueError("vocab-chunk and token-chunk must be >= 0 and memory-budget-mib > 0")
+
+  def plan(self, site: composites.SoftmaxComposite) -> ChunkPlan:
+    return plan_chunks(site.num_tokens, site.num_classes, vocab_chunk=self.vocab_chunk,
+                       token_chunk=self.token_chunk, memory_budget_mib=self.memory_budget_mib)
+
+  def run(self, module: ir.Operation) -> None:
+    sites = [composites.match(op) for op in composites.find(module)]
+    for site in sites:
+      plan = self.plan(site)
+      log.info("%s: %s %s", self.name, composites.composite_name(site.op), plan.attribute())
+      with site.op.location, ir.InsertionPoint(site.op):
+        if site.is_grad:
+          results = emit_grad(softmax_of(site), plan, *site.operands)
+        else:
+          results = emit_forward(softmax_of(site), plan, *site.operands)
+        if not results:
+          raise RewriteError(site.op, "nothing emitted")
+      _tag(results, self.name, plan)
+      replace(site.op, results)
+    if sites:
+      composites.erase_dead_functions(module)
+
+
+def _tag(results: list[ir.Value], pass_name: str, plan: ChunkPlan) -> None:
+  """Marks the op defining each result with the plan chosen (visible in the IR)."""
+  for r in results:
+    owner = r.owner
+    if isinstance(owner, ir.OpView):
+      owner = owner.operation
+    owner.attributes["gshard.plan"] = ir.StringAttr.get(f"{pass_name}: {plan.attribute()}")

@@ -1,0 +1,162 @@
+"""Finding the gshard composites in a module and checking them against the contract.
+
+A pass never rewrites a composite it does not understand: `match` returns a
+`SoftmaxComposite` for a well-formed op and raises `RewriteError` (with the op)
+for one with the right name but an unknown version, missing attributes or
+operand/result types that break `gshard_op/contract.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from jaxlib.mlir import ir
+
+from gshard_op import contract
+from gshard_op.options import SoftmaxOptions
+from passes import builders as b
+from passes.framework import RewriteError, walk
+
+NAMES = (contract.FORWARD, contract.GRAD)
+
+
+@dataclasses.dataclass
+class SoftmaxComposite:
+  """A checked `gshard.shared_embedding_softmax[_grad]` composite."""
+
+  op: ir.Operation
+  is_grad: bool
+  options: SoftmaxOptions
+  logit_scale: float
+  num_tokens: int
+  in_features: int
+  num_classes: int
+  labels_are_ids: bool
+
+  @property
+  def operands(self) -> list[ir.Value]:
+    return list(self.op.operands)
+
+  @property
+  def decomposition(self) -> str:
+    return ir.FlatSymbolRefAttr(self.op.attributes["decomposition"]).value
+
+
+def composite_name(op: ir.Operation) -> str | None:
+  if op.name != "stablehlo.composite":
+    return None
+  return ir.StringAttr(op.attributes["name"]).value
+
+
+def find(module: ir.Operation, names=NAMES) -> list[ir.Operation]:
+  """The composites named `names` anywhere in `module`, in pre-order."""
+  return walk(module, lambda op: composite_name(op.operation) in names)
+
+
+def _float_attr(op, attrs, key) -> float:
+  if key not in attrs:
+    raise RewriteError(op, f"composite_attributes lacks '{key}'")
+  return ir.FloatAttr(attrs[key]).value
+
+
+def match(op: ir.Operation) -> SoftmaxComposite:
+  """Checks `op` against the contract; see the module docstring."""
+  name = composite_name(op)
+  if name not in NAMES:
+    raise RewriteError(op, f"not a gshard composite: {op.name} {name or ''}")
+  version = ir.IntegerAttr(op.attributes["version"]).value if "version" in op.attributes else 0
+  if version != contract.VERSION:
+    raise RewriteError(op, f"{name} has version {version}; this build of the passes "
+                           f"understands version {contract.VERSION} only")
+  attrs = ir.DictAttr(op.attributes["composite_attributes"])
+  values = {k: _float_attr(op, attrs, k) for k in contract.FLOAT_ATTRIBUTES}
+  for k in contract.BOOL_ATTRIBUTES:
+    if k not in attrs:
+      raise RewriteError(op, f"composite_attributes lacks '{k}'")
+  try:
+    options = SoftmaxOptions(
+        soft_cap_logits=values["soft_cap_logits"], logits_abs_max=values["logits_abs_max"],
+        z_loss_weight=values["z_loss_weight"],
+        label_smoothing_prob=values["label_smoothing_prob"],
+        use_tgt_labels_size_as_loss_denominator=ir.BoolAttr(
+            attrs["use_tgt_labels_size_as_loss_denominator"]).value)
+  except (TypeError, ValueError) as e:
+    raise RewriteError(op, f"bad composite_attributes: {e}") from None
+
+  is_grad = name == contract.GRAD
+  expected_operands = contract.GRAD_OPERANDS if is_grad else contract.FORWARD_OPERANDS
+  expected_results = contract.GRAD_RESULTS if is_grad else contract.FORWARD_RESULTS
+  operands, results = list(op.operands), list(op.results)
+  if len(operands) != len(expected_operands) or len(results) != len(expected_results):
+    raise RewriteError(op, f"{name} takes {len(expected_operands)} operands "
+                           f"({', '.join(expected_operands)}) and gives {len(expected_results)} "
+                           f"results, got {len(operands)} and {len(results)}")
+  x, embedding, labels = operands[:3]
+  _require(op, len(b.shape_of(x)) == 2 and b.is_float(b.element_of(x)), "x must be a float [N, M] tensor")
+  n, m = b.shape_of(x)
+  _require(op, b.shape_of(embedding)[1:] == (m,) and len(b.shape_of(embedding)) == 2
+           and b.is_float(b.element_of(embedding)), f"embedding must be a float [V, {m}] tensor")
+  v = b.shape_of(embedding)[0]
+  labels_are_ids = not b.is_float(b.element_of(labels))
+  if labels_are_ids:
+    _require(op, b.shape_of(labels) == (n,) and b.element_of(labels) == b.i32(),
+             f"labels must be i32[{n}] ids or float [{n}, {v}] probabilities")
+  else:
+    _require(op, b.shape_of(labels) == (n, v),
+             f"labels must be i32[{n}] ids or float [{n}, {v}] probabilities")
+  vec_f32 = b.tensor((n,), b.f32())
+  if is_grad:
+    for value, what in zip(operands[3:], expected_operands[3:]):
+      _require(op, value.type == vec_f32, f"{what} must be {vec_f32}")
+    _require(op, results[0].type == x.type and results[1].type == embedding.type,
+             "results must be d_x like x and d_embedding like embedding")
+  else:
+    want = [vec_f32, b.tensor((n,), b.i32()), vec_f32, vec_f32]
+    _require(op, [r.type for r in results] == want,
+             f"results must be {', '.join(str(t) for t in want)}")
+  return SoftmaxComposite(op=op, is_grad=is_grad, options=options,
+                          logit_scale=values["logit_scale"], num_tokens=n, in_features=m,
+                          num_classes=v, labels_are_ids=labels_are_ids)
+
+
+def _require(op, condition: bool, message: str) -> None:
+  if not condition:
+    raise RewriteError(op, f"{composite_name(op)}: {message}")
+
+
+def _symbol_refs(op: ir.Operation) -> set[str]:
+  """The flat symbol references in the attributes of `op` and the ops it holds."""
+  refs: set[str] = set()
+
+  def collect(o):
+    for name in o.attributes:
+      attr = o.attributes[name]
+      if isinstance(attr, ir.FlatSymbolRefAttr):
+        refs.add(attr.value)
+    return ir.WalkResult.ADVANCE
+
+  op.walk(collect)
+  return refs
+
+
+def erase_dead_functions(module: ir.Operation) -> None:
+  """Erases the private `func.func`s that no public function reaches (the
+  decompositions a rewrite left behind, and what only they called)."""
+  body = module.regions[0].blocks[0]
+  funcs = {ir.StringAttr(f.attributes["sym_name"]).value: f.operation
+           for f in body.operations if f.operation.name == "func.func"}
+  live, todo = set(), [name for name, f in funcs.items()
+                       if "sym_visibility" not in f.attributes
+                       or ir.StringAttr(f.attributes["sym_visibility"]).value == "public"]
+  for op in body.operations:  # references from non-function top-level ops
+    if op.operation.name != "func.func":
+      todo.extend(_symbol_refs(op.operation))
+  while todo:
+    name = todo.pop()
+    if name in live or name not in funcs:
+      continue
+    live.add(name)
+    todo.extend(_symbol_refs(funcs[name]))
+  for name, f in funcs.items():
+    if name not in live:
+      f.erase()

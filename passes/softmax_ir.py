@@ -1,0 +1,221 @@
+"""The chunk-level math of the shared embedding softmax, emitted as StableHLO.
+
+`gshard_op/reference.py` computes over all `V` classes at once; here the same
+quantities are built one `[T, C]` chunk of logits at a time, so that every pass
+(chunked, vocab-sharded, fused) shares one emitter of:
+
+* `Chunk`: the logits of some tokens against some classes, with their global
+  class ids and a mask of the classes this chunk owns;
+* `OnlineStats`: the running per-token max, sum of exponentials, argmax,
+  target logit and sum of logits (the online softmax), its `update` by one
+  chunk, its cross-shard `combine`, and the per-token results it finalises;
+* `logits_cotangent`: the gradient of the per-token results w.r.t. the
+  chunk's raw logits, from the saved logsumexp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from jaxlib.mlir import ir
+
+from gshard_op.options import SoftmaxOptions
+from gshard_op.reference import smoothing_coefficients
+from passes import builders as b
+
+INT_MAX = int(np.iinfo(np.int32).max)
+
+
+@dataclasses.dataclass(frozen=True)
+class Softmax:
+  """The static description of one composite, as the emitters need it."""
+
+  options: SoftmaxOptions
+  logit_scale: float
+  num_classes: int        # the global V (label smoothing and Q use it)
+  labels_are_ids: bool
+
+  @property
+  def smoothing(self) -> tuple[float, float]:
+    """`(a, b)`: the target is `a * labels + b`."""
+    if self.options.label_smoothing_prob > 0:
+      return smoothing_coefficients(self.num_classes, self.options)
+    return 1.0, 0.0
+
+  def scaled_inputs(self, x: ir.Value) -> ir.Value:
+    """`x * M**-0.5` in x's dtype (once, before any loop)."""
+    return b.mul(x, self.logit_scale)
+
+  def transform(self, z_raw: ir.Value) -> ir.Value:
+    """Soft cap, then clip: `reference.transform_logits`."""
+    z = z_raw
+    if self.options.soft_cap_logits > 0:
+      cap = self.options.soft_cap_logits
+      z = b.mul(b.tanh(b.div(z, cap)), cap)
+    if self.options.logits_abs_max > 0:
+      bound = self.options.logits_abs_max
+      z = b.clamp(-bound, z, bound)
+    return z
+
+  def transform_cotangent(self, z_raw: ir.Value, z: ir.Value, dz: ir.Value) -> ir.Value:
+    """`reference.transform_logits_vjp`: through the clip, then the cap."""
+    if self.options.logits_abs_max > 0:
+      capped = self.transform_without_clip(z_raw)
+      inside = b.compare(b.abs_(capped), self.options.logits_abs_max, "LT")
+      dz = b.select(inside, dz, 0.0)
+    if self.options.soft_cap_logits > 0:
+      t = b.tanh(b.div(z_raw, self.options.soft_cap_logits))
+      dz = b.mul(dz, b.sub(1.0, b.mul(t, t)))
+    return dz
+
+  def transform_without_clip(self, z_raw: ir.Value) -> ir.Value:
+    if self.options.soft_cap_logits > 0:
+      cap = self.options.soft_cap_logits
+      return b.mul(b.tanh(b.div(z_raw, cap)), cap)
+    return z_raw
+
+  def label_mass(self, labels: ir.Value) -> ir.Value:
+    """Per token, the mass `P` of the (unsmoothed) labels: 1 for an id in range,
+    0 out of range; the row sum of probabilities."""
+    if self.labels_are_ids:
+      inside = b.and_(b.compare(labels, 0, "GE"), b.compare(labels, self.num_classes, "LT"))
+      return b.select(inside, b.full(b.shape_of(labels), b.f32(), 1.0), 0.0)
+    return b.row_sum(b.convert(labels, b.f32()))
+
+  def target_mass(self, labels: ir.Value) -> ir.Value:
+    """`Q`, the total mass of the smoothed target: `a * P + b * V`."""
+    a, off = self.smoothing
+    return b.add(b.mul(self.label_mass(labels), a), off * self.num_classes)
+
+
+@dataclasses.dataclass
+class Chunk:
+  """Logits of a token block against a block of classes.
+
+  `z_raw`, `z`: float32 `[T, C]` before and after cap/clip; `classes`: i32
+  `[T, C]` global class ids; `owned`: i1 `[T, C]` or None when every column
+  belongs to this chunk (overlapping last chunks mask the columns an earlier
+  chunk already had); `labels`: the ids `[T]` or this chunk's probability
+  columns `[T, C]`.
+  """
+
+  z_raw: ir.Value
+  z: ir.Value
+  classes: ir.Value
+  owned: ir.Value | None
+  labels: ir.Value
+
+  def owned_or(self, v: ir.Value, fill) -> ir.Value:
+    return v if self.owned is None else b.select(self.owned, v, fill)
+
+  def target(self, sm: Softmax) -> ir.Value:
+    """The unsmoothed label weights of this chunk's columns, f32 `[T, C]`."""
+    if sm.labels_are_ids:
+      hit = b.compare(self.classes, b.rows(self.labels, b.shape_of(self.classes)), "EQ")
+      weights = b.select(hit, b.full(b.shape_of(self.z), b.f32(), 1.0), 0.0)
+    else:
+      weights = b.convert(self.labels, b.f32())
+    return self.owned_or(weights, 0.0)
+
+
+def chunk_logits(sm: Softmax, xs: ir.Value, embedding: ir.Value, labels: ir.Value,
+                 start: ir.Value, first_owned: ir.Value | None, size: int,
+                 class_offset: ir.Value | None = None) -> Chunk:
+  """The chunk of `size` classes from row `start` of `embedding` for tokens `xs`.
+
+  `first_owned`: the lowest local row this chunk owns (None: all). Class ids
+  are `class_offset + row` (a shard's first global class).
+  """
+  t, m = b.shape_of(xs)
+  emb = b.dynamic_slice(embedding, [start, b.scalar(0, b.i32())], [size, m])
+  z_raw = b.dot(xs, emb, (1, 1), b.f32())
+  rows = b.add(b.iota((t, size), 1), b.broadcast(start, (t, size), []))
+  owned = None if first_owned is None else b.compare(
+      rows, b.broadcast(first_owned, (t, size), []), "GE")
+  classes = rows if class_offset is None else b.add(rows, b.broadcast(class_offset, (t, size), []))
+  if sm.labels_are_ids:
+    chunk_labels = labels
+  else:
+    chunk_labels = b.dynamic_slice(labels, [b.scalar(0, b.i32()), start], [t, size])
+  return Chunk(z_raw=z_raw, z=sm.transform(z_raw), classes=classes, owned=owned,
+               labels=chunk_labels)
+
+
+@dataclasses.dataclass
+class OnlineStats:
+  """Per-token running statistics over the classes seen so far (all `[T]`).
+
+  `m` max logit, `s` sum of `exp(z - m)`, `idx` first class reaching `m`,
+  `t` sum of label-weighted logits, `zsum` sum of logits (label smoothing only).
+  """
+
+  m: ir.Value
+  s: ir.Value
+  idx: ir.Value
+  t: ir.Value
+  zsum: ir.Value
+
+  FIELDS = ("m", "s", "idx", "t", "zsum")
+
+  @classmethod
+  def initial(cls, tokens: int) -> "OnlineStats":
+    zeros = b.full((tokens,), b.f32(), 0.0)
+    return cls(m=b.full((tokens,), b.f32(), -np.inf), s=zeros,
+               idx=b.full((tokens,), b.i32(), 0), t=zeros, zsum=zeros)
+
+  def as_dict(self) -> dict[str, ir.Value]:
+    return {f: getattr(self, f) for f in self.FIELDS}
+
+  def update(self, sm: Softmax, chunk: Chunk) -> "OnlineStats":
+    """The statistics after also seeing `chunk`."""
+    shape = b.shape_of(chunk.z)
+    z = chunk.owned_or(chunk.z, -np.inf)
+    chunk_max = b.row_max(z)
+    m = b.maximum(self.m, chunk_max)
+    s = b.add(b.mul(self.s, b.exp(b.sub(self.m, m))),
+              b.row_sum(b.exp(b.sub(z, b.rows(m, shape)))))
+    # First class of the chunk reaching its max; an earlier chunk wins ties.
+    at_max = b.compare(z, b.rows(chunk_max, shape), "EQ")
+    chunk_idx = b.row_min(b.select(at_max, chunk.classes, INT_MAX))
+    idx = b.select(b.compare(chunk_max, self.m, "GT"), chunk_idx, self.idx)
+    t = b.add(self.t, b.row_sum(b.mul(chunk.target(sm), chunk.owned_or(chunk.z, 0.0))))
+    zsum = self.zsum
+    if sm.options.label_smoothing_prob > 0:
+      zsum = b.add(zsum, b.row_sum(chunk.owned_or(chunk.z, 0.0)))
+    return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum)
+
+  def finalize(self, sm: Softmax, labels: ir.Value) -> list[ir.Value]:
+    """`[per_example_xent, per_example_argmax, logsumexp, logsumexp_squared]`.
+
+    With target `q = a * labels + b`: `xent = -sum(q * (z - lse))
+    = -(a * (t - lse * P) + b * (zsum - V * lse))`.
+    """
+    lse = b.add(self.m, b.log(self.s))
+    a, off = sm.smoothing
+    xent = b.mul(b.sub(b.mul(lse, sm.label_mass(labels)), self.t), a)
+    if off:
+      xent = b.sub(xent, b.mul(b.sub(self.zsum, b.mul(lse, float(sm.num_classes))), off))
+    return [xent, self.idx, lse, b.mul(lse, lse)]
+
+
+def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
+                     g_xent: ir.Value, g_p: ir.Value) -> ir.Value:
+  """The cotangent of the chunk's raw logits, f32 `[T, C]`.
+
+  `dz = g_xent * (p * Q - q) + g_p * p` with `p = exp(z - lse)`, the target
+  `q = a * labels + b`, its mass `Q` and `g_p = g_lse + 2 lse g_lse_squared`;
+  then back through clip and cap. Columns the chunk does not own get 0.
+  """
+  shape = b.shape_of(chunk.z)
+  p = b.exp(b.sub(chunk.z, b.rows(lse, shape)))
+  a, off = sm.smoothing
+  q = chunk.target(sm)
+  if a != 1.0:
+    q = b.mul(q, a)
+  if off:
+    q = b.add(q, off)
+  dz = b.add(b.mul(b.rows(g_xent, shape), b.sub(b.mul(p, b.rows(q_mass, shape)), q)),
+             b.mul(b.rows(g_p, shape), p))
+  dz = chunk.owned_or(dz, 0.0)
+  return sm.transform_cotangent(chunk.z_raw, chunk.z, dz)
