@@ -4,10 +4,11 @@ Importing this package registers every pass in `REGISTRY`:
 
   gshard-inline          composites -> calls of their dense decomposition
   gshard-chunk-softmax   composites -> while loops over vocab (and token) chunks
+  gshard-fuse-fwd-bwd    forward + gradient pair -> one loop over token blocks
 """
 
 from passes import framework, inline  # noqa: F401  (registers)
-from passes import chunk  # noqa: F401  (registers)
+from passes import chunk, fuse  # noqa: F401  (registers)
 from passes.framework import (REGISTRY, ModulePass, PassError, PipelineError,
                               RewriteError, parse_pipeline, run_pipeline)
 

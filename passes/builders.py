@@ -24,6 +24,10 @@ def f32() -> ir.Type:
   return ir.F32Type.get()
 
 
+def bf16() -> ir.Type:
+  return ir.BF16Type.get()
+
+
 def i32() -> ir.Type:
   return ir.IntegerType.get_signless(32)
 

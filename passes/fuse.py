@@ -1,0 +1,188 @@
+"""`gshard-fuse-fwd-bwd`: a training step's forward and gradient in one sweep.
+
+When a module holds the forward composite and the gradient composite of the
+same op (what `jax.value_and_grad` lowers to) and the gradient's cotangents do
+not depend on the forward's results (true of the mean loss, `total_xent`,
+z-loss, per-token weights...), both become one loop over token blocks:
+
+    for each block of T tokens:                  # stablehlo.while
+      z = x_blk @ E.T                            # [T, V]: the block's softmax is final
+      xent, argmax, lse, lse**2 = stats of z
+      dz = cotangent of z from lse               # same buffer, no recomputation
+      d_x[blk] = dz @ E ;  d_E += dz.T @ x_blk   # three matmuls in all, not four
+
+The ops computing the cotangents are moved above the forward so the loop can
+use them. The `[T, V]` buffer is bounded by the budget; when not even a small
+block fits, the pass leaves the composites to `gshard-chunk-softmax`.
+`d_E` accumulates in float32 unless `accumulate-bf16` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+from jaxlib.mlir import ir
+
+from passes import builders as b
+from passes import composites
+from passes.chunk import _chunk_start, _token_block, replace, softmax_of
+from passes.framework import ModulePass, register
+from passes.softmax_ir import OnlineStats, Softmax, chunk_logits, logits_cotangent
+
+log = logging.getLogger("gshard.passes")
+
+# Live float32 [T, V] buffers of the fused body (logits, softmax/cotangent).
+LIVE_BLOCK_BUFFERS = 2
+MIN_TOKEN_CHUNK = 8
+
+
+def plan_token_chunk(num_tokens: int, num_classes: int, *, token_chunk: int = 0,
+                     memory_budget_mib: float = 256.0) -> int | None:
+  """Tokens per block: as given, else the largest power of two whose `[T, V]`
+  buffers fit the budget; None when fewer than `MIN_TOKEN_CHUNK` would fit."""
+  if token_chunk > 0:
+    return min(token_chunk, num_tokens)
+  fit = int(memory_budget_mib * 2**20 // (4 * LIVE_BLOCK_BUFFERS * num_classes))
+  if fit < min(MIN_TOKEN_CHUNK, num_tokens):
+    return None
+  return min(num_tokens, 1 << (fit.bit_length() - 1))
+
+
+def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, labels: ir.Value,
+               g_xent: ir.Value, g_lse: ir.Value, g_lse_squared: ir.Value,
+               accumulator: ir.Type) -> tuple[list[ir.Value], list[ir.Value]]:
+  """`(forward results, [d_x, d_embedding])` from one loop over token blocks."""
+  n, m = b.shape_of(x)
+  v = b.shape_of(embedding)[0]
+  xs = sm.scaled_inputs(x)
+  q_mass = sm.target_mass(labels)
+  zero = b.scalar(0, b.i32())
+  outputs = {"xent": b.full((n,), b.f32(), 0.0), "argmax": b.full((n,), b.i32(), 0),
+             "lse": b.full((n,), b.f32(), 0.0), "lse_squared": b.full((n,), b.f32(), 0.0)}
+  loop = b.Loop(math.ceil(n / tokens), **outputs,
+                d_x=b.full((n, m), b.element_of(x), 0.0),
+                d_emb=b.full((v, m), accumulator, 0.0))
+  with loop.body() as (j, acc):
+    start, first_owned = _chunk_start(j, tokens, n)
+    x_blk, labels_blk = _token_block(xs, labels, start, tokens)
+    g_xent_blk, g_lse_blk, g_sq_blk, q_blk = (
+        b.dynamic_slice(a, [start], [tokens]) for a in (g_xent, g_lse, g_lse_squared, q_mass))
+    if first_owned is not None:  # tokens an earlier block had add no gradient again
+      own = b.compare(b.add(b.iota((tokens,), 0), b.broadcast(start, (tokens,), [])),
+                      b.broadcast(first_owned, (tokens,), []), "GE")
+      g_xent_blk, g_lse_blk, g_sq_blk = (b.select(own, g, 0.0)
+                                         for g in (g_xent_blk, g_lse_blk, g_sq_blk))
+    chunk = chunk_logits(sm, x_blk, embedding, labels_blk, zero, None, v)
+    results = OnlineStats.initial(tokens).update(sm, chunk).finalize(sm, labels_blk)
+    lse = results[2]
+    g_p = b.add(g_lse_blk, b.mul(b.mul(lse, g_sq_blk), 2.0))
+    dz = logits_cotangent(sm, chunk, lse, q_blk, g_xent_blk, g_p)
+    d_x_blk = b.mul(b.dot(b.convert(dz, b.element_of(embedding)), embedding, (1, 0), b.f32()),
+                    sm.logit_scale)
+    d_x_blk = b.convert(d_x_blk, b.element_of(x))
+    if first_owned is not None:
+      d_x_blk = b.select(b.broadcast(own, (tokens, m), [0]), d_x_blk,
+                         b.dynamic_slice(acc.d_x, [start, zero], [tokens, m]))
+    d_emb = b.add(acc.d_emb, b.convert(
+        b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0), b.f32()), accumulator))
+    loop.yield_(**{name: b.dynamic_update_slice(getattr(acc, name), r, [start])
+                   for name, r in zip(outputs, results)},
+                d_x=b.dynamic_update_slice(acc.d_x, d_x_blk, [start, zero]), d_emb=d_emb)
+  forward = [getattr(loop.results, name) for name in outputs]
+  return forward, [loop.results.d_x, b.convert(loop.results.d_emb, b.element_of(embedding))]
+
+
+def _producer(v: ir.Value) -> ir.Operation | None:
+  owner = v.owner
+  if isinstance(owner, ir.Block):
+    return None
+  return owner.operation if isinstance(owner, ir.OpView) else owner
+
+
+def cotangent_slice(forward: ir.Operation, values: list[ir.Value]) -> list[ir.Operation] | None:
+  """The ops after `forward` (same block) that compute `values`, in block
+  order; None when any of them depends on `forward`'s results."""
+  block = forward.block
+  found: set[ir.Operation] = set()
+  todo = list(values)
+  while todo:
+    op = _producer(todo.pop())
+    if op is None or op.block != block or op.is_before_in_block(forward) or op in found:
+      continue  # available before the forward, or seen
+    if op == forward:
+      return None
+    found.add(op)
+    todo.extend(op.operands)
+    for region in op.regions:  # values a region captures from this block
+      for inner in region.blocks:
+        for inner_op in inner.operations:
+          todo.extend(inner_op.operands)
+  return [o.operation for o in block.operations if o.operation in found]
+
+
+def find_pairs(module: ir.Operation):
+  """`(forward site, gradient site)` pairs of the same op in the same block."""
+  forwards = {}
+  for op in composites.find(module, (composites.NAMES[0],)):
+    forwards.setdefault(op.block, []).append(op)
+  pairs = []
+  for op in composites.find(module, (composites.NAMES[1],)):
+    grad = composites.match(op)
+    lse = grad.operands[3]
+    fwd_op = _producer(lse)
+    if fwd_op is None or composites.composite_name(fwd_op) != composites.NAMES[0]:
+      continue
+    fwd = composites.match(fwd_op)
+    if (fwd_op.block != op.block or list(fwd_op.results).index(lse) != 2
+        or any(a != b_ for a, b_ in zip(fwd.operands, grad.operands[:3]))
+        or fwd.options != grad.options):
+      continue
+    pairs.append((fwd, grad))
+  return pairs
+
+
+@register
+class FuseForwardBackwardPass(ModulePass):
+  """Options: `token-chunk` (0: from the budget), `memory-budget-mib` (the
+  `[T, V]` buffers), `accumulate-bf16` (d_embedding accumulator in bf16)."""
+
+  name = "gshard-fuse-fwd-bwd"
+  summary = "Fuse a forward and gradient composite pair into one loop over token blocks (3 matmuls)"
+
+  token_chunk: int = 0
+  memory_budget_mib: float = 256.0
+  accumulate_bf16: bool = False
+
+  def __post_init__(self):
+    if self.token_chunk < 0 or self.memory_budget_mib <= 0:
+      raise ValueError("token-chunk must be >= 0 and memory-budget-mib > 0")
+
+  def run(self, module: ir.Operation) -> None:
+    fused = False
+    for fwd, grad in find_pairs(module):
+      tokens = plan_token_chunk(fwd.num_tokens, fwd.num_classes, token_chunk=self.token_chunk,
+                                memory_budget_mib=self.memory_budget_mib)
+      if tokens is None:
+        log.info("%s: budget %s MiB too small for [%d, %d] blocks; left to chunking",
+                 self.name, self.memory_budget_mib, MIN_TOKEN_CHUNK, fwd.num_classes)
+        continue
+      cotangents = grad.operands[4:]
+      movable = cotangent_slice(fwd.op, cotangents)
+      if movable is None:
+        log.info("%s: cotangents depend on the forward's results; not fused", self.name)
+        continue
+      for op in movable:
+        op.move_before(fwd.op)
+      accumulator = b.bf16() if self.accumulate_bf16 else b.f32()
+      with fwd.op.location, ir.InsertionPoint(fwd.op):
+        forward, gradient = emit_fused(softmax_of(fwd), tokens, *fwd.operands, *cotangents,
+                                       accumulator=accumulator)
+      plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
+      _producer(forward[0]).attributes["gshard.plan"] = ir.StringAttr.get(plan)
+      replace(grad.op, gradient)
+      replace(fwd.op, forward)
+      fused = True
+    if fused:
+      composites.erase_dead_functions(module)
