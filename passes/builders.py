@@ -189,21 +189,22 @@ def row_min(v: Value) -> Value:
   return reduce(v, [1], minimum, np.inf if is_float(element_of(v)) else np.iinfo(np.int32).max)
 
 
-def all_reduce(values: Sequence[Value], combiner, replica_groups: np.ndarray,
-               channel_id: int) -> list[Value]:
-  """One `stablehlo.all_reduce` of several tensors over `replica_groups`."""
-  groups = ir.DenseElementsAttr.get(np.asarray(replica_groups, np.int64),
+def all_reduce(value: Value, combiner, replica_groups: np.ndarray, channel_id: int) -> Value:
+  """`stablehlo.all_reduce` of one tensor over `replica_groups` (device ids).
+
+  One tensor per op: XLA (0.10) rejects a variadic all-reduce inside an
+  `sdy.manual_computation`, and its all-reduce combiner merges them anyway.
+  """
+  groups = ir.DenseElementsAttr.get(np.ascontiguousarray(replica_groups, np.int64),
                                     type=ir.IntegerType.get_signless(64))
-  op = hlo.AllReduceOp([v.type for v in values], list(values), groups,
+  op = hlo.AllReduceOp([value.type], [value], groups,
                        channel_handle=hlo.ChannelHandle.get(channel_id, 1),
                        use_global_device_ids=True)
-  for v in values:
-    element = element_of(v)
-    block = op.regions[0].blocks.append(tensor((), element), tensor((), element))
-    with ir.InsertionPoint(block):
-      hlo.return_([combiner(*block.arguments)])
-    break  # one region serves all operands of one element type
-  return list(op.results)
+  scalar_type = tensor((), element_of(value))
+  block = op.regions[0].blocks.append(scalar_type, scalar_type)
+  with ir.InsertionPoint(block):
+    hlo.return_([combiner(*block.arguments)])
+  return op.results[0]
 
 
 # --- loops -----------------------------------------------------------------------

@@ -75,19 +75,22 @@ def _chunk_start(i: ir.Value, chunk: int, total: int) -> tuple[ir.Value, ir.Valu
 
 
 def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
-                 labels: ir.Value, class_offset: ir.Value | None = None,
-                 reduce_stats=None) -> list[ir.Value]:
+                 labels: ir.Value, *, label_mass: ir.Value | None = None,
+                 class_offset: ir.Value | None = None, reduce_stats=None) -> list[ir.Value]:
   """The forward composite's four `[N]` results, computed in chunks.
 
-  `class_offset` and `reduce_stats` serve the vocab-sharded pass: the global id
-  of this shard's first class, and a function combining `OnlineStats` across
-  shards before they are finalised.
+  `label_mass`, `class_offset` and `reduce_stats` serve the vocab-sharded
+  pass: the labels' per-token mass when this shard sees only some classes,
+  the global id of this shard's first class, and a function combining
+  `OnlineStats` across shards before they are finalised.
   """
   n, _ = b.shape_of(x)
   v = b.shape_of(embedding)[0]
   xs = sm.scaled_inputs(x)
+  if label_mass is None:
+    label_mass = sm.label_mass(labels)
 
-  def block(x_blk: ir.Value, labels_blk: ir.Value) -> list[ir.Value]:
+  def block(x_blk: ir.Value, labels_blk: ir.Value, mass_blk: ir.Value) -> list[ir.Value]:
     tokens = b.shape_of(x_blk)[0]
     loop = Loop(_trip_count(v, plan.vocab_chunk), **OnlineStats.initial(tokens).as_dict())
     with loop.body() as (k, carried):
@@ -98,10 +101,10 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
     stats = OnlineStats(**vars(loop.results))
     if reduce_stats is not None:
       stats = reduce_stats(stats)
-    return stats.finalize(sm, labels_blk)
+    return stats.finalize(sm, mass_blk)
 
   if plan.token_chunk >= n:
-    return block(xs, labels)
+    return block(xs, labels, label_mass)
 
   zeros = {"xent": b.full((n,), b.f32(), 0.0), "argmax": b.full((n,), b.i32(), 0),
            "lse": b.full((n,), b.f32(), 0.0), "lse_squared": b.full((n,), b.f32(), 0.0)}
@@ -109,7 +112,7 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
   with loop.body() as (j, out):
     start, _ = _chunk_start(j, plan.token_chunk, n)  # overlap recomputes equal values
     x_blk, labels_blk = _token_block(xs, labels, start, plan.token_chunk)
-    results = block(x_blk, labels_blk)
+    results = block(x_blk, labels_blk, b.dynamic_slice(label_mass, [start], [plan.token_chunk]))
     loop.yield_(**{name: b.dynamic_update_slice(getattr(out, name), r, [start])
                    for name, r in zip(zeros, results)})
   return [getattr(loop.results, name) for name in zeros]
@@ -127,16 +130,17 @@ def _token_block(xs: ir.Value, labels: ir.Value, start: ir.Value, tokens: int):
 
 def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
               labels: ir.Value, lse: ir.Value, g_xent: ir.Value, g_lse: ir.Value,
-              g_lse_squared: ir.Value, class_offset: ir.Value | None = None,
-              reduce_d_x=None) -> list[ir.Value]:
+              g_lse_squared: ir.Value, *, label_mass: ir.Value | None = None,
+              class_offset: ir.Value | None = None, reduce_d_x=None) -> list[ir.Value]:
   """The gradient composite's `[d_x, d_embedding]`, computed in chunks.
 
-  `reduce_d_x` (sharded pass) sums each token block's float32 `d_x` over shards.
+  `label_mass` and `class_offset` as for `emit_forward`; `reduce_d_x` (sharded
+  pass) sums each token block's float32 `d_x` over the vocab shards.
   """
   n, m = b.shape_of(x)
   v = b.shape_of(embedding)[0]
   xs = sm.scaled_inputs(x)
-  q_mass = sm.target_mass(labels)
+  q_mass = sm.target_mass(sm.label_mass(labels) if label_mass is None else label_mass)
   g_p = b.add(g_lse, b.mul(b.mul(lse, g_lse_squared), 2.0))
   zero = b.scalar(0, b.i32())
 

@@ -57,7 +57,8 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
   n, m = b.shape_of(x)
   v = b.shape_of(embedding)[0]
   xs = sm.scaled_inputs(x)
-  q_mass = sm.target_mass(labels)
+  label_mass = sm.label_mass(labels)
+  q_mass = sm.target_mass(label_mass)
   zero = b.scalar(0, b.i32())
   outputs = {"xent": b.full((n,), b.f32(), 0.0), "argmax": b.full((n,), b.i32(), 0),
              "lse": b.full((n,), b.f32(), 0.0), "lse_squared": b.full((n,), b.f32(), 0.0)}
@@ -67,15 +68,16 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
   with loop.body() as (j, acc):
     start, first_owned = _chunk_start(j, tokens, n)
     x_blk, labels_blk = _token_block(xs, labels, start, tokens)
-    g_xent_blk, g_lse_blk, g_sq_blk, q_blk = (
-        b.dynamic_slice(a, [start], [tokens]) for a in (g_xent, g_lse, g_lse_squared, q_mass))
+    g_xent_blk, g_lse_blk, g_sq_blk, q_blk, mass_blk = (
+        b.dynamic_slice(a, [start], [tokens])
+        for a in (g_xent, g_lse, g_lse_squared, q_mass, label_mass))
     if first_owned is not None:  # tokens an earlier block had add no gradient again
       own = b.compare(b.add(b.iota((tokens,), 0), b.broadcast(start, (tokens,), [])),
                       b.broadcast(first_owned, (tokens,), []), "GE")
       g_xent_blk, g_lse_blk, g_sq_blk = (b.select(own, g, 0.0)
                                          for g in (g_xent_blk, g_lse_blk, g_sq_blk))
     chunk = chunk_logits(sm, x_blk, embedding, labels_blk, zero, None, v)
-    results = OnlineStats.initial(tokens).update(sm, chunk).finalize(sm, labels_blk)
+    results = OnlineStats.initial(tokens).update(sm, chunk).finalize(sm, mass_blk)
     lse = results[2]
     g_p = b.add(g_lse_blk, b.mul(b.mul(lse, g_sq_blk), 2.0))
     dz = logits_cotangent(sm, chunk, lse, q_blk, g_xent_blk, g_p)

@@ -83,10 +83,10 @@ class Softmax:
       return b.select(inside, b.full(b.shape_of(labels), b.f32(), 1.0), 0.0)
     return b.row_sum(b.convert(labels, b.f32()))
 
-  def target_mass(self, labels: ir.Value) -> ir.Value:
+  def target_mass(self, label_mass: ir.Value) -> ir.Value:
     """`Q`, the total mass of the smoothed target: `a * P + b * V`."""
     a, off = self.smoothing
-    return b.add(b.mul(self.label_mass(labels), a), off * self.num_classes)
+    return b.add(b.mul(label_mass, a), off * self.num_classes)
 
 
 @dataclasses.dataclass
@@ -185,15 +185,15 @@ class OnlineStats:
       zsum = b.add(zsum, b.row_sum(chunk.owned_or(chunk.z, 0.0)))
     return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum)
 
-  def finalize(self, sm: Softmax, labels: ir.Value) -> list[ir.Value]:
+  def finalize(self, sm: Softmax, label_mass: ir.Value) -> list[ir.Value]:
     """`[per_example_xent, per_example_argmax, logsumexp, logsumexp_squared]`.
 
-    With target `q = a * labels + b`: `xent = -sum(q * (z - lse))
-    = -(a * (t - lse * P) + b * (zsum - V * lse))`.
+    With target `q = a * labels + b` and `P = label_mass` (`Softmax.label_mass`):
+    `xent = -sum(q * (z - lse)) = -(a * (t - lse * P) + b * (zsum - V * lse))`.
     """
     lse = b.add(self.m, b.log(self.s))
     a, off = sm.smoothing
-    xent = b.mul(b.sub(b.mul(lse, sm.label_mass(labels)), self.t), a)
+    xent = b.mul(b.sub(b.mul(lse, label_mass), self.t), a)
     if off:
       xent = b.sub(xent, b.mul(b.sub(self.zsum, b.mul(lse, float(sm.num_classes))), off))
     return [xent, self.idx, lse, b.mul(lse, lse)]

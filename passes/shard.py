@@ -1,0 +1,325 @@
+"""`gshard-shard-vocab`: a vocab-sharded composite becomes per-shard loops.
+
+When Shardy says the embedding's vocab dimension is sharded over mesh axes
+(its `sdy.sharding`, found by following the operand back to an annotated
+function argument or `sdy.sharding_constraint`), the composite becomes an
+`sdy.manual_computation` over the mesh in which each device runs the chunked
+loops of `gshard-chunk-softmax` on its own `[V / shards, M]` slice:
+
+  forward   per-token online stats of the local classes, then one all-reduce
+            each of max, (sum-exp, target logit[, logit sum]) and argmax:
+            O(N) values, never O(N x V);
+  gradient  the local slice of `d_embedding` needs no vocab collective;
+            `d_x` is summed over the vocab shards (and `d_embedding` over the
+            token shards, as any data-parallel gradient is).
+
+Label smoothing and `Q` use the global vocabulary size, and the logsumexp is
+global before anything uses it. Tokens stay sharded as `x` is (when Shardy
+says so) and are otherwise replicated. Layouts this pass does not handle (the
+model dimension sharded, sub-axes, a vocab size the shards do not divide) are
+left to `gshard-chunk-softmax` with a warning saying why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import warnings
+
+import numpy as np
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import sdy
+from jaxlib.mlir.dialects import stablehlo as hlo
+
+from passes import builders as b
+from passes import composites
+from passes.chunk import emit_forward, emit_grad, plan_chunks, replace, softmax_of
+from passes.framework import ModulePass, register, walk
+from passes.softmax_ir import INT_MAX, OnlineStats
+
+log = logging.getLogger("gshard.passes")
+
+
+class Unsupported(Exception):
+  """A sharding layout the pass leaves to the plain chunked rewrite."""
+
+
+@dataclasses.dataclass
+class Mesh:
+  """An `sdy.mesh`: axis names and sizes, and the device id at each position."""
+
+  name: str
+  axes: dict[str, int]
+  device_ids: np.ndarray  # shape = axis sizes
+
+  def axis_positions(self, axis: str) -> np.ndarray:
+    """`table[device_id]` = the device's index along `axis`."""
+    dim = list(self.axes).index(axis)
+    table = np.zeros(self.device_ids.size, np.int32)
+    for position, device in np.ndenumerate(self.device_ids):
+      table[device] = position[dim]
+    return table
+
+  def replica_groups(self, axes: list[str]) -> np.ndarray:
+    """Groups of devices that differ only along `axes` (one group per row)."""
+    names = list(self.axes)
+    reduced = [names.index(a) for a in axes]
+    kept = [i for i in range(len(names)) if i not in reduced]
+    ids = np.transpose(self.device_ids, kept + reduced)
+    return ids.reshape(-1, math.prod(self.axes[a] for a in axes))
+
+
+def read_mesh(module: ir.Operation, name: str) -> Mesh:
+  for op in module.regions[0].blocks[0].operations:
+    if op.operation.name == "sdy.mesh" and ir.StringAttr(op.attributes["sym_name"]).value == name:
+      attr = sdy.MeshAttr(op.attributes["mesh"])
+      axes = {a.name: a.size for a in map(sdy.MeshAxisAttr, attr.axes)}
+      count = math.prod(axes.values())
+      ids = list(attr.device_ids) or list(range(count))
+      if len(ids) != count:
+        raise Unsupported(f"mesh @{name} has {len(ids)} device ids for {count} devices")
+      return Mesh(name, axes, np.asarray(ids, np.int64).reshape(tuple(axes.values())))
+  raise Unsupported(f"no sdy.mesh @{name} in the module")
+
+
+# Ops a sharding flows through unchanged, operand 0 to result 0.
+_TRANSPARENT = {"stablehlo.convert", "stablehlo.copy", "stablehlo.optimization_barrier"}
+
+
+def sharding_of(value: ir.Value) -> sdy.TensorShardingAttr | None:
+  """The Shardy sharding reaching `value`, if one is written down."""
+  for _ in range(64):
+    owner = value.owner
+    if isinstance(owner, ir.Block):
+      parent = owner.owner
+      parent = parent.operation if isinstance(parent, ir.OpView) else parent
+      if parent is not None and parent.name == "func.func" and "arg_attrs" in parent.attributes:
+        attrs = ir.DictAttr(ir.ArrayAttr(parent.attributes["arg_attrs"])[value.arg_number])
+        if "sdy.sharding" in attrs:
+          return sdy.TensorShardingAttr(attrs["sdy.sharding"])
+      return None
+    op = owner.operation if isinstance(owner, ir.OpView) else owner
+    if "sdy.sharding" in op.attributes:
+      per_value = sdy.TensorShardingPerValueAttr(op.attributes["sdy.sharding"])
+      return sdy.TensorShardingAttr(per_value.shardings[value.result_number])
+    if op.name == "sdy.sharding_constraint":
+      return sdy.TensorShardingAttr(op.attributes["sharding"])
+    if op.name in _TRANSPARENT or (op.name == "stablehlo.reshape" and _keeps_major(op)):
+      value = op.operands[0]
+      continue
+    return None
+  return None
+
+
+def _keeps_major(reshape: ir.Operation) -> bool:
+  """A reshape `[B, T, M] -> [B*T, M]`-like: dim 0 of the result starts with dim 0."""
+  src, dst = b.shape_of(reshape.operands[0]), b.shape_of(reshape.results[0])
+  return len(src) >= 1 and len(dst) >= 1 and src[-1] == dst[-1]
+
+
+def dim_axes(sharding: sdy.TensorShardingAttr, dim: int) -> list[str]:
+  dims = list(sharding.dimension_shardings)
+  if dim >= len(dims):
+    return []
+  axes = [sdy.AxisRefAttr(a) for a in sdy.DimensionShardingAttr(dims[dim]).axes]
+  if any(a.sub_axis_info is not None for a in axes):
+    raise Unsupported("sub-axis shardings are not supported")
+  return [a.name for a in axes]
+
+
+def mesh_name(sharding: sdy.TensorShardingAttr) -> str:
+  ref = sharding.mesh_or_ref
+  if isinstance(ref, ir.FlatSymbolRefAttr):
+    return ref.value
+  raise Unsupported("inline meshes are not supported (expected a reference to an sdy.mesh)")
+
+
+@dataclasses.dataclass
+class Layout:
+  """How one composite is laid out on the mesh."""
+
+  mesh: Mesh
+  vocab_axes: list[str]
+  token_axes: list[str]
+
+  @property
+  def vocab_shards(self) -> int:
+    return math.prod(self.mesh.axes[a] for a in self.vocab_axes)
+
+  @property
+  def token_shards(self) -> int:
+    return math.prod(self.mesh.axes[a] for a in self.token_axes)
+
+  def sharding(self, *dims: list[str]) -> sdy.TensorShardingAttr:
+    return sdy.TensorShardingAttr.get(
+        self.mesh.name,
+        [sdy.DimensionShardingAttr.get([sdy.AxisRefAttr.get(a) for a in axes], True)
+         for axes in dims])
+
+
+def layout_of(module: ir.Operation, site: composites.SoftmaxComposite) -> Layout | None:
+  """The layout of `site`, None when the vocab is not sharded."""
+  x, embedding = site.operands[:2]
+  emb_sharding = sharding_of(embedding)
+  if emb_sharding is None:
+    return None
+  vocab_axes = dim_axes(emb_sharding, 0)
+  if not vocab_axes:
+    return None
+  mesh = read_mesh(module, mesh_name(emb_sharding))
+  if dim_axes(emb_sharding, 1):
+    raise Unsupported("the embedding's model dimension is sharded "
+                      f"({dim_axes(emb_sharding, 1)}); it must be replicated")
+  layout = Layout(mesh, vocab_axes, [])
+  if site.num_classes % layout.vocab_shards:
+    raise Unsupported(f"vocab size {site.num_classes} is not divisible by its "
+                      f"{layout.vocab_shards} shards")
+  x_sharding = sharding_of(x)
+  if x_sharding is not None and mesh_name(x_sharding) == mesh.name:
+    token_axes = [a for a in dim_axes(x_sharding, 0) if a not in vocab_axes]
+    layout.token_axes = token_axes
+    if site.num_tokens % layout.token_shards:
+      layout.token_axes = []  # uneven token shards: keep the tokens replicated
+  return layout
+
+
+class _Collectives:
+  """All-reduces over the mesh with fresh channel ids."""
+
+  def __init__(self, module: ir.Operation, layout: Layout):
+    self.layout = layout
+    self.next_channel = 1 + max([_channel(op) for op in walk(
+        module, lambda o: "channel_handle" in o.attributes)] or [0])
+
+  def __call__(self, value: ir.Value, combiner, axes: list[str]) -> ir.Value:
+    channel, self.next_channel = self.next_channel, self.next_channel + 1
+    return b.all_reduce(value, combiner, self.layout.mesh.replica_groups(axes), channel)
+
+  def axis_index(self, axes: list[str]) -> ir.Value:
+    """This device's linear index over `axes` (major to minor), i32 scalar."""
+    pid = b.convert(hlo.partition_id(), b.i32())
+    index = b.scalar(0, b.i32())
+    for axis in axes:
+      table = self.layout.mesh.axis_positions(axis)
+      const = hlo.constant(ir.DenseElementsAttr.get(table, type=b.i32()))
+      position = b.reshape(b.dynamic_slice(const, [pid], [1]), ())
+      index = b.add(b.mul(index, self.layout.mesh.axes[axis]), position)
+    return index
+
+
+def _channel(op: ir.Operation) -> int:
+  return hlo.ChannelHandle(op.attributes["channel_handle"]).handle
+
+
+@register
+class ShardVocabPass(ModulePass):
+  """Options as `gshard-chunk-softmax`, applied to each shard's local problem."""
+
+  name = "gshard-shard-vocab"
+  summary = "Rewrite vocab-sharded gshard composites into per-shard chunked loops with all-reduces"
+
+  vocab_chunk: int = 0
+  token_chunk: int = 0
+  memory_budget_mib: float = 32.0
+
+  def __post_init__(self):
+    if self.vocab_chunk < 0 or self.token_chunk < 0 or self.memory_budget_mib <= 0:
+      raise ValueError("vocab-chunk and token-chunk must be >= 0 and memory-budget-mib > 0")
+
+  def run(self, module: ir.Operation) -> None:
+    rewrote = False
+    for op in composites.find(module):
+      site = composites.match(op)
+      try:
+        layout = layout_of(module, site)
+      except Unsupported as e:
+        message = (f"{self.name}: {composites.composite_name(op)} at {op.location} not "
+                   f"sharded ({e}); left to gshard-chunk-softmax")
+        warnings.warn(message, stacklevel=2)
+        log.warning(message)
+        continue
+      if layout is None:
+        continue
+      self._rewrite(module, site, layout)
+      rewrote = True
+    if rewrote:
+      composites.erase_dead_functions(module)
+
+  def _rewrite(self, module, site: composites.SoftmaxComposite, layout: Layout) -> None:
+    sm = softmax_of(site)
+    tok, voc = layout.token_axes, layout.vocab_axes
+    operands = list(site.operands)
+    if site.labels_are_ids:
+      shardings = [layout.sharding(tok, []), layout.sharding(voc, []), layout.sharding(tok)]
+    else:
+      shardings = [layout.sharding(tok, []), layout.sharding(voc, []), layout.sharding(tok, voc)]
+    with site.op.location, ir.InsertionPoint(site.op):
+      label_mass = None
+      if not site.labels_are_ids:  # a shard sees only its classes' probabilities
+        operands.append(sm.label_mass(operands[2]))
+        shardings.append(layout.sharding(tok))
+      if site.is_grad:
+        per_token = range(3, 7)
+        shardings[3:3] = [layout.sharding(tok)] * 4
+        out_shardings = [layout.sharding(tok, []), layout.sharding(voc, [])]
+      else:
+        per_token = range(0)
+        out_shardings = [layout.sharding(tok)] * 4
+      manual = sdy.ManualComputationOp(
+          [r.type for r in site.op.results], operands,
+          sdy.TensorShardingPerValueAttr.get(shardings),
+          sdy.TensorShardingPerValueAttr.get(out_shardings),
+          sdy.ManualAxesAttr.get([ir.StringAttr.get(a) for a in layout.mesh.axes]))
+      local_types = [_local_type(v, s, layout) for v, s in zip(operands, shardings)]
+      block = manual.body.blocks.append(*local_types)
+      del per_token
+      with ir.InsertionPoint(block):
+        results = self._emit_shard(module, site, sm, layout, list(block.arguments))
+        sdy.return_(results)
+    manual.operation.attributes["gshard.plan"] = ir.StringAttr.get(
+        f"{self.name}: vocab over {voc} ({layout.vocab_shards} shards), tokens over {tok or 'none'}")
+    replace(site.op, list(manual.results))
+
+  def _emit_shard(self, module, site, sm, layout: Layout, args: list[ir.Value]) -> list[ir.Value]:
+    collectives = _Collectives(module, layout)
+    x, embedding, labels = args[:3]
+    label_mass = None if site.labels_are_ids else args[-1]
+    v_local = b.shape_of(embedding)[0]
+    plan = plan_chunks(b.shape_of(x)[0], v_local, vocab_chunk=self.vocab_chunk,
+                       token_chunk=self.token_chunk, memory_budget_mib=self.memory_budget_mib)
+    class_offset = b.mul(collectives.axis_index(layout.vocab_axes), v_local)
+    vocab = layout.vocab_axes
+
+    if not site.is_grad:
+      def combine(stats: OnlineStats) -> OnlineStats:
+        m = collectives(stats.m, b.maximum, vocab)
+        s = collectives(b.mul(stats.s, b.exp(b.sub(stats.m, m))), b.add, vocab)
+        t = collectives(stats.t, b.add, vocab)
+        zsum = stats.zsum
+        if sm.options.label_smoothing_prob > 0:
+          zsum = collectives(zsum, b.add, vocab)
+        # The first class reaching the global max: the lowest index among shards at it.
+        first = b.select(b.compare(stats.m, m, "EQ"), stats.idx, INT_MAX)
+        idx = collectives(first, b.minimum, vocab)
+        return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum)
+
+      return emit_forward(sm, plan, x, embedding, labels, label_mass=label_mass,
+                          class_offset=class_offset, reduce_stats=combine)
+
+    lse, g_xent, g_lse, g_sq = args[3:7]
+    d_x, d_emb = emit_grad(
+        sm, plan, x, embedding, labels, lse, g_xent, g_lse, g_sq, label_mass=label_mass,
+        class_offset=class_offset,
+        reduce_d_x=lambda d: collectives(d, b.add, vocab))
+    if layout.token_axes:  # each token shard saw only its tokens
+      d_emb_f32 = collectives(b.convert(d_emb, b.f32()), b.add, layout.token_axes)
+      d_emb = b.convert(d_emb_f32, b.element_of(embedding))
+    return [d_x, d_emb]
+
+
+def _local_type(value: ir.Value, sharding: sdy.TensorShardingAttr, layout: Layout) -> ir.Type:
+  shape = list(b.shape_of(value))
+  for dim, axes in enumerate(sdy.DimensionShardingAttr(d) for d in sharding.dimension_shardings):
+    shape[dim] //= math.prod(layout.mesh.axes[sdy.AxisRefAttr(a).name] for a in axes.axes)
+  return b.tensor(shape, b.element_of(value))
