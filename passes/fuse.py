@@ -52,7 +52,7 @@ def plan_token_chunk(num_tokens: int, num_classes: int, *, token_chunk: int = 0,
 
 def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, labels: ir.Value,
                g_xent: ir.Value, g_lse: ir.Value, g_lse_squared: ir.Value,
-               accumulator: ir.Type) -> tuple[list[ir.Value], list[ir.Value]]:
+               accumulator: ir.Type, update_rows: int) -> tuple[list[ir.Value], list[ir.Value]]:
   """`(forward results, [d_x, d_embedding])` from one loop over token blocks."""
   n, m = b.shape_of(x)
   v = b.shape_of(embedding)[0]
@@ -87,13 +87,37 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
     if first_owned is not None:
       d_x_blk = b.select(b.broadcast(own, (tokens, m), [0]), d_x_blk,
                          b.dynamic_slice(acc.d_x, [start, zero], [tokens, m]))
-    d_emb = b.add(acc.d_emb, b.convert(
-        b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0), b.f32()), accumulator))
+    d_emb = accumulate_rows(acc.d_emb, b.convert(dz, b.element_of(x)), x_blk, update_rows)
     loop.yield_(**{name: b.dynamic_update_slice(getattr(acc, name), r, [start])
                    for name, r in zip(outputs, results)},
                 d_x=b.dynamic_update_slice(acc.d_x, d_x_blk, [start, zero]), d_emb=d_emb)
   forward = [getattr(loop.results, name) for name in outputs]
   return forward, [loop.results.d_x, b.convert(loop.results.d_emb, b.element_of(embedding))]
+
+
+def accumulate_rows(d_emb: ir.Value, dz: ir.Value, x_blk: ir.Value, rows: int) -> ir.Value:
+  """`d_emb += dz.T @ x_blk`, `rows` rows at a time, each added in place.
+
+  One `[V, M]` add would make XLA keep a second `[V, M]` buffer (it does not
+  update a while-loop carry in place through a dot + add fusion);
+  `dynamic_update_slice` of a slice it does, so the carry can be the result.
+  """
+  v, m = b.shape_of(d_emb)
+  tokens = b.shape_of(dz)[0]
+  zero = b.scalar(0, b.i32())
+  inner = b.Loop(math.ceil(v / rows), d_emb=d_emb)
+  with inner.body() as (k, acc):
+    start, first_owned = _chunk_start(k, rows, v)
+    dz_rows = b.dynamic_slice(dz, [zero, start], [tokens, rows])
+    if first_owned is not None:  # rows an earlier step already added
+      cols = b.add(b.iota((tokens, rows), 1), b.broadcast(start, (tokens, rows), []))
+      dz_rows = b.select(b.compare(cols, b.broadcast(first_owned, (tokens, rows), []), "GE"),
+                         dz_rows, 0.0)
+    update = b.dot(dz_rows, x_blk, (0, 0), b.f32())
+    old = b.dynamic_slice(acc.d_emb, [start, zero], [rows, m])
+    inner.yield_(d_emb=b.dynamic_update_slice(
+        acc.d_emb, b.add(old, b.convert(update, b.element_of(d_emb))), [start, zero]))
+  return inner.results.d_emb
 
 
 def _producer(v: ir.Value) -> ir.Operation | None:
@@ -148,7 +172,8 @@ def find_pairs(module: ir.Operation):
 @register
 class FuseForwardBackwardPass(ModulePass):
   """Options: `token-chunk` (0: from the budget), `memory-budget-mib` (the
-  `[T, V]` buffers), `accumulate-bf16` (d_embedding accumulator in bf16)."""
+  `[T, V]` buffers), `accumulate-bf16` (d_embedding accumulator in bf16),
+  `update-rows` (rows of d_embedding updated in place per step)."""
 
   name = "gshard-fuse-fwd-bwd"
   summary = "Fuse a forward and gradient composite pair into one loop over token blocks (3 matmuls)"
@@ -156,10 +181,11 @@ class FuseForwardBackwardPass(ModulePass):
   token_chunk: int = 0
   memory_budget_mib: float = 256.0
   accumulate_bf16: bool = False
+  update_rows: int = 4096
 
   def __post_init__(self):
-    if self.token_chunk < 0 or self.memory_budget_mib <= 0:
-      raise ValueError("token-chunk must be >= 0 and memory-budget-mib > 0")
+    if self.token_chunk < 0 or self.memory_budget_mib <= 0 or self.update_rows <= 0:
+      raise ValueError("token-chunk must be >= 0, memory-budget-mib and update-rows > 0")
 
   def run(self, module: ir.Operation) -> None:
     fused = False
@@ -180,7 +206,8 @@ class FuseForwardBackwardPass(ModulePass):
       accumulator = b.bf16() if self.accumulate_bf16 else b.f32()
       with fwd.op.location, ir.InsertionPoint(fwd.op):
         forward, gradient = emit_fused(softmax_of(fwd), tokens, *fwd.operands, *cotangents,
-                                       accumulator=accumulator)
+                                       accumulator=accumulator,
+                                       update_rows=min(self.update_rows, fwd.num_classes))
       plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
       _producer(forward[0]).attributes["gshard.plan"] = ir.StringAttr.get(plan)
       replace(grad.op, gradient)
