@@ -18,7 +18,7 @@ from typing import Any
 import jax
 
 import passes
-from passes.pipelines import DEFAULT_MEMORY_BUDGET_MIB, default_pipeline
+from passes.pipelines import default_pipeline
 
 
 class Lowered:
@@ -94,14 +94,16 @@ def _as_tuple(v) -> tuple:
 
 
 def jit(fun: Callable | None = None, *, pipeline: str | None = None,
-        memory_budget_mib: float = DEFAULT_MEMORY_BUDGET_MIB, **jax_jit_kwargs):
+        memory_budget_mib: float | None = None, **jax_jit_kwargs):
   """Like `jax.jit`, running `pipeline` on the lowered StableHLO before XLA.
 
   Args:
     fun: the function; `gshard_op.jit(pipeline=...)` without it is a decorator.
     pipeline: pass pipeline text (see `gshard-opt --list-passes`); default:
       `passes.pipelines.default_pipeline(memory_budget_mib)`.
-    memory_budget_mib: bytes the rewritten loops may keep live, in MiB.
+    memory_budget_mib: MiB of `[tokens, classes]` buffers the rewritten loops
+      may keep live; default `passes.pipelines.default_memory_budget_mib()`.
+      Ignored when `pipeline` is given (its passes carry their own budgets).
     **jax_jit_kwargs: passed to `jax.jit` (static_argnums, donate_argnums, ...).
   """
   if fun is None:

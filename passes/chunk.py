@@ -17,6 +17,7 @@ is padded or copied; token blocks do the same with tokens.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -25,7 +26,7 @@ from jaxlib.mlir import ir
 
 from passes import builders as b
 from passes import composites
-from passes.framework import ModulePass, RewriteError, register
+from passes.framework import ModulePass, register
 from passes.softmax_ir import OnlineStats, Softmax, chunk_logits, logits_cotangent
 
 log = logging.getLogger("gshard.passes")
@@ -229,23 +230,22 @@ class ChunkSoftmaxPass(ModulePass):
     for site in sites:
       plan = self.plan(site)
       log.info("%s: %s %s", self.name, composites.composite_name(site.op), plan.attribute())
-      with site.op.location, ir.InsertionPoint(site.op):
-        if site.is_grad:
-          results = emit_grad(softmax_of(site), plan, *site.operands)
-        else:
-          results = emit_forward(softmax_of(site), plan, *site.operands)
-        if not results:
-          raise RewriteError(site.op, "nothing emitted")
-      _tag(results, self.name, plan)
+      with (tagging_new_loops(site.op, f"{self.name}: {plan.attribute()}"),
+            site.op.location, ir.InsertionPoint(site.op)):
+        emit = emit_grad if site.is_grad else emit_forward
+        results = emit(softmax_of(site), plan, *site.operands)
       replace(site.op, results)
     if sites:
       composites.erase_dead_functions(module)
 
 
-def _tag(results: list[ir.Value], pass_name: str, plan: ChunkPlan) -> None:
-  """Marks the op defining each result with the plan chosen (visible in the IR)."""
-  for r in results:
-    owner = r.owner
-    if isinstance(owner, ir.OpView):
-      owner = owner.operation
-    owner.attributes["gshard.plan"] = ir.StringAttr.get(f"{pass_name}: {plan.attribute()}")
+@contextlib.contextmanager
+def tagging_new_loops(anchor: ir.Operation, text: str):
+  """Marks each `stablehlo.while` emitted before `anchor` inside the block with
+  `gshard.plan = text`, so the choice a pass made is visible in the IR."""
+  block = anchor.block
+  before = {o.operation for o in block.operations}
+  yield
+  for o in block.operations:
+    if o.operation not in before and o.operation.name == "stablehlo.while":
+      o.operation.attributes["gshard.plan"] = ir.StringAttr.get(text)

@@ -27,7 +27,7 @@ from jaxlib.mlir import ir
 
 from passes import builders as b
 from passes import composites
-from passes.chunk import _chunk_start, _token_block, replace, softmax_of
+from passes.chunk import _chunk_start, _token_block, replace, softmax_of, tagging_new_loops
 from passes.framework import ModulePass, register
 from passes.softmax_ir import OnlineStats, Softmax, chunk_logits, logits_cotangent
 
@@ -204,12 +204,12 @@ class FuseForwardBackwardPass(ModulePass):
       for op in movable:
         op.move_before(fwd.op)
       accumulator = b.bf16() if self.accumulate_bf16 else b.f32()
-      with fwd.op.location, ir.InsertionPoint(fwd.op):
+      plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
+      log.info("%s", plan)
+      with tagging_new_loops(fwd.op, plan), fwd.op.location, ir.InsertionPoint(fwd.op):
         forward, gradient = emit_fused(softmax_of(fwd), tokens, *fwd.operands, *cotangents,
                                        accumulator=accumulator,
                                        update_rows=min(self.update_rows, fwd.num_classes))
-      plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
-      _producer(forward[0]).attributes["gshard.plan"] = ir.StringAttr.get(plan)
       replace(grad.op, gradient)
       replace(fwd.op, forward)
       fused = True

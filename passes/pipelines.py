@@ -1,11 +1,38 @@
-"""The default pipeline that `gshard_op.jit` runs."""
+"""The default pipeline of `gshard_op.jit`, and its memory budget.
+
+    gshard-shard-vocab     vocab-sharded composites -> per-shard loops + all-reduces
+    gshard-fuse-fwd-bwd    a forward+gradient pair -> one sweep over token blocks (3 matmuls)
+    gshard-chunk-softmax   whatever is left -> vocab-chunked loops (recompute, 4 matmuls)
+
+Each pass sizes its loop bodies from the same budget: the bytes of float32
+`[tokens, classes]` buffers a loop body may keep live. The fused sweep needs a
+`[T, V]` block of at least `fuse.MIN_TOKEN_CHUNK` tokens; below that the
+chunked form takes over, whose `[T, C]` chunks fit any budget.
+"""
 
 from __future__ import annotations
 
-DEFAULT_MEMORY_BUDGET_MIB = 32.0
+import jax
+
+CPU_MEMORY_BUDGET_MIB = 64.0
 
 
-def default_pipeline(memory_budget_mib: float = DEFAULT_MEMORY_BUDGET_MIB) -> str:
-  """Chunked rewrite of every gshard composite within the budget, then cleanup."""
-  return (f"gshard-chunk-softmax{{memory-budget-mib={memory_budget_mib}}},"
+def default_memory_budget_mib(backend: str | None = None) -> float:
+  """64 MiB on the CPU; on an accelerator 1/64 of its memory (at most 4 GiB)."""
+  device = jax.devices(backend)[0]
+  if device.platform == "cpu":
+    return CPU_MEMORY_BUDGET_MIB
+  stats = device.memory_stats() or {}
+  limit = stats.get("bytes_limit")
+  if not limit:
+    return 1024.0
+  return float(min(4096.0, max(256.0, limit / 64 / 2**20)))
+
+
+def default_pipeline(memory_budget_mib: float | None = None) -> str:
+  """Shard, else fuse, else chunk, all within the budget; then clean up."""
+  budget = default_memory_budget_mib() if memory_budget_mib is None else memory_budget_mib
+  return (f"gshard-shard-vocab{{memory-budget-mib={budget}}},"
+          f"gshard-fuse-fwd-bwd{{memory-budget-mib={budget}}},"
+          f"gshard-chunk-softmax{{memory-budget-mib={budget}}},"
           "canonicalize,cse")
