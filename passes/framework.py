@@ -167,8 +167,17 @@ def run_pipeline(module: ir.Module, pipeline: str | list[ModulePass | str]) -> N
       try:
         pm.add(element)
       except ValueError as e:
+        name = element.split("{", 1)[0]
+        if name != element:  # a name MLIR knows, with options it rejected?
+          try:
+            pm_probe = passmanager.PassManager("builtin.module", context=module.context)
+            pm_probe.add(name)
+          except ValueError:
+            pass
+          else:
+            raise PipelineError(f"MLIR pass '{name}' rejected its options in '{element}': {e}") from None
         known = ", ".join(sorted(REGISTRY))
-        raise PipelineError(f"unknown pass '{element}' (gshard passes: {known}; "
+        raise PipelineError(f"unknown pass '{name}' (gshard passes: {known}; "
                             f"or an MLIR pass registered in jaxlib): {e}") from None
     else:
       pm.add(_as_callback(element, failure), name=element.name, argument=element.name)

@@ -1,0 +1,227 @@
+"""`gshard-opt` (`passes.driver.main`): exit statuses, messages, input and output.
+
+The IR the passes produce is checked by the lit tests (`tests/lit/`, `make lit`);
+here the driver itself: 0 on success, 1 when a pass fails (its message on
+stderr), 2 for a bad command line, pipeline, input file or input IR (a message
+starting `gshard-opt: error: `), and nothing on stdout when a run fails.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from passes import driver
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ATTRIBUTES = ("{label_smoothing_prob = 0.000000e+00 : f64, logit_scale = 2.500000e-01 : f64, "
+              "logits_abs_max = 0.000000e+00 : f64, soft_cap_logits = 0.000000e+00 : f64, "
+              "use_tgt_labels_size_as_loss_denominator = true, z_loss_weight = 0.000000e+00 : f64}")
+RESULTS = "(tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>)"
+
+
+def composite_module(version: int = 1, ids: str = "tensor<8xi32>") -> str:
+  """A forward composite with a stub decomposition (only its types matter here)."""
+  operands = f"(tensor<8x16xf32>, tensor<50x16xf32>, {ids})"
+  return f"""
+func.func @f(%x: tensor<8x16xf32>, %e: tensor<50x16xf32>, %ids: {ids}) -> tensor<8xf32> {{
+  %0:4 = stablehlo.composite "gshard.shared_embedding_softmax" %x, %e, %ids {{composite_attributes = {ATTRIBUTES}, decomposition = @decomposition, version = {version} : i32}} : {operands} -> {RESULTS}
+  return %0#0 : tensor<8xf32>
+}}
+func.func private @decomposition(%x: tensor<8x16xf32>, %e: tensor<50x16xf32>, %ids: {ids}) -> {RESULTS} {{
+  %f = stablehlo.constant dense<0.0> : tensor<8xf32>
+  %i = stablehlo.constant dense<0> : tensor<8xi32>
+  return %f, %i, %f, %f : tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>
+}}
+"""
+
+
+UNPARSABLE = """func.func @g(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %0 = stablehlo.add %x, %x : tensor<4xf64>
+  return %0 : tensor<4xf32>
+}
+"""
+
+
+@pytest.fixture
+def write(tmp_path):
+  def write(text: str, name: str = "input.mlir") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+  return write
+
+
+def run(capsys, *argv):
+  """`(status, stdout, stderr)` of `gshard-opt argv...`."""
+  status = driver.main(list(argv))
+  out, err = capsys.readouterr()
+  return status, out, err
+
+
+# --- success ---------------------------------------------------------------------
+
+def test_list_passes_shows_every_pass_with_its_options(capsys):
+  status, out, err = run(capsys, "--list-passes")
+  assert status == 0 and err == ""
+  assert "gshard-inline  Replace gshard composites by calls to their decomposition" in out
+  assert "gshard-chunk-softmax" in out
+  assert "vocab-chunk=" in out and "(int)" in out
+
+
+def test_without_a_pipeline_the_module_is_printed_back(capsys, write):
+  status, out, err = run(capsys, write(composite_module()))
+  assert (status, err) == (0, "")
+  assert out.startswith("module {")
+  assert 'stablehlo.composite "gshard.shared_embedding_softmax"' in out
+  assert "loc(" not in out
+
+
+@pytest.mark.parametrize("pipeline", ["gshard-inline", "builtin.module(gshard-inline)",
+                                      "builtin.module(canonicalize,gshard-inline,cse)"])
+def test_pipeline_runs_with_or_without_the_module_wrapper(capsys, write, pipeline):
+  status, out, err = run(capsys, write(composite_module()), f"--pass-pipeline={pipeline}")
+  assert (status, err) == (0, "")
+  assert "stablehlo.composite" not in out
+  assert "call @decomposition(%arg0, %arg1, %arg2)" in out
+
+
+def test_pipeline_as_a_separate_argument(capsys, write):
+  status, out, _ = run(capsys, write(composite_module()), "--pass-pipeline", "gshard-inline")
+  assert status == 0 and "call @decomposition" in out
+
+
+def test_reads_stdin(capsys, monkeypatch):
+  monkeypatch.setattr(sys, "stdin", io.StringIO(composite_module()))
+  status, out, _ = run(capsys, "-", "--pass-pipeline=gshard-inline")
+  assert status == 0 and "call @decomposition" in out
+  monkeypatch.setattr(sys, "stdin", io.StringIO(composite_module()))
+  status, out, _ = run(capsys, "--pass-pipeline=gshard-inline")  # no input: stdin
+  assert status == 0 and "call @decomposition" in out
+
+
+def test_output_file(capsys, write, tmp_path):
+  target = tmp_path / "out.mlir"
+  status, out, err = run(capsys, write(composite_module()), "--pass-pipeline=gshard-inline",
+                         "-o", str(target))
+  assert (status, out, err) == (0, "", "")
+  assert "call @decomposition" in target.read_text()
+
+
+def test_debuginfo_names_the_input_file(capsys, write):
+  path = write(composite_module(), "located.mlir")
+  status, out, _ = run(capsys, path, "--mlir-print-debuginfo")
+  assert status == 0
+  assert f'loc("{path}":3:' in out  # the composite is on line 3
+  assert '"-":' not in out
+
+
+def test_split_input_file_runs_each_piece(capsys, write):
+  text = composite_module() + "\n// -----\n" + composite_module()
+  status, out, err = run(capsys, write(text), "--split-input-file",
+                         "--pass-pipeline=gshard-inline")
+  assert (status, err) == (0, "")
+  pieces = out.split("// -----\n")
+  assert len(pieces) == 2
+  assert all(p.startswith("module {") and "call @decomposition" in p for p in pieces)
+
+
+def test_split_input_file_keeps_going_after_a_bad_piece(capsys, write):
+  first = composite_module(version=7)
+  text = first + "// -----\n" + UNPARSABLE + "// -----\n" + composite_module()
+  path = write(text)
+  status, out, err = run(capsys, path, "--split-input-file", "--pass-pipeline=gshard-inline")
+  assert status == 2  # the worst of: pass failure (1), unparsable piece (2)
+  assert out.count("module {") == 1 and "call @decomposition" in out
+  assert "has version 7" in err
+  # Line numbers count from the top of the whole file, not of the piece.
+  bad_line = first.count("\n") + 1 + 2
+  assert f"{path}:{bad_line}:" in err
+
+
+# --- pipeline and usage errors: status 2, before any input is read ---------------
+
+@pytest.mark.parametrize("pipeline, message", [
+    ("gshard-nope", "unknown pass 'gshard-nope'"),
+    ("builtin.module(gshard-inline,not-a-pass)", "unknown pass 'not-a-pass'"),
+    ("gshard-chunk-softmax{vocab-size=16}", "has no option 'vocab-size'"),
+    ("gshard-inline{verbose=true}", "has no option 'verbose'"),
+    ("gshard-chunk-softmax{vocab-chunk=lots}", "option 'vocab-chunk' expects int, got 'lots'"),
+    ("gshard-chunk-softmax{vocab-chunk}", "needs a value"),
+    ("gshard-inline,,", "cannot parse pipeline"),
+])
+def test_bad_pipeline(capsys, pipeline, message):
+  # The input does not exist: a bad pipeline is reported first.
+  status, out, err = run(capsys, "/nonexistent/input.mlir", f"--pass-pipeline={pipeline}")
+  assert status == 2 and out == ""
+  assert err.startswith("gshard-opt: error: bad pass pipeline: ")
+  assert message in err
+
+
+def test_help(capsys):
+  status, out, _ = run(capsys, "--help")
+  assert status == 0
+  assert "--pass-pipeline" in out and "--split-input-file" in out
+
+
+def test_missing_input_file(capsys):
+  status, out, err = run(capsys, "/nonexistent/input.mlir")
+  assert (status, out) == (2, "")
+  assert err.startswith("gshard-opt: error: cannot read '/nonexistent/input.mlir'")
+
+
+def test_unknown_flag(capsys):
+  status, out, err = run(capsys, "--no-such-flag")
+  assert (status, out) == (2, "")
+  assert err.startswith("gshard-opt: error: unrecognized arguments: --no-such-flag")
+
+
+def test_unparsable_input_points_at_the_line(capsys, write):
+  path = write(UNPARSABLE)
+  status, out, err = run(capsys, path, "--pass-pipeline=gshard-inline")
+  assert (status, out) == (2, "")
+  assert err.startswith(f"gshard-opt: error: cannot parse {path}\n")
+  assert f"{path}:2:" in err and "error: use of value '%x' expects different type" in err
+  assert f"{path}:1:" in err and "note: prior use here" in err
+
+
+def test_unparsable_stdin(capsys, monkeypatch):
+  monkeypatch.setattr(sys, "stdin", io.StringIO(UNPARSABLE))
+  status, _, err = run(capsys, "-")
+  assert status == 2
+  assert err.startswith("gshard-opt: error: cannot parse <stdin>\n<stdin>:2:")
+
+
+# --- pass failures: status 1, the pass's own message ----------------------------
+
+@pytest.mark.parametrize("pipeline", ["gshard-inline", "gshard-chunk-softmax{vocab-chunk=16}"])
+def test_unknown_version_is_rejected(capsys, write, pipeline):
+  path = write(composite_module(version=7))
+  status, out, err = run(capsys, path, f"--pass-pipeline={pipeline}")
+  assert (status, out) == (1, "")
+  assert err.startswith(f"pass '{pipeline.split('{')[0]}' failed: ")
+  assert "gshard.shared_embedding_softmax has version 7" in err
+  assert f'at loc("{path}":3:' in err  # where the composite is
+
+
+@pytest.mark.parametrize("pipeline", ["gshard-inline", "gshard-chunk-softmax{vocab-chunk=16}"])
+def test_wrong_operand_types_are_rejected(capsys, write, pipeline):
+  status, out, err = run(capsys, write(composite_module(ids="tensor<8xi64>")),
+                         f"--pass-pipeline={pipeline}")
+  assert (status, out) == (1, "")
+  assert "labels must be i32[8] ids or float [8, 50] probabilities" in err
+
+
+# --- the checkout wrapper ------------------------------------------------------
+
+def test_tools_wrapper_runs_from_anywhere(tmp_path):
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "gshard-opt"), "--list-passes"],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr
+  assert "gshard-inline" in proc.stdout
