@@ -66,7 +66,7 @@ def _trip_count(total: int, chunk: int) -> int:
   return math.ceil(total / chunk)
 
 
-def _chunk_start(i: ir.Value, chunk: int, total: int) -> tuple[ir.Value, ir.Value | None]:
+def chunk_start(i: ir.Value, chunk: int, total: int) -> tuple[ir.Value, ir.Value | None]:
   """`(start, first_owned)` of chunk i: starts clamp to `total - chunk`, and an
   uneven split masks what lies below `i * chunk` (None: nothing to mask)."""
   nominal = b.mul(i, chunk)
@@ -93,9 +93,9 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
 
   def block(x_blk: ir.Value, labels_blk: ir.Value, mass_blk: ir.Value) -> list[ir.Value]:
     tokens = b.shape_of(x_blk)[0]
-    loop = Loop(_trip_count(v, plan.vocab_chunk), **OnlineStats.initial(tokens).as_dict())
+    loop = b.Loop(_trip_count(v, plan.vocab_chunk), **OnlineStats.initial(tokens).as_dict())
     with loop.body() as (k, carried):
-      start, first_owned = _chunk_start(k, plan.vocab_chunk, v)
+      start, first_owned = chunk_start(k, plan.vocab_chunk, v)
       chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
                            plan.vocab_chunk, class_offset)
       loop.yield_(**OnlineStats(**vars(carried)).update(sm, chunk).as_dict())
@@ -109,17 +109,17 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
 
   zeros = {"xent": b.full((n,), b.f32(), 0.0), "argmax": b.full((n,), b.i32(), 0),
            "lse": b.full((n,), b.f32(), 0.0), "lse_squared": b.full((n,), b.f32(), 0.0)}
-  loop = Loop(_trip_count(n, plan.token_chunk), **zeros)
+  loop = b.Loop(_trip_count(n, plan.token_chunk), **zeros)
   with loop.body() as (j, out):
-    start, _ = _chunk_start(j, plan.token_chunk, n)  # overlap recomputes equal values
-    x_blk, labels_blk = _token_block(xs, labels, start, plan.token_chunk)
+    start, _ = chunk_start(j, plan.token_chunk, n)  # overlap recomputes equal values
+    x_blk, labels_blk = token_block(xs, labels, start, plan.token_chunk)
     results = block(x_blk, labels_blk, b.dynamic_slice(label_mass, [start], [plan.token_chunk]))
     loop.yield_(**{name: b.dynamic_update_slice(getattr(out, name), r, [start])
                    for name, r in zip(zeros, results)})
   return [getattr(loop.results, name) for name in zeros]
 
 
-def _token_block(xs: ir.Value, labels: ir.Value, start: ir.Value, tokens: int):
+def token_block(xs: ir.Value, labels: ir.Value, start: ir.Value, tokens: int):
   zero = b.scalar(0, b.i32())
   x_blk = b.dynamic_slice(xs, [start, zero], [tokens, b.shape_of(xs)[1]])
   if len(b.shape_of(labels)) == 1:
@@ -148,10 +148,10 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
   def block(x_blk, labels_blk, lse_blk, q_blk, g_xent_blk, g_p_blk, d_emb):
     """One token block: returns (float32 d_x of the block, updated d_emb)."""
     tokens = b.shape_of(x_blk)[0]
-    loop = Loop(_trip_count(v, plan.vocab_chunk),
+    loop = b.Loop(_trip_count(v, plan.vocab_chunk),
                 d_x=b.full((tokens, m), b.f32(), 0.0), d_emb=d_emb)
     with loop.body() as (k, acc):
-      start, first_owned = _chunk_start(k, plan.vocab_chunk, v)
+      start, first_owned = chunk_start(k, plan.vocab_chunk, v)
       chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
                            plan.vocab_chunk, class_offset)
       dz = logits_cotangent(sm, chunk, lse_blk, q_blk, g_xent_blk, g_p_blk)
@@ -171,10 +171,10 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
     d_x, d_emb = block(xs, labels, lse, q_mass, g_xent, g_p, d_emb0)
   else:
     t = plan.token_chunk
-    outer = Loop(_trip_count(n, t), d_x=b.full((n, m), b.f32(), 0.0), d_emb=d_emb0)
+    outer = b.Loop(_trip_count(n, t), d_x=b.full((n, m), b.f32(), 0.0), d_emb=d_emb0)
     with outer.body() as (j, acc):
-      start, first_owned = _chunk_start(j, t, n)
-      x_blk, labels_blk = _token_block(xs, labels, start, t)
+      start, first_owned = chunk_start(j, t, n)
+      x_blk, labels_blk = token_block(xs, labels, start, t)
       per_token = [b.dynamic_slice(a, [start], [t]) for a in (lse, q_mass, g_xent, g_p)]
       if first_owned is not None:  # tokens an earlier block had: no contribution
         own = b.compare(b.add(b.iota((t,), 0), b.broadcast(start, (t,), [])),
@@ -190,8 +190,6 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
   d_x = b.mul(d_x, sm.logit_scale)
   return [b.convert(d_x, b.element_of(x)), b.convert(d_emb, b.element_of(embedding))]
 
-
-Loop = b.Loop
 
 
 def softmax_of(site: composites.SoftmaxComposite) -> Softmax:

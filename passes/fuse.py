@@ -27,7 +27,7 @@ from jaxlib.mlir import ir
 
 from passes import builders as b
 from passes import composites
-from passes.chunk import _chunk_start, _token_block, replace, softmax_of, tagging_new_loops
+from passes.chunk import chunk_start, token_block, replace, softmax_of, tagging_new_loops
 from passes.framework import ModulePass, register
 from passes.softmax_ir import OnlineStats, Softmax, chunk_logits, logits_cotangent
 
@@ -66,8 +66,8 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
                 d_x=b.full((n, m), b.element_of(x), 0.0),
                 d_emb=b.full((v, m), accumulator, 0.0))
   with loop.body() as (j, acc):
-    start, first_owned = _chunk_start(j, tokens, n)
-    x_blk, labels_blk = _token_block(xs, labels, start, tokens)
+    start, first_owned = chunk_start(j, tokens, n)
+    x_blk, labels_blk = token_block(xs, labels, start, tokens)
     g_xent_blk, g_lse_blk, g_sq_blk, q_blk, mass_blk = (
         b.dynamic_slice(a, [start], [tokens])
         for a in (g_xent, g_lse, g_lse_squared, q_mass, label_mass))
@@ -107,7 +107,7 @@ def accumulate_rows(d_emb: ir.Value, dz: ir.Value, x_blk: ir.Value, rows: int) -
   zero = b.scalar(0, b.i32())
   inner = b.Loop(math.ceil(v / rows), d_emb=d_emb)
   with inner.body() as (k, acc):
-    start, first_owned = _chunk_start(k, rows, v)
+    start, first_owned = chunk_start(k, rows, v)
     dz_rows = b.dynamic_slice(dz, [zero, start], [tokens, rows])
     if first_owned is not None:  # rows an earlier step already added
       cols = b.add(b.iota((tokens, rows), 1), b.broadcast(start, (tokens, rows), []))
