@@ -11,11 +11,13 @@ The hook is JAX's own: `jax.jit(f).lower(...)` holds the StableHLO module that
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import jax
+from jax._src import api_util
 
 import passes
 from passes.pipelines import default_pipeline
@@ -46,8 +48,7 @@ class Jitted:
 
   def __init__(self, fun: Callable, pipeline: str, jit_kwargs: dict[str, Any]):
     self._jitted = jax.jit(fun, **jit_kwargs)
-    self._static_argnums = _as_tuple(jit_kwargs.get("static_argnums"))
-    self._static_argnames = _as_tuple(jit_kwargs.get("static_argnames"))
+    self._static_argnums, self._static_argnames = _static_arguments(fun, jit_kwargs)
     self.pipeline = pipeline
     self._cache: dict[Any, jax.stages.Compiled] = {}
     self._lock = threading.Lock()
@@ -87,10 +88,15 @@ def _leaf_key(x):
   return (aval, getattr(aval, "weak_type", False), sharding)
 
 
-def _as_tuple(v) -> tuple:
-  if v is None:
-    return ()
-  return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+def _static_arguments(fun, jit_kwargs) -> tuple[tuple[int, ...], tuple[str, ...]]:
+  """Static argnums and argnames, each inferred from the other as `jax.jit` does."""
+  argnums, argnames = jit_kwargs.get("static_argnums"), jit_kwargs.get("static_argnames")
+  try:
+    signature = inspect.signature(fun)
+  except (TypeError, ValueError):  # no signature: take them as given
+    as_tuple = lambda v: () if v is None else tuple(v) if isinstance(v, (tuple, list)) else (v,)
+    return as_tuple(argnums), as_tuple(argnames)
+  return api_util.infer_argnums_and_argnames(signature, argnums, argnames)
 
 
 def jit(fun: Callable | None = None, *, pipeline: str | None = None,

@@ -96,11 +96,11 @@ def composite_attributes(options: SoftmaxOptions, in_features: int) -> ir.DictAt
 
 def _map_over_batch(prim, args, dims, **params):
   """Batching fallback: one primitive per batch element, in a `lax.map`."""
-  mapped = [jnp.moveaxis(a, d, 0) for a, d in zip(args, dims) if d is not batching.not_mapped]
+  mapped = [jnp.moveaxis(a, d, 0) for a, d in zip(args, dims) if d is not None]
 
   def one(slices):
     it = iter(slices)
-    return prim.bind(*(next(it) if d is not batching.not_mapped else a
+    return prim.bind(*(next(it) if d is not None else a
                        for a, d in zip(args, dims)), **params)
 
   outs = lax.map(one, mapped)
@@ -125,10 +125,10 @@ def _forward_abstract_eval(x, embedding, labels, *, options):
 def _forward_batch_rule(args, dims, *, options):
   x, embedding, labels = args
   x_dim, emb_dim, labels_dim = dims
-  if emb_dim is not batching.not_mapped:
+  if emb_dim is not None:
     return _map_over_batch(shared_embedding_softmax_p, args, dims, options=options)
   # Per-token results of an unbatched embedding: fold the batch into the tokens.
-  size = x.shape[x_dim] if x_dim is not batching.not_mapped else labels.shape[labels_dim]
+  size = x.shape[x_dim] if x_dim is not None else labels.shape[labels_dim]
   x = batching.bdim_at_front(x, x_dim, size)
   labels = batching.bdim_at_front(labels, labels_dim, size)
   outs = shared_embedding_softmax_p.bind(

@@ -14,6 +14,7 @@ by the verifier.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import traceback
 import typing
@@ -137,11 +138,39 @@ def parse_pipeline(text: str) -> list[ModulePass | str]:
         options[key] = value
       elements.append(make_pass(name, options))
     else:
-      elements.append(m.group(0).strip().rstrip(",").strip())
+      element = m.group(0).strip().rstrip(",").strip()
+      _check_mlir_pass(element)
+      elements.append(element)
     pos = m.end()
   if not elements:
     raise PipelineError("empty pipeline")
   return elements
+
+
+@functools.cache
+def _context() -> ir.Context:
+  from jax._src.interpreters import mlir  # jax's context: every dialect jax emits
+  return mlir.make_ir_context()
+
+
+def _check_mlir_pass(element: str) -> None:
+  """Raises PipelineError unless MLIR's registry knows `element` (with its options)."""
+  def accepts(text):
+    try:
+      passmanager.PassManager.parse(f"builtin.module({text})", context=_context())
+      return None
+    except ValueError as e:
+      return str(e).strip()
+
+  error = accepts(element)
+  if error is None:
+    return
+  name = element.split("{", 1)[0]
+  if name != element and accepts(name) is None:
+    raise PipelineError(f"MLIR pass '{name}' rejected its options in '{element}': {error}")
+  known = ", ".join(sorted(REGISTRY))
+  raise PipelineError(f"unknown pass '{name}' (gshard passes: {known}; "
+                      f"or an MLIR pass registered in jaxlib)")
 
 
 def _describe(op: ir.Operation) -> str:
@@ -164,21 +193,7 @@ def run_pipeline(module: ir.Module, pipeline: str | list[ModulePass | str]) -> N
   failure: list[str] = []
   for element in elements:
     if isinstance(element, str):
-      try:
-        pm.add(element)
-      except ValueError as e:
-        name = element.split("{", 1)[0]
-        if name != element:  # a name MLIR knows, with options it rejected?
-          try:
-            pm_probe = passmanager.PassManager("builtin.module", context=module.context)
-            pm_probe.add(name)
-          except ValueError:
-            pass
-          else:
-            raise PipelineError(f"MLIR pass '{name}' rejected its options in '{element}': {e}") from None
-        known = ", ".join(sorted(REGISTRY))
-        raise PipelineError(f"unknown pass '{name}' (gshard passes: {known}; "
-                            f"or an MLIR pass registered in jaxlib): {e}") from None
+      pm.add(element)  # checked by parse_pipeline
     else:
       pm.add(_as_callback(element, failure), name=element.name, argument=element.name)
   try:
@@ -195,6 +210,10 @@ def _as_callback(p: ModulePass, failure: list[str]):
     try:
       with op.context, ir.Location.unknown():
         p.run(op)
+        op.verify()
+    except ir.MLIRError as e:
+      failure.append(f"pass '{p.name}' left IR that does not verify: {e}")
+      pass_.signal_pass_failure()
     except RewriteError as e:
       failure.append(f"pass '{p.name}' failed: {e}\n  at {_describe(e.op)}")
       pass_.signal_pass_failure()

@@ -1,0 +1,364 @@
+"""The pass framework: pipeline parsing, typed options, the registry, running
+pipelines (gshard passes mixed with MLIR's), verification and error reports."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax._src.interpreters import mlir as jax_mlir
+from jaxlib.mlir import ir
+
+import passes
+from gshard_op import shared_embedding_softmax
+from passes import framework
+from passes.chunk import ChunkSoftmaxPass
+from passes.framework import REGISTRY, ModulePass, PassError, PipelineError, RewriteError
+from passes.inline import InlinePass
+
+
+@pytest.fixture
+def register():
+  """Registers throwaway test passes; removes them from `REGISTRY` afterwards."""
+  added = []
+
+  def add(cls):
+    cls = framework.register(cls)
+    added.append(cls.name)
+    return cls
+
+  yield add
+  for name in added:
+    REGISTRY.pop(name, None)
+
+
+class _Options(ModulePass):
+  """A pass with one option of each type (annotations are real types here)."""
+  name = "test-framework-options"
+  flag: bool = False
+  count: int = 1
+  ratio: float = 0.5
+  max_depth: int = 0
+
+  def run(self, module):
+    pass
+
+
+@pytest.fixture
+def options_pass(register):
+  return register(_Options)
+
+
+# --- parse_pipeline -------------------------------------------------------------------------
+
+def test_parse_gshard_pass_with_options():
+  (p,) = passes.parse_pipeline(
+      "gshard-chunk-softmax{vocab-chunk=16 token-chunk=4 memory-budget-mib=2.5}")
+  assert isinstance(p, ChunkSoftmaxPass)
+  assert p == ChunkSoftmaxPass(vocab_chunk=16, token_chunk=4, memory_budget_mib=2.5)
+  assert type(p.vocab_chunk) is int and type(p.token_chunk) is int
+  assert type(p.memory_budget_mib) is float
+  (q,) = passes.parse_pipeline("gshard-chunk-softmax{memory-budget-mib=8}")
+  assert type(q.memory_budget_mib) is float and q.memory_budget_mib == 8.0
+  assert q.vocab_chunk == 0 and q.token_chunk == 0  # defaults
+  (r,) = passes.parse_pipeline("gshard-chunk-softmax")
+  assert r == ChunkSoftmaxPass()
+
+
+@pytest.mark.parametrize("text", [
+    "builtin.module(gshard-chunk-softmax{vocab-chunk=16},gshard-inline)",
+    "gshard-chunk-softmax{vocab-chunk=16},gshard-inline",
+    "  gshard-chunk-softmax{ vocab-chunk=16 } , gshard-inline  ",
+    "builtin.module(\n  gshard-chunk-softmax{vocab-chunk=16},\n  gshard-inline\n)",
+])
+def test_parse_wrapped_or_not(text):
+  assert passes.parse_pipeline(text) == [ChunkSoftmaxPass(vocab_chunk=16), InlinePass()]
+
+
+def test_parse_typed_options(options_pass):
+  parse = lambda opts: passes.parse_pipeline(f"test-framework-options{{{opts}}}")[0]
+  assert parse("") == options_pass()
+  for text, value in (("true", True), ("false", False), ("TRUE", True), ("1", True),
+                      ("0", False), ("False", False)):
+    p = parse(f"flag={text}")
+    assert p.flag is value, text
+  p = parse("count=7 ratio=1e-3 max-depth=2")
+  assert (p.count, p.ratio, p.max_depth) == (7, 1e-3, 2)
+  assert type(p.count) is int and type(p.ratio) is float
+  assert parse("ratio=2").ratio == 2.0 and type(parse("ratio=2").ratio) is float
+  assert parse("count=-3").count == -3
+
+
+@pytest.mark.parametrize("opts,words", [
+    ("flag=yes", ["flag", "bool", "yes"]),
+    ("flag=", ["flag", "bool"]),
+    ("count=2.5", ["count", "int", "2.5"]),
+    ("count=three", ["count", "int", "three"]),
+    ("ratio=half", ["ratio", "float", "half"]),
+    ("max_depth=2", ["max_depth", "max-depth"]),  # options are spelled with dashes
+    ("depth=2", ["depth", "test-framework-options"]),
+    ("count", ["count", "value"]),
+])
+def test_parse_option_errors(options_pass, opts, words):
+  with pytest.raises(PipelineError) as info:
+    passes.parse_pipeline(f"gshard-inline,test-framework-options{{{opts}}}")
+  for word in words:
+    assert word in str(info.value), (opts, str(info.value))
+
+
+def test_unknown_option_lists_the_known_ones():
+  with pytest.raises(PipelineError, match=r"gshard-chunk-softmax.*no option 'chunk'.*vocab-chunk"):
+    passes.parse_pipeline("gshard-chunk-softmax{chunk=3}")
+  with pytest.raises(PipelineError, match=r"gshard-inline.*'x'"):
+    passes.parse_pipeline("gshard-inline{x=1}")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "builtin.module()", "builtin.module(  )"])
+def test_empty_pipeline(text):
+  with pytest.raises(PipelineError, match="empty"):
+    passes.parse_pipeline(text)
+
+
+@pytest.mark.parametrize("text", ["gshard-inline{", "gshard-inline}", "gshard-inline,,canonicalize",
+                                  "gshard-chunk-softmax{vocab-chunk=1}{token-chunk=2}",
+                                  "gshard-inline canonicalize", "gshard-inline;cse"])
+def test_unparsable_pipeline(text):
+  with pytest.raises(PipelineError):
+    passes.parse_pipeline(text)
+
+
+@pytest.mark.parametrize("text", ["gshard-chunk-softmax{vocab-chunk=-1}",
+                                  "gshard-chunk-softmax{token-chunk=-2}",
+                                  "gshard-chunk-softmax{memory-budget-mib=0}",
+                                  "gshard-chunk-softmax{memory-budget-mib=-5.0}"])
+def test_option_values_out_of_range(text):
+  with pytest.raises(PipelineError, match="gshard-chunk-softmax"):
+    passes.parse_pipeline(text)
+
+
+def test_pipeline_error_is_a_value_error():
+  assert issubclass(PipelineError, ValueError)
+  assert issubclass(PassError, RuntimeError)
+
+
+# --- pipeline_text ------------------------------------------------------------------------
+
+def test_pipeline_text_spells_out_every_option(options_pass):
+  assert ChunkSoftmaxPass().pipeline_text() == (
+      "gshard-chunk-softmax{vocab-chunk=0 token-chunk=0 memory-budget-mib=32.0}")
+  assert InlinePass().pipeline_text() == "gshard-inline"
+  assert options_pass(flag=True, ratio=0.25).pipeline_text() == (
+      "test-framework-options{flag=true count=1 ratio=0.25 max-depth=0}")
+
+
+@pytest.mark.parametrize("text", [
+    "gshard-chunk-softmax{vocab-chunk=16}",
+    "gshard-chunk-softmax{vocab-chunk=7 token-chunk=3 memory-budget-mib=0.001}",
+    "gshard-chunk-softmax{memory-budget-mib=1e-05}",
+    "gshard-inline",
+    "test-framework-options{flag=true count=-4 ratio=3.14159 max-depth=9}",
+    "test-framework-options{ratio=1e+20}",
+])
+def test_pipeline_text_round_trip(options_pass, text):
+  (p,) = passes.parse_pipeline(text)
+  again = passes.parse_pipeline(p.pipeline_text())
+  assert again == [p]
+  assert again[0].pipeline_text() == p.pipeline_text()
+
+
+def test_whole_pipeline_round_trip():
+  elements = passes.parse_pipeline(
+      "builtin.module(gshard-chunk-softmax{vocab-chunk=16},canonicalize,gshard-inline,cse)")
+  assert elements[1] == "canonicalize" and elements[3] == "cse"
+  text = ",".join(e.pipeline_text() if isinstance(e, ModulePass) else e for e in elements)
+  assert passes.parse_pipeline(text) == elements
+
+
+# --- REGISTRY -------------------------------------------------------------------------------
+
+def test_registry_content():
+  assert REGISTRY["gshard-inline"] is InlinePass
+  assert REGISTRY["gshard-chunk-softmax"] is ChunkSoftmaxPass
+  for name, cls in REGISTRY.items():
+    assert issubclass(cls, ModulePass), name
+    assert cls.name == name
+    assert dataclasses.is_dataclass(cls), name
+    assert cls.summary, f"{name} has no summary"
+    instance = cls()  # every option has a default
+    assert passes.parse_pipeline(instance.pipeline_text()) == [instance]
+    assert len(framework.options_help(cls)) == len(dataclasses.fields(cls))
+  chunk_help = framework.options_help(ChunkSoftmaxPass)
+  assert any(h.startswith("vocab-chunk=0") and "int" in h for h in chunk_help), chunk_help
+  assert any(h.startswith("memory-budget-mib=32.0") and "float" in h for h in chunk_help)
+
+
+def test_register_rejects_duplicate_and_empty_names():
+  class Duplicate(ModulePass):
+    name = "gshard-inline"
+
+  class Nameless(ModulePass):
+    pass
+
+  with pytest.raises(ValueError, match="unique name"):
+    framework.register(Duplicate)
+  with pytest.raises(ValueError, match="unique name"):
+    framework.register(Nameless)
+  assert REGISTRY["gshard-inline"] is InlinePass
+
+
+def test_register_makes_a_dataclass(register):
+  class Plain(ModulePass):
+    name = "test-framework-plain"
+    size: int = 3
+
+  cls = register(Plain)
+  assert dataclasses.is_dataclass(cls) and cls(size=4).size == 4
+  assert passes.parse_pipeline("test-framework-plain{size=5}") == [cls(size=5)]
+
+
+# --- running pipelines ------------------------------------------------------------------------
+
+N, M, V = 10, 8, 21
+
+
+def _arrays():
+  rng = np.random.default_rng(0)
+  return (jnp.asarray(rng.standard_normal((N, M)), jnp.float32),
+          jnp.asarray(rng.standard_normal((V, M)), jnp.float32),
+          jnp.asarray(rng.integers(0, V, (N, 1)), jnp.int32),
+          jnp.asarray(rng.uniform(size=(N, 1)), jnp.float32))
+
+
+def _step(implementation="composite"):
+  def loss(x, e, ids, w):
+    o = shared_embedding_softmax(x, e, w, ids, implementation=implementation,
+                                 z_loss_weight=0.1)
+    return o.avg_xent + o.z_loss
+  return jax.value_and_grad(loss, (0, 1))
+
+
+def test_mixing_gshard_and_mlir_passes():
+  args = _arrays()
+  lowered = jax.jit(_step()).lower(*args)
+  module = lowered.compiler_ir("stablehlo")
+  before = str(module)
+  assert "stablehlo.composite" in before and "func.func private @gshard" in before
+  pipeline = passes.parse_pipeline("gshard-inline,canonicalize,symbol-dce")
+  assert pipeline == [InlinePass(), "canonicalize", "symbol-dce"]
+  passes.run_pipeline(module, "gshard-inline,canonicalize,symbol-dce")
+  after = str(module)
+  assert "stablehlo.composite" not in after
+  assert module.operation.verify()
+  value, (d_x, d_e) = lowered.compile()(*args)  # the rewritten module is what compiles
+  ref_value, (ref_d_x, ref_d_e) = jax.jit(_step("reference"))(*args)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  np.testing.assert_allclose(d_x, ref_d_x, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(d_e, ref_d_e, rtol=1e-4, atol=1e-6)
+
+
+def test_run_pipeline_takes_parsed_elements_and_mlir_options():
+  lowered = jax.jit(_step()).lower(*_arrays())
+  module = lowered.compiler_ir("stablehlo")
+  passes.run_pipeline(module, [ChunkSoftmaxPass(vocab_chunk=8), "canonicalize{max-iterations=2}",
+                               "cse"])
+  text = str(module)
+  assert "stablehlo.composite" not in text and "stablehlo.while" in text
+  assert module.operation.verify()
+
+
+def test_unknown_mlir_pass_is_a_pipeline_error():
+  module = jax.jit(_step()).lower(*_arrays()).compiler_ir("stablehlo")
+  with pytest.raises(PipelineError, match="no-such-mlir-pass"):
+    passes.run_pipeline(module, "gshard-inline,no-such-mlir-pass")
+
+
+def test_passes_leave_modules_without_composites_alone():
+  lowered = jax.jit(lambda x: jnp.sin(x) * 2.0).lower(jnp.ones(3))
+  module = lowered.compiler_ir("stablehlo")
+  before = str(module)
+  passes.run_pipeline(module, "gshard-chunk-softmax,gshard-inline")
+  assert str(module) == before
+
+
+def _sin_module():
+  return jax.jit(lambda x: jnp.sin(x * 2.0) + 1.0).lower(jnp.ones(3)).compiler_ir("stablehlo")
+
+
+def test_pass_producing_invalid_ir_is_reported(register):
+  class BreakDominance(ModulePass):
+    """Moves the producer of the sine's operand after the sine."""
+    name = "test-framework-break-dominance"
+
+    def run(self, module):
+      def visit(op):
+        if op.operation.name == "stablehlo.sine":
+          op.operation.operands[0].owner.move_after(op.operation)
+          return ir.WalkResult.INTERRUPT
+        return ir.WalkResult.ADVANCE
+      module.walk(visit)
+
+  register(BreakDominance)
+  module = _sin_module()
+  with pytest.raises(PassError) as info:
+    passes.run_pipeline(module, "cse,test-framework-break-dominance,canonicalize")
+  message = str(info.value)
+  assert "dominate" in message
+  assert "stablehlo.sine" in message
+  # which pass broke it (the verifier's own diagnostic does not say)
+  assert "test-framework-break-dominance" in message, message[:400]
+
+
+def test_rewrite_error_names_the_pass_and_shows_the_op(register):
+  class Refuses(ModulePass):
+    name = "test-framework-refuses"
+
+    def run(self, module):
+      sines = framework.walk(module, lambda op: op.operation.name == "stablehlo.sine")
+      raise RewriteError(sines[0], "cannot rewrite this sine")
+
+  register(Refuses)
+  with pytest.raises(PassError) as info:
+    passes.run_pipeline(_sin_module(), "test-framework-refuses")
+  message = str(info.value)
+  assert "'test-framework-refuses'" in message
+  assert "cannot rewrite this sine" in message
+  assert "stablehlo.sine" in message
+
+
+def test_bug_in_a_pass_is_reported_against_the_pass(register):
+  class Crashes(ModulePass):
+    name = "test-framework-crashes"
+
+    def run(self, module):
+      raise ZeroDivisionError("boom")
+
+  register(Crashes)
+  with pytest.raises(PassError, match=r"(?s)'test-framework-crashes'.*ZeroDivisionError.*boom"):
+    passes.run_pipeline(_sin_module(), "canonicalize,test-framework-crashes")
+
+
+def test_options_reach_the_pass(register):
+  seen = []
+
+  class Records(ModulePass):
+    name = "test-framework-records"
+    depth: int = 0
+    fast: bool = False
+
+    def run(self, module):
+      seen.append((self.depth, self.fast, module.name))
+
+  register(Records)
+  passes.run_pipeline(_sin_module(), "test-framework-records{depth=3 fast=true},"
+                                     "test-framework-records")
+  assert seen == [(3, True, "builtin.module"), (0, False, "builtin.module")]
+
+
+def test_run_pipeline_on_a_parsed_module():
+  text = jax.jit(_step()).lower(*_arrays()).as_text()
+  with jax_mlir.make_ir_context():
+    module = ir.Module.parse(text)
+  passes.run_pipeline(module, "builtin.module(gshard-chunk-softmax{vocab-chunk=5},cse)")
+  assert "stablehlo.composite" not in str(module)
+  assert module.operation.verify()
