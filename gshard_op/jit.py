@@ -47,7 +47,14 @@ class Jitted:
   """The callable `gshard_op.jit` returns; see the module docstring."""
 
   def __init__(self, fun: Callable, pipeline: str, jit_kwargs: dict[str, Any]):
-    self._jitted = jax.jit(fun, **jit_kwargs)
+    # JAX caches the lowering of a function, and the pipeline rewrites the
+    # lowered module in place: a wrapper of our own keeps that rewritten module
+    # out of what `jax.jit(fun)` (or another pipeline) would get back.
+    @functools.wraps(fun)
+    def own(*args, **kwargs):
+      return fun(*args, **kwargs)
+
+    self._jitted = jax.jit(own, **jit_kwargs)
     self._static_argnums, self._static_argnames = _static_arguments(fun, jit_kwargs)
     self.pipeline = pipeline
     self._cache: dict[Any, jax.stages.Compiled] = {}

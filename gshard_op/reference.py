@@ -107,6 +107,17 @@ def per_token_forward(x, embedding, labels, opts: SoftmaxOptions):
   return xent, argmax, lse, lse * lse
 
 
+def _sharded_like(like, *operands):
+  """Under an Explicit-axis mesh a matmul contracting a sharded dimension must
+  be told where its result lives: like the operand it is the gradient of, on
+  the mesh of whichever operand has one. None outside any mesh."""
+  meshes = [jax.typeof(a).sharding.mesh for a in operands]
+  mesh = next((m for m in meshes if not m.empty), None)
+  if mesh is None:
+    return None
+  return jax.sharding.NamedSharding(mesh, jax.typeof(like).sharding.spec)
+
+
 def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
                    opts: SoftmaxOptions):
   """The gradient composite: `(d_x, d_embedding)` of `per_token_forward`.
@@ -126,7 +137,9 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
   dz_raw = transform_logits_vjp(z_raw, dz, opts)
   scale = logit_scale(x.shape[-1])
   d_x = scale * jnp.einsum("nv,vm->nm", dz_raw.astype(embedding.dtype), embedding,
-                           preferred_element_type=F32)
+                           preferred_element_type=F32,
+                           out_sharding=_sharded_like(x, x, embedding))
   d_embedding = jnp.einsum("nv,nm->vm", dz_raw.astype(x.dtype), scaled_inputs(x),
-                           preferred_element_type=F32)
+                           preferred_element_type=F32,
+                           out_sharding=_sharded_like(embedding, x, embedding))
   return d_x.astype(x.dtype), d_embedding.astype(embedding.dtype)

@@ -104,6 +104,16 @@ def dynamic_slice(v: Value, starts: Sequence[Value], sizes: Sequence[int]) -> Va
   return hlo.dynamic_slice(v, list(starts), list(sizes))
 
 
+def take_rows(table: Value, rows: Value) -> Value:
+  """`table[rows]`: `[V, M]` and i32 `[T]` (in range) give `[T, M]` (a gather)."""
+  (t,), m = shape_of(rows), shape_of(table)[1]
+  dims = hlo.GatherDimensionNumbers.get(
+      offset_dims=[1], collapsed_slice_dims=[0], operand_batching_dims=[],
+      start_indices_batching_dims=[], start_index_map=[0], index_vector_dim=1)
+  return hlo.gather(table, reshape(rows, (t, 1)), dims, [1, m],
+                    results=[tensor((t, m), element_of(table))])
+
+
 def dynamic_update_slice(v: Value, update: Value, starts: Sequence[Value]) -> Value:
   return hlo.dynamic_update_slice(v, update, list(starts))
 

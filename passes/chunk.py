@@ -27,7 +27,8 @@ from jaxlib.mlir import ir
 from passes import builders as b
 from passes import composites
 from passes.framework import ModulePass, register
-from passes.softmax_ir import OnlineStats, Softmax, chunk_logits, logits_cotangent
+from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
+                               target_logits)
 
 log = logging.getLogger("gshard.passes")
 
@@ -87,7 +88,6 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
   """
   n, _ = b.shape_of(x)
   v = b.shape_of(embedding)[0]
-  xs = sm.scaled_inputs(x)
   if label_mass is None:
     label_mass = sm.label_mass(labels)
 
@@ -100,28 +100,30 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
                            plan.vocab_chunk, class_offset)
       loop.yield_(**OnlineStats(**vars(carried)).update(sm, chunk).as_dict())
     stats = OnlineStats(**vars(loop.results))
+    if sm.labels_are_ids:
+      stats.t = target_logits(sm, x_blk, embedding, labels_blk, class_offset)
     if reduce_stats is not None:
       stats = reduce_stats(stats)
     return stats.finalize(sm, mass_blk)
 
   if plan.token_chunk >= n:
-    return block(xs, labels, label_mass)
+    return block(x, labels, label_mass)
 
   zeros = {"xent": b.full((n,), b.f32(), 0.0), "argmax": b.full((n,), b.i32(), 0),
            "lse": b.full((n,), b.f32(), 0.0), "lse_squared": b.full((n,), b.f32(), 0.0)}
   loop = b.Loop(_trip_count(n, plan.token_chunk), **zeros)
   with loop.body() as (j, out):
     start, _ = chunk_start(j, plan.token_chunk, n)  # overlap recomputes equal values
-    x_blk, labels_blk = token_block(xs, labels, start, plan.token_chunk)
+    x_blk, labels_blk = token_block(x, labels, start, plan.token_chunk)
     results = block(x_blk, labels_blk, b.dynamic_slice(label_mass, [start], [plan.token_chunk]))
     loop.yield_(**{name: b.dynamic_update_slice(getattr(out, name), r, [start])
                    for name, r in zip(zeros, results)})
   return [getattr(loop.results, name) for name in zeros]
 
 
-def token_block(xs: ir.Value, labels: ir.Value, start: ir.Value, tokens: int):
+def token_block(x: ir.Value, labels: ir.Value, start: ir.Value, tokens: int):
   zero = b.scalar(0, b.i32())
-  x_blk = b.dynamic_slice(xs, [start, zero], [tokens, b.shape_of(xs)[1]])
+  x_blk = b.dynamic_slice(x, [start, zero], [tokens, b.shape_of(x)[1]])
   if len(b.shape_of(labels)) == 1:
     labels_blk = b.dynamic_slice(labels, [start], [tokens])
   else:
@@ -132,15 +134,17 @@ def token_block(xs: ir.Value, labels: ir.Value, start: ir.Value, tokens: int):
 def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
               labels: ir.Value, lse: ir.Value, g_xent: ir.Value, g_lse: ir.Value,
               g_lse_squared: ir.Value, *, label_mass: ir.Value | None = None,
-              class_offset: ir.Value | None = None, reduce_d_x=None) -> list[ir.Value]:
+              class_offset: ir.Value | None = None, reduce_d_x=None,
+              reduce_d_emb=None) -> list[ir.Value]:
   """The gradient composite's `[d_x, d_embedding]`, computed in chunks.
 
-  `label_mass` and `class_offset` as for `emit_forward`; `reduce_d_x` (sharded
-  pass) sums each token block's float32 `d_x` over the vocab shards.
+  `label_mass` and `class_offset` as for `emit_forward`; `reduce_d_x` and
+  `reduce_d_emb` (sharded pass) sum each token block's float32 `d_x` over the
+  vocab shards and each chunk's `d_embedding` update over the token shards, so
+  that no `[V, M]`-sized collective buffer is ever needed.
   """
   n, m = b.shape_of(x)
   v = b.shape_of(embedding)[0]
-  xs = sm.scaled_inputs(x)
   q_mass = sm.target_mass(sm.label_mass(labels) if label_mass is None else label_mass)
   g_p = b.add(g_lse, b.mul(b.mul(lse, g_lse_squared), 2.0))
   zero = b.scalar(0, b.i32())
@@ -155,9 +159,13 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
       chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
                            plan.vocab_chunk, class_offset)
       dz = logits_cotangent(sm, chunk, lse_blk, q_blk, g_xent_blk, g_p_blk)
-      emb = b.dynamic_slice(embedding, [start, zero], [plan.vocab_chunk, m])
-      d_x = b.add(acc.d_x, b.dot(b.convert(dz, b.element_of(embedding)), emb, (1, 0), b.f32()))
-      d_emb_chunk = b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0), b.f32())
+      # chunk.embedding carries the logit scale, so d_x needs no scaling after.
+      d_x = b.add(acc.d_x, b.dot(b.convert(dz, b.element_of(embedding)), chunk.embedding,
+                                 (1, 0), b.f32()))
+      d_emb_chunk = b.mul(b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0), b.f32()),
+                          sm.logit_scale)
+      if reduce_d_emb is not None:
+        d_emb_chunk = reduce_d_emb(d_emb_chunk)
       old = b.dynamic_slice(acc.d_emb, [start, zero], [plan.vocab_chunk, m])
       loop.yield_(d_x=d_x, d_emb=b.dynamic_update_slice(
           acc.d_emb, b.add(old, d_emb_chunk), [start, zero]))
@@ -168,13 +176,13 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
 
   d_emb0 = b.full((v, m), b.f32(), 0.0)
   if plan.token_chunk >= n:
-    d_x, d_emb = block(xs, labels, lse, q_mass, g_xent, g_p, d_emb0)
+    d_x, d_emb = block(x, labels, lse, q_mass, g_xent, g_p, d_emb0)
   else:
     t = plan.token_chunk
     outer = b.Loop(_trip_count(n, t), d_x=b.full((n, m), b.f32(), 0.0), d_emb=d_emb0)
     with outer.body() as (j, acc):
       start, first_owned = chunk_start(j, t, n)
-      x_blk, labels_blk = token_block(xs, labels, start, t)
+      x_blk, labels_blk = token_block(x, labels, start, t)
       per_token = [b.dynamic_slice(a, [start], [t]) for a in (lse, q_mass, g_xent, g_p)]
       if first_owned is not None:  # tokens an earlier block had: no contribution
         own = b.compare(b.add(b.iota((t,), 0), b.broadcast(start, (t,), [])),
@@ -187,7 +195,6 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
         d_x_blk = b.select(own_rows, d_x_blk, b.dynamic_slice(acc.d_x, [start, zero], [t, m]))
       outer.yield_(d_x=b.dynamic_update_slice(acc.d_x, d_x_blk, [start, zero]), d_emb=d_emb)
     d_x, d_emb = outer.results.d_x, outer.results.d_emb
-  d_x = b.mul(d_x, sm.logit_scale)
   return [b.convert(d_x, b.element_of(x)), b.convert(d_emb, b.element_of(embedding))]
 
 

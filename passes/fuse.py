@@ -29,7 +29,8 @@ from passes import builders as b
 from passes import composites
 from passes.chunk import chunk_start, token_block, replace, softmax_of, tagging_new_loops
 from passes.framework import ModulePass, register
-from passes.softmax_ir import OnlineStats, Softmax, chunk_logits, logits_cotangent
+from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
+                               target_logits)
 
 log = logging.getLogger("gshard.passes")
 
@@ -76,8 +77,11 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
                       b.broadcast(first_owned, (tokens,), []), "GE")
       g_xent_blk, g_lse_blk, g_sq_blk = (b.select(own, g, 0.0)
                                          for g in (g_xent_blk, g_lse_blk, g_sq_blk))
-    chunk = chunk_logits(sm, x_blk, embedding, labels_blk, zero, None, v)
-    results = OnlineStats.initial(tokens).update(sm, chunk).finalize(sm, mass_blk)
+    chunk = chunk_logits(sm, x_blk, embedding, labels_blk, zero, None, v, scaled_x=True)
+    stats = OnlineStats.initial(tokens).update(sm, chunk)
+    if sm.labels_are_ids:
+      stats.t = target_logits(sm, x_blk, embedding, labels_blk, scaled_x=True)
+    results = stats.finalize(sm, mass_blk)
     lse = results[2]
     g_p = b.add(g_lse_blk, b.mul(b.mul(lse, g_sq_blk), 2.0))
     dz = logits_cotangent(sm, chunk, lse, q_blk, g_xent_blk, g_p)

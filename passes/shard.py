@@ -165,12 +165,12 @@ def layout_of(module: ir.Operation, site: composites.SoftmaxComposite) -> Layout
   if emb_sharding is None:
     return None
   vocab_axes = dim_axes(emb_sharding, 0)
-  if not vocab_axes:
-    return None
-  mesh = read_mesh(module, mesh_name(emb_sharding))
   if dim_axes(emb_sharding, 1):
     raise Unsupported("the embedding's model dimension is sharded "
                       f"({dim_axes(emb_sharding, 1)}); it must be replicated")
+  if not vocab_axes:
+    return None
+  mesh = read_mesh(module, mesh_name(emb_sharding))
   layout = Layout(mesh, vocab_axes, [])
   if site.num_classes % layout.vocab_shards:
     raise Unsupported(f"vocab size {site.num_classes} is not divisible by its "
@@ -287,7 +287,8 @@ class ShardVocabPass(ModulePass):
     label_mass = None if site.labels_are_ids else args[-1]
     v_local = b.shape_of(embedding)[0]
     plan = plan_chunks(b.shape_of(x)[0], v_local, vocab_chunk=self.vocab_chunk,
-                       token_chunk=self.token_chunk, memory_budget_mib=self.memory_budget_mib)
+                       token_chunk=self.token_chunk,
+                       memory_budget_mib=self.memory_budget_mib / layout.mesh.device_ids.size)
     class_offset = b.mul(collectives.axis_index(layout.vocab_axes), v_local)
     vocab = layout.vocab_axes
 
@@ -311,10 +312,10 @@ class ShardVocabPass(ModulePass):
     d_x, d_emb = emit_grad(
         sm, plan, x, embedding, labels, lse, g_xent, g_lse, g_sq, label_mass=label_mass,
         class_offset=class_offset,
-        reduce_d_x=lambda d: collectives(d, b.add, vocab))
-    if layout.token_axes:  # each token shard saw only its tokens
-      d_emb_f32 = collectives(b.convert(d_emb, b.f32()), b.add, layout.token_axes)
-      d_emb = b.convert(d_emb_f32, b.element_of(embedding))
+        reduce_d_x=lambda d: collectives(d, b.add, vocab),
+        # Each token shard saw only its tokens: sum each chunk's update over them.
+        reduce_d_emb=(lambda d: collectives(d, b.add, layout.token_axes))
+        if layout.token_axes else None)
     return [d_x, d_emb]
 
 

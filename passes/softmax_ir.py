@@ -97,7 +97,8 @@ class Chunk:
   `[T, C]` global class ids; `owned`: i1 `[T, C]` or None when every column
   belongs to this chunk (overlapping last chunks mask the columns an earlier
   chunk already had); `labels`: the ids `[T]` or this chunk's probability
-  columns `[T, C]`.
+  columns `[T, C]`; `embedding`: the `[C, M]` slice the logits came from
+  (scaled unless the inputs were).
   """
 
   z_raw: ir.Value
@@ -105,6 +106,7 @@ class Chunk:
   classes: ir.Value
   owned: ir.Value | None
   labels: ir.Value
+  embedding: ir.Value
 
   def owned_or(self, v: ir.Value, fill) -> ir.Value:
     return v if self.owned is None else b.select(self.owned, v, fill)
@@ -119,17 +121,22 @@ class Chunk:
     return self.owned_or(weights, 0.0)
 
 
-def chunk_logits(sm: Softmax, xs: ir.Value, embedding: ir.Value, labels: ir.Value,
+def chunk_logits(sm: Softmax, x: ir.Value, embedding: ir.Value, labels: ir.Value,
                  start: ir.Value, first_owned: ir.Value | None, size: int,
-                 class_offset: ir.Value | None = None) -> Chunk:
-  """The chunk of `size` classes from row `start` of `embedding` for tokens `xs`.
+                 class_offset: ir.Value | None = None, *, scaled_x: bool = False) -> Chunk:
+  """The chunk of `size` classes from row `start` of `embedding` for tokens `x`.
 
-  `first_owned`: the lowest local row this chunk owns (None: all). Class ids
-  are `class_offset + row` (a shard's first global class).
+  The logit scale goes on the `[C, M]` embedding slice, unless `scaled_x` says
+  `x` already carries it (then no `[N, M]` scaled copy of the inputs is
+  needed, and the slice serves `d_x` as is). `first_owned`: the lowest local
+  row this chunk owns (None: all). Class ids are `class_offset + row` (a
+  shard's first global class).
   """
-  t, m = b.shape_of(xs)
+  t, m = b.shape_of(x)
   emb = b.dynamic_slice(embedding, [start, b.scalar(0, b.i32())], [size, m])
-  z_raw = b.dot(xs, emb, (1, 1), b.f32())
+  if not scaled_x:
+    emb = b.mul(emb, sm.logit_scale)
+  z_raw = b.dot(x, emb, (1, 1), b.f32())
   rows = b.add(b.iota((t, size), 1), b.broadcast(start, (t, size), []))
   owned = None if first_owned is None else b.compare(
       rows, b.broadcast(first_owned, (t, size), []), "GE")
@@ -139,7 +146,7 @@ def chunk_logits(sm: Softmax, xs: ir.Value, embedding: ir.Value, labels: ir.Valu
   else:
     chunk_labels = b.dynamic_slice(labels, [b.scalar(0, b.i32()), start], [t, size])
   return Chunk(z_raw=z_raw, z=sm.transform(z_raw), classes=classes, owned=owned,
-               labels=chunk_labels)
+               labels=chunk_labels, embedding=emb)
 
 
 @dataclasses.dataclass
@@ -147,7 +154,8 @@ class OnlineStats:
   """Per-token running statistics over the classes seen so far (all `[T]`).
 
   `m` max logit, `s` sum of `exp(z - m)`, `idx` first class reaching `m`,
-  `t` sum of label-weighted logits, `zsum` sum of logits (label smoothing only).
+  `t` sum of label-weighted logits (for probabilities; class ids get theirs
+  from `target_logits`), `zsum` sum of logits (label smoothing only).
   """
 
   m: ir.Value
@@ -179,7 +187,9 @@ class OnlineStats:
     at_max = b.compare(z, b.rows(chunk_max, shape), "EQ")
     chunk_idx = b.row_min(b.select(at_max, chunk.classes, INT_MAX))
     idx = b.select(b.compare(chunk_max, self.m, "GT"), chunk_idx, self.idx)
-    t = b.add(self.t, b.row_sum(b.mul(chunk.target(sm), chunk.owned_or(chunk.z, 0.0))))
+    t = self.t
+    if not sm.labels_are_ids:  # ids: `target_logits` reads the label's row instead
+      t = b.add(t, b.row_sum(b.mul(chunk.target(sm), chunk.owned_or(chunk.z, 0.0))))
     zsum = self.zsum
     if sm.options.label_smoothing_prob > 0:
       zsum = b.add(zsum, b.row_sum(chunk.owned_or(chunk.z, 0.0)))
@@ -197,6 +207,24 @@ class OnlineStats:
     if off:
       xent = b.sub(xent, b.mul(b.sub(self.zsum, b.mul(lse, float(sm.num_classes))), off))
     return [xent, self.idx, lse, b.mul(lse, lse)]
+
+
+def target_logits(sm: Softmax, x: ir.Value, embedding: ir.Value, ids: ir.Value,
+                  class_offset: ir.Value | None = None, *, scaled_x: bool = False) -> ir.Value:
+  """Per token, the logit of its label class, f32 `[T]`; 0 for a label outside
+  this embedding's classes `[class_offset, class_offset + V_local)`.
+
+  One row of the embedding per token instead of a one-hot mask over every
+  chunk: the forward then never builds a `[T, C]` target at all.
+  """
+  v_local = b.shape_of(embedding)[0]
+  local = ids if class_offset is None else b.sub(ids, b.broadcast(class_offset, b.shape_of(ids), []))
+  inside = b.and_(b.compare(local, 0, "GE"), b.compare(local, v_local, "LT"))
+  rows = b.take_rows(embedding, b.clamp(0, local, v_local - 1))
+  if not scaled_x:  # rounded as `chunk_logits` rounds it
+    rows = b.mul(rows, sm.logit_scale)
+  z_raw = b.row_sum(b.mul(b.convert(x, b.f32()), b.convert(rows, b.f32())))
+  return b.select(inside, sm.transform(z_raw), 0.0)
 
 
 def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
