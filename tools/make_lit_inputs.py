@@ -13,6 +13,10 @@ emits. Regenerate them after a change of the contract.
 
 Shapes are small on purpose: N=8 tokens, M=16 features, V=50 classes (odd, so
 a vocab chunk of 16 leaves a partial last chunk). Locations are stripped.
+
+The `sharded_*` cases lower on a ("data"=2, "model"=4) mesh of host CPU devices
+(the script asks XLA for 8 of them before JAX starts) with V=64 classes, so
+that each "model" shard holds 16 of them; the inputs are sharded over "data".
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ import sys
 import textwrap
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The sharded cases need 8 devices; the flag must be set before JAX starts.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join(
+      f for f in (os.environ.get("XLA_FLAGS"), "--xla_force_host_platform_device_count=8") if f)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -67,9 +76,38 @@ def _value_and_grad(labels: str, **options):
   return jax.value_and_grad(_layer_loss(labels, **options), argnums=(0, 1))
 
 
+def _value_and_grad_of(labels: str, loss_of_output, **options):
+  """`value_and_grad` of `loss_of_output(layer output)` w.r.t. x and embedding."""
+  def loss(x, embedding, weights, y):
+    return loss_of_output(_layer(labels, x, embedding, weights, y, **options))
+  return jax.value_and_grad(loss, argnums=(0, 1))
+
+
 def _per_token(options: SoftmaxOptions):
   """The primitive alone: all four per-token results."""
   return lambda x, embedding, ids: per_token_softmax(x, embedding, ids, options)
+
+
+SHARDED_V = 64  # 16 classes on each of the 4 "model" shards
+
+
+def _sharded(embedding_spec, labels: str = "ids"):
+  """Abstract arguments `(x, embedding, weights, labels)` on the (2, 4) mesh:
+  tokens on "data", the embedding as `embedding_spec` says. Built when the case
+  is lowered (the mesh needs JAX's devices)."""
+  def args():
+    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import PartitionSpec as P
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(AxisType.Auto,) * 2,
+                         devices=jax.devices("cpu")[:8])
+    def spec(shape, dtype, *names):
+      return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, P(*names)))
+    y = (spec((N, 1), jnp.int32, "data", None) if labels == "ids"
+         else spec((N, SHARDED_V), jnp.float32, "data", None))
+    return (spec((N, M), jnp.float32, "data", None),
+            spec((SHARDED_V, M), jnp.float32, *embedding_spec),
+            spec((N, 1), jnp.float32, "data", None), y)
+  return args
 
 
 CASES = {
@@ -92,6 +130,15 @@ CASES = {
                                                    label_smoothing_prob=0.1,
                                                    z_loss_weight=1e-4),
                                    (X, EMBEDDING, WEIGHTS, IDS)),
+    # The cotangent of per_example_xent (2 * xent) depends on the forward's results.
+    "value_and_grad_xent_squared": (_value_and_grad_of(
+        "ids", lambda out: jnp.sum(out.per_example_xent ** 2)), (X, EMBEDDING, WEIGHTS, IDS)),
+    # On the (2, 4) mesh: the arguments are built by a function when lowered.
+    "sharded_forward_ids": (_forward("ids", label_smoothing_prob=0.1, z_loss_weight=1e-4),
+                            _sharded(("model", None))),
+    "sharded_value_and_grad_ids": (_value_and_grad("ids"), _sharded(("model", None))),
+    "sharded_model_dim": (_forward("ids"), _sharded(("model", "data"))),
+    "sharded_model_dim_only": (_forward("ids"), _sharded((None, "model"))),
 }
 
 _LOC = re.compile(r"\s*loc\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)")
@@ -105,6 +152,8 @@ def strip_locations(text: str) -> str:
 
 def lower(name: str) -> str:
   fn, args = CASES[name]
+  if callable(args):
+    args = args()
   return strip_locations(jax.jit(fn).lower(*args).as_text())
 
 

@@ -1,0 +1,268 @@
+"""Shared fixtures and helpers: random cases with per-case seeds, tolerances.
+
+Every test draws its data from `rng`, a generator seeded from the test's own node
+id, so each parametrized case gets fresh inputs that are nevertheless the same
+on every run (a failure reproduces). Tolerances are per dtype (`TOLERANCES`) and
+per kind of quantity (values or gradients); the absolute part is relative to the
+largest magnitude of the expected array, so it fits tensors of any scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import gshard_op  # noqa: E402
+import numpy_reference as npref  # noqa: E402
+
+
+def seed_of(text: str) -> int:
+  return zlib.crc32(text.encode())
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+  """A generator seeded from the test's node id: fresh per case, reproducible."""
+  return np.random.default_rng(seed_of(request.node.nodeid))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+  value_rtol: float
+  value_atol: float  # times max |expected|
+  grad_rtol: float
+  grad_atol: float  # times max |expected|
+
+
+TOLERANCES = {
+    # Matmuls accumulate in float32 over M <= 32 terms and the softmax math is
+    # float32: values agree with float64 to a few ulps of their magnitude.
+    "float32": Tolerance(value_rtol=1e-5, value_atol=1e-5, grad_rtol=1e-4, grad_atol=1e-5),
+    # bf16 operands: the scaled inputs and the logits' cotangent are rounded to
+    # bf16 (8 bits of mantissa: relative rounding error up to 2**-9 = 2e-3)
+    # before the matmuls, and outputs are rounded to bf16 again; errors of a few
+    # roundings are expected (measured: under 2e-3 of the scale).
+    "bfloat16": Tolerance(value_rtol=1e-2, value_atol=1e-2, grad_rtol=1.5e-2, grad_atol=1.5e-2),
+}
+
+
+def dtype_name(dtype) -> str:
+  return np.dtype(dtype).name
+
+
+def assert_close(actual, expected, *, rtol, atol_rel, what: str, atol_floor: float = 1e-12):
+  """`|actual - expected| <= atol + rtol * |expected|`, atol relative to the scale."""
+  actual = npref.as_f64(actual)
+  expected = np.asarray(expected, np.float64)
+  assert actual.shape == expected.shape, (
+      f"{what}: shape {actual.shape} != expected {expected.shape}")
+  scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+  atol = max(atol_rel * scale, atol_floor)
+  np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def assert_values_close(actual, expected, dtype, what):
+  tol = TOLERANCES[dtype_name(dtype)]
+  assert_close(actual, expected, rtol=tol.value_rtol, atol_rel=tol.value_atol, what=what)
+
+
+def assert_grads_close(actual, expected, dtype, what):
+  tol = TOLERANCES[dtype_name(dtype)]
+  assert_close(actual, expected, rtol=tol.grad_rtol, atol_rel=tol.grad_atol, what=what)
+
+
+def assert_argmax_ok(actual, logits64, *, tol: float, what: str):
+  """`actual` indexes a maximal logit (up to `tol`, for float32 near-ties)."""
+  actual = np.asarray(actual)
+  flat = logits64.reshape(-1, logits64.shape[-1])
+  idx = actual.reshape(-1)
+  assert actual.shape == logits64.shape[:-1], f"{what}: shape {actual.shape}"
+  assert np.all((idx >= 0) & (idx < flat.shape[-1])), f"{what}: index out of range: {idx}"
+  picked = flat[np.arange(flat.shape[0]), idx]
+  best = flat.max(axis=-1)
+  bad = np.nonzero(picked < best - tol)[0]
+  assert bad.size == 0, (f"{what}: tokens {bad.tolist()} picked {idx[bad].tolist()} "
+                         f"but argmax is {flat[bad].argmax(-1).tolist()}")
+
+
+# --- random cases ---------------------------------------------------------------
+
+LABEL_KINDS = ("ids", "ids_flat", "ids_out_of_range", "probs", "probs_unnormalized")
+WEIGHT_KINDS = ("ones", "random_with_zeros", "scalar")
+
+
+@dataclasses.dataclass
+class Case:
+  """One set of layer arguments (NumPy arrays in their final dtype)."""
+  inputs: np.ndarray
+  embedding: np.ndarray
+  class_weights: np.ndarray
+  class_ids: np.ndarray | None
+  class_probabilities: np.ndarray | None
+
+  @property
+  def batch(self):
+    return self.inputs.shape[:-1]
+
+  @property
+  def num_classes(self):
+    return self.embedding.shape[0]
+
+  def labels(self) -> dict:
+    return dict(class_ids=self.class_ids, class_probabilities=self.class_probabilities)
+
+
+def make_labels(rng, batch, num_classes, kind):
+  """`(class_ids, class_probabilities)` of the given kind."""
+  if kind in ("ids", "ids_flat", "ids_out_of_range"):
+    ids = rng.integers(0, num_classes, size=batch).astype(np.int32)
+    if kind == "ids_out_of_range":
+      flat = ids.reshape(-1)
+      bad = [num_classes, -1, num_classes + 5, -num_classes, 2**30]
+      n = min(len(bad), max(1, flat.size // 3))
+      where = rng.choice(flat.size, size=n, replace=False)
+      flat[where] = bad[:n]
+      ids = flat.reshape(batch)
+    if kind != "ids_flat":
+      ids = ids[..., None]
+    return ids, None
+  logits = 2.0 * rng.standard_normal(batch + (num_classes,))
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  if kind == "probs_unnormalized":
+    probs *= rng.uniform(0.3, 2.0, size=batch + (1,))
+  elif kind != "probs":
+    raise ValueError(kind)
+  return None, probs.astype(np.float32)
+
+
+def make_weights(rng, batch, kind):
+  if kind == "ones":
+    return np.ones(batch + (1,), np.float32)
+  if kind == "random_with_zeros":
+    w = rng.uniform(0.0, 2.0, size=batch + (1,))
+    w[rng.uniform(size=w.shape) < 0.25] = 0.0
+    w.reshape(-1)[0] = 1.5  # never all zero (the weight denominator)
+    return w.astype(np.float32)
+  if kind == "scalar":
+    return np.asarray(0.75, np.float32)
+  raise ValueError(kind)
+
+
+def make_case(rng, batch=(7,), in_features=16, num_classes=37, *, labels="ids",
+              weights="random_with_zeros", dtype=np.float32, input_std=2.5) -> Case:
+  """Random layer arguments. With the std-1 embedding, the raw logits have std
+  `input_std`, large enough for soft caps and clips of ~2 to matter."""
+  batch = tuple(batch)
+  inputs = (input_std * rng.standard_normal(batch + (in_features,))).astype(dtype)
+  embedding = rng.standard_normal((num_classes, in_features)).astype(dtype)
+  class_ids, class_probabilities = make_labels(rng, batch, num_classes, labels)
+  return Case(inputs, embedding, make_weights(rng, batch, weights), class_ids,
+              class_probabilities)
+
+
+# --- running the op and checking it against the NumPy model ---------------------
+
+def np_options(options: dict) -> npref.Options:
+  return npref.Options(**options)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(options_items: tuple, implementation: str, losses: tuple):
+  """One jitted function: every output field and the gradients of `losses`."""
+  options = dict(options_items)
+
+  def output(x, e, w, ids, probs):
+    return gshard_op.shared_embedding_softmax(
+        x, e, w, ids, probs, implementation=implementation, **options)
+
+  def loss(name, x, e, w, ids, probs, coeffs):
+    return npref.loss_value(name, output(x, e, w, ids, probs), coeffs)
+
+  def run(x, e, w, ids, probs, coeffs):
+    grads = {name: jax.grad(functools.partial(loss, name), argnums=(0, 1))(
+        x, e, w, ids, probs, coeffs) for name in losses}
+    return output(x, e, w, ids, probs), grads
+
+  return jax.jit(run)
+
+
+def run_op(case, options: dict, implementation: str, coeffs: dict, losses=npref.LOSSES):
+  coeffs = {k: jnp.asarray(v, jnp.float32) for k, v in coeffs.items()}
+  fn = _jitted(tuple(sorted(options.items())), implementation, tuple(losses))
+  out, grads = fn(case.inputs, case.embedding, case.class_weights, case.class_ids,
+                  case.class_probabilities, coeffs)
+  return jax.device_get(out), jax.device_get(grads)
+
+
+# A float32 logit within this distance of the clip bound may land on either side
+# of it in float32 and float64 (the gradient mask differs there).
+KINK_MARGIN = 1e-5
+
+
+def clip_kink_gap(case, opts: npref.Options) -> float:
+  """The distance of the nearest capped logit to the clip bound (inf: no clip)."""
+  if not opts.logits_abs_max:
+    return float("inf")
+  capped = npref.capped_logits(npref.raw_logits(case.inputs, case.embedding), opts)
+  return float(np.min(np.abs(np.abs(capped) - opts.logits_abs_max), initial=np.inf))
+
+
+def check_against_numpy(case, options: dict, implementation: str, rng, *,
+                        losses=npref.LOSSES):
+  """Every output field and every loss's gradients vs the float64 model."""
+  dtype = case.inputs.dtype
+  opts = np_options(options)
+  if dtype == np.float32:
+    assert clip_kink_gap(case, opts) > KINK_MARGIN, (
+        "test data: a logit sits on the clip bound, where float32 and float64 may "
+        "disagree on the gradient mask; pick other data")
+  coeffs = npref.make_coefficients(rng, case.batch, case.num_classes)
+  out, grads = run_op(case, options, implementation, coeffs, losses)
+  expected = npref.forward(case.inputs, case.embedding, case.class_weights,
+                           opts=opts, **case.labels())
+
+  batch, v = case.batch, case.num_classes
+  assert isinstance(out, gshard_op.SoftmaxOutput)
+  shapes = dict(logits=batch + (v,), log_probs=batch + (v,), per_example_argmax=batch,
+                per_example_xent=batch, per_example_weight=batch + (1,), total_xent=(),
+                total_weight=(), avg_xent=(), avg_xent_weight=(), z_loss=())
+  for name, shape in shapes.items():
+    assert out[name].shape == shape, f"{name}: shape {out[name].shape} != {shape}"
+  for name in ("logits", "log_probs", "per_example_xent", "avg_xent"):
+    assert out[name].dtype == dtype, f"{name}: dtype {out[name].dtype} != {dtype}"
+  assert out["per_example_argmax"].dtype == np.int32
+  for name in ("per_example_weight", "total_xent", "total_weight", "avg_xent_weight", "z_loss"):
+    assert out[name].dtype == np.float32, f"{name}: dtype {out[name].dtype}"
+
+  for name in ("logits", "log_probs", "per_example_xent", "total_xent", "total_weight",
+               "avg_xent", "avg_xent_weight", "z_loss"):
+    assert_values_close(out[name], expected[name], dtype, what=f"{implementation} {name}")
+  np.testing.assert_array_equal(out["per_example_weight"], expected["per_example_weight"],
+                                err_msg="per_example_weight")
+  if not opts.z_loss_weight:
+    assert float(out["z_loss"]) == 0.0
+  argmax_tol = 1e-4 * max(1.0, float(np.abs(expected["logits"]).max()))
+  if dtype != np.float32:
+    argmax_tol = 3e-2 * max(1.0, float(np.abs(expected["logits"]).max()))
+  assert_argmax_ok(out["per_example_argmax"], expected["logits"], tol=argmax_tol,
+                   what=f"{implementation} per_example_argmax")
+
+  for name in losses:
+    want_x, want_e = npref.loss_grads(name, case.inputs, case.embedding, case.class_weights,
+                                      opts=opts, coeffs=coeffs, **case.labels())
+    got_x, got_e = grads[name]
+    assert got_x.dtype == case.inputs.dtype and got_e.dtype == case.embedding.dtype
+    assert_grads_close(got_x, want_x, dtype, what=f"{implementation} d{name}/d_inputs")
+    assert_grads_close(got_e, want_e, dtype, what=f"{implementation} d{name}/d_embedding")
+  return out, grads, expected

@@ -1,0 +1,52 @@
+"""The demo and the benchmark run end to end (their --quick forms, in subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess:
+  proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, (f"{args} exited {proc.returncode}\n--- stdout\n{proc.stdout}"
+                                f"\n--- stderr\n{proc.stderr[-4000:]}")
+  return proc
+
+
+def test_demo_quick():
+  out = run_tool("tools/demo.py", "--quick").stdout
+  # The IR before and after the pipeline.
+  assert 'stablehlo.composite "gshard.shared_embedding_softmax"' in out
+  assert 'stablehlo.composite "gshard.shared_embedding_softmax_grad"' in out
+  assert re.search(r"stablehlo\.while\(.*gshard\.plan = ", out)
+  assert "0 composites left" in out
+  # Memory of both compilations, the loss curve, and the verdict.
+  assert re.search(r"jax\.jit, dense reference: +[\d.]+ MiB", out)
+  assert re.search(r"gshard_op\.jit \(passes\) +: +[\d.]+ MiB", out)
+  assert "loss curve" in out and "held-out loss" in out
+  assert out.rstrip().endswith("demo: OK")
+
+
+def test_bench_quick(tmp_path):
+  out = run_tool("tools/bench.py", "--quick", "--out", str(tmp_path)).stdout
+  for mode in ("dense", "floor", "speed", "memory"):
+    assert re.search(rf"^{mode} +[\d.]+ ", out, re.M), f"no row for {mode}:\n{out}"
+  assert re.search(r"^speed .* ok$", out, re.M) and re.search(r"^memory .* ok$", out, re.M)
+  assert "FAIL" not in out
+  with open(tmp_path / "bench.json") as f:
+    summary = json.load(f)
+  assert summary["jax_version"] and summary["device_kind"] and summary["dtype"] == "float32"
+  (result,) = summary["results"]
+  rows = {r["mode"]: r for r in result["rows"]}
+  assert {"dense", "floor", "speed", "memory"} <= set(rows)
+  for name, row in rows.items():
+    assert row["median_ms"] > 0 and row["temp_bytes"] is not None, name
+    if row["kind"] == "passes":
+      assert row["correct"] and row["plans"], name
+  assert (tmp_path / "bench.png").stat().st_size > 0

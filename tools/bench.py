@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""Benchmark: the shared embedding softmax's training step, dense XLA vs. the passes.
+
+For each shape N x M x V (tokens x features x classes), in one process, times
+`value_and_grad` of the mean loss (`avg_xent`) w.r.t. the inputs and the
+embedding under:
+
+  dense   plain `jax.jit` of the dense reference (`implementation="reference"`);
+  floor   the three matmuls alone (logits = x @ E.T materialised,
+          dx = dlogits @ E, dE = dlogits.T @ x), what no implementation beats;
+  <mode>  `gshard_op.jit` with each pipeline of `MODES` (the table below).
+
+Rounds are interleaved (each round runs every candidate once, after a warm-up
+run that also supplies the outputs checked against dense); the median is
+reported, with `compiled.memory_analysis().temp_size_in_bytes`.
+
+  python tools/bench.py                          # default shapes for the backend
+  python tools/bench.py --shapes 2048x512x32768 --dtype bfloat16 --repeats 3
+  python tools/bench.py --modes speed,memory --pipeline 'c1k=gshard-chunk-softmax{vocab-chunk=1024}'
+  python tools/bench.py --quick                  # tiny shape (tests)
+
+Writes `bench.json` (every number, jax version, device) and `bench.png` to --out.
+Exits 1 when a mode fails to build or its loss/gradients differ from dense.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jaxlib  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import gshard_op  # noqa: E402
+import passes  # noqa: E402
+from gshard_op.functional import shared_embedding_softmax  # noqa: E402
+from passes.pipelines import default_pipeline  # noqa: E402
+
+MIB = 2**20
+CLEANUP = "canonicalize,cse"
+FUSE = "gshard-fuse-fwd-bwd"
+CHUNK = "gshard-chunk-softmax"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+  """One `gshard_op.jit` configuration.
+
+  matmuls: `[N, M] x [M, V]`-sized matmuls the step performs (for TFLOP/s);
+    None: read it off the rewritten IR's `gshard.plan` tags (4 when the
+    gradient recomputes the logits, 3 when fused or dense).
+  tol: the largest relative error accepted against dense (None: per dtype).
+  """
+  name: str
+  pipeline: str
+  matmuls: int | None = None
+  tol: float | None = None
+
+
+# --- the modes: one line each --------------------------------------------------
+MODES = [
+    Mode("speed", default_pipeline()),                          # what gshard_op.jit runs
+    Mode("memory", f"{CHUNK}{{memory-budget-mib=4}},{CLEANUP}"),  # recompute, small chunks
+]
+if FUSE in passes.REGISTRY:
+  # gshard-chunk-softmax after the fuse pass rewrites whatever it left alone.
+  MODES += [
+      Mode("fused", f"{FUSE},{CHUNK},{CLEANUP}"),  # the fuse pass's own defaults
+      Mode("fused-bf16acc", f"{FUSE}{{accumulate-bf16=true}},{CHUNK},{CLEANUP}", tol=5e-2),
+      Mode("fused-4mib", f"{FUSE}{{memory-budget-mib=4}},{CHUNK},{CLEANUP}"),
+  ]
+# gshard-shard-vocab only acts on an embedding sharded over a mesh of several
+# devices; on one device the default pipeline (speed) runs it as a no-op.
+
+# Relative error accepted against dense, per input dtype.
+TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2}
+
+DEFAULT_SHAPES = {
+    # 3 rounds keep the CPU default near 5 minutes on 2 cores (7 candidates x 2 shapes).
+    "cpu": ("2048x512x32768,4096x256x32768", "float32", 3),
+    "gpu": ("8192x2304x256000,8192x4096x128256", "bfloat16", 10),
+}
+QUICK = ("256x64x3000", 1)  # V not a power of two: partial last chunks
+
+PLAN_RE = re.compile(r'gshard\.plan = "([^"]*)"')
+
+
+# --- the programs --------------------------------------------------------------
+
+def make_inputs(n: int, m: int, v: int, dtype, seed: int = 0):
+  kx, ke, ki = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(kx, (n, m), jnp.float32).astype(dtype)
+  embedding = jax.random.normal(ke, (v, m), jnp.float32).astype(dtype)
+  ids = jax.random.randint(ki, (n,), 0, v, jnp.int32)
+  weights = jnp.ones((n, 1), jnp.float32)
+  return x, embedding, ids, weights
+
+
+def loss_and_grads(implementation: str):
+  def loss(x, embedding, ids, weights):
+    return shared_embedding_softmax(x, embedding, weights, ids[:, None],
+                                    implementation=implementation).avg_xent
+
+  def step(x, embedding, ids, weights):
+    return jax.value_and_grad(loss, argnums=(0, 1))(x, embedding, ids, weights)
+  return step
+
+
+def floor_step(x, embedding, ids, weights):
+  """The three matmuls of the step with the logits materialised; `dlogits` is
+  an elementwise function of the logits so none of them can be skipped."""
+  del ids
+  logits = jnp.dot(x, embedding.T, preferred_element_type=jnp.float32)
+  dlogits = (logits * weights).astype(x.dtype)
+  d_x = jnp.dot(dlogits, embedding, preferred_element_type=jnp.float32).astype(x.dtype)
+  d_emb = jnp.dot(dlogits.T, x, preferred_element_type=jnp.float32).astype(embedding.dtype)
+  return d_x, d_emb
+
+
+@dataclasses.dataclass
+class Candidate:
+  name: str
+  kind: str            # "dense", "floor" or "passes"
+  pipeline: str | None
+  matmuls: int
+  tol: float | None
+  compiled: object = None
+  compile_s: float = 0.0
+  temp_bytes: int | None = None
+  plans: list = dataclasses.field(default_factory=list)
+  times: list = dataclasses.field(default_factory=list)
+  error: str | None = None
+  errors: dict = dataclasses.field(default_factory=dict)  # output -> rel error
+  ok: bool | None = None
+
+  def median_ms(self):
+    return statistics.median(self.times) * 1e3 if self.times else None
+
+
+def plan_matmuls(plans: list[str]) -> int:
+  names = {p.split(":", 1)[0].strip() for p in plans}
+  if FUSE in names:
+    return 3
+  if names:
+    return 4
+  return 3
+
+
+def build(cand: Candidate, args) -> None:
+  t0 = time.perf_counter()
+  if cand.kind == "dense":
+    lowered = jax.jit(loss_and_grads("reference")).lower(*args)
+  elif cand.kind == "floor":
+    lowered = jax.jit(floor_step).lower(*args)
+  else:
+    lowered = gshard_op.jit(loss_and_grads("composite"), pipeline=cand.pipeline).lower(*args)
+    cand.plans = sorted(set(PLAN_RE.findall(lowered.as_text())))
+    if cand.matmuls is None:
+      cand.matmuls = plan_matmuls(cand.plans)
+  cand.compiled = lowered.compile()
+  cand.compile_s = time.perf_counter() - t0
+  stats = cand.compiled.memory_analysis()
+  cand.temp_bytes = None if stats is None else int(stats.temp_size_in_bytes)
+
+
+def run_once(cand: Candidate, args):
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(cand.compiled(*args))
+  return out, time.perf_counter() - t0
+
+
+def rel_error(actual, expected) -> float:
+  a = np.asarray(actual, np.float64)
+  e = np.asarray(expected, np.float64)
+  scale = max(float(np.max(np.abs(e))), 1e-30)
+  return float(np.max(np.abs(a - e))) / scale
+
+
+def check(cand: Candidate, out, ref, dtype_name: str) -> None:
+  (loss, (d_x, d_emb)), (ref_loss, (ref_d_x, ref_d_emb)) = out, ref
+  cand.errors = {"loss": rel_error(loss, ref_loss), "d_x": rel_error(d_x, ref_d_x),
+                 "d_embedding": rel_error(d_emb, ref_d_emb)}
+  tol = cand.tol if cand.tol is not None else TOLERANCE.get(dtype_name, 3e-2)
+  cand.ok = all(np.isfinite(e) and e <= tol for e in cand.errors.values())
+
+
+# --- one shape ---------------------------------------------------------------------
+
+def bench_shape(shape, dtype, repeats: int, modes: list[Mode], log) -> dict:
+  n, m, v = shape
+  dtype_name = jnp.dtype(dtype).name
+  args = make_inputs(n, m, v, dtype)
+  cands = [Candidate("dense", "dense", None, 3, None),
+           Candidate("floor", "floor", None, 3, None)]
+  cands += [Candidate(md.name, "passes", md.pipeline, md.matmuls, md.tol) for md in modes]
+
+  for c in cands:
+    log(f"  compile {c.name:<14}", end="")
+    try:
+      build(c, args)
+      log(f" {c.compile_s:6.1f} s  temp {fmt_mib(c.temp_bytes)} MiB")
+    except Exception as e:  # a broken mode is reported, the others still run
+      c.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+      log(f" FAILED: {c.error}")
+      traceback.print_exc(limit=3, file=sys.stderr)
+  live = [c for c in cands if c.error is None]
+
+  # Warm-up: one run each; the outputs are checked against dense, then dropped.
+  ref = None
+  for c in live:
+    out, _ = run_once(c, args)
+    if c.kind == "dense":
+      ref = out
+    elif c.kind == "passes" and ref is not None:
+      check(c, out, ref, dtype_name)
+    del out
+  ref = None
+
+  for r in range(repeats):
+    log(f"\r  round {r + 1}/{repeats}", end="")
+    shift = r % len(live)  # rotate the order so no candidate always runs first
+    for c in live[shift:] + live[:shift]:
+      _, dt = run_once(c, args)
+      c.times.append(dt)
+  log("")
+  return report_shape(shape, dtype_name, cands)
+
+
+def fmt_mib(b) -> str:
+  return "-" if b is None else f"{b / MIB:.1f}"
+
+
+def report_shape(shape, dtype_name, cands) -> dict:
+  n, m, v = shape
+  by = {c.name: c for c in cands}
+  dense, floor = by["dense"], by["floor"]
+  rows = []
+  for c in cands:
+    row = {"mode": c.name, "kind": c.kind, "pipeline": c.pipeline, "plans": c.plans,
+           "matmuls": c.matmuls, "error": c.error, "compile_s": round(c.compile_s, 3),
+           "times_ms": [round(t * 1e3, 3) for t in c.times], "median_ms": c.median_ms(),
+           "temp_bytes": c.temp_bytes, "max_rel_error": c.errors or None,
+           "correct": c.ok}
+    med = c.median_ms()
+    if med:
+      row["ratio_to_dense"] = med / dense.median_ms() if dense.median_ms() else None
+      row["ratio_to_floor"] = med / floor.median_ms() if floor.median_ms() else None
+      row["tflops"] = 2 * c.matmuls * n * m * v / (med * 1e-3) / 1e12
+    if c.temp_bytes and dense.temp_bytes:
+      row["dense_over_temp"] = dense.temp_bytes / c.temp_bytes
+    rows.append(row)
+  return {"shape": {"N": n, "M": m, "V": v}, "dtype": dtype_name, "rows": rows}
+
+
+def print_table(result: dict) -> None:
+  s = result["shape"]
+  print(f"\n{s['N']} x {s['M']} x {s['V']} {result['dtype']}  (N tokens x M features x V classes;"
+        " ratios of medians; mm: matmuls counted for TFLOP/s)")
+  head = (f"{'mode':<14} {'median ms':>10} {'min ms':>9} {'x dense':>8} {'x floor':>8} {'TFLOP/s':>8} "
+          f"{'mm':>3} {'temp MiB':>9} {'dense/ours':>10} {'max rel err':>11}  check")
+  print(head)
+  print("-" * len(head))
+  for r in result["rows"]:
+    if r["error"]:
+      print(f"{r['mode']:<14} FAILED to build: {r['error']}")
+      continue
+    err = max(r["max_rel_error"].values()) if r["max_rel_error"] else None
+    check_text = {None: "", True: "ok", False: "FAIL"}[r["correct"]]
+    print(f"{r['mode']:<14} {r['median_ms']:>10.1f} {min(r['times_ms']):>9.1f} "
+          f"{r['ratio_to_dense']:>8.3f} "
+          f"{r['ratio_to_floor']:>8.3f} {r['tflops']:>8.3f} {r['matmuls']:>3} "
+          f"{fmt_mib(r['temp_bytes']):>9} "
+          f"{r.get('dense_over_temp', float('nan')):>9.1f}x "
+          f"{'-' if err is None else f'{err:.1e}':>11}  {check_text}")
+  for r in result["rows"]:
+    if r["kind"] == "passes":
+      print(f"  {r['mode']}: {r['pipeline']}")
+      for p in r["plans"]:
+        print(f"      plan  {p}")
+
+
+def plot(results: list[dict], path: str) -> bool:
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    print("matplotlib is not installed: no plot (pip install -e '.[tools]')", file=sys.stderr)
+    return False
+  fig, axes = plt.subplots(len(results), 2, figsize=(12, 3.6 * len(results)), squeeze=False)
+  for (ax_t, ax_m), res in zip(axes, results):
+    rows = [r for r in res["rows"] if not r["error"]]
+    names = [r["mode"] for r in rows]
+    colors = ["tab:gray" if r["kind"] == "dense" else "tab:olive" if r["kind"] == "floor"
+              else "tab:blue" for r in rows]
+    s = res["shape"]
+    title = f"{s['N']}x{s['M']}x{s['V']} {res['dtype']}"
+    ax_t.bar(names, [r["median_ms"] for r in rows], color=colors)
+    ax_t.bar_label(ax_t.containers[0], fmt="%.0f", fontsize=8)
+    if floor := next((r for r in rows if r["kind"] == "floor"), None):
+      ax_t.axhline(floor["median_ms"], color="tab:olive", linestyle="--", linewidth=1)
+    ax_t.set_ylabel("median ms (lower is better)")
+    ax_t.set_title(f"time, {title}")
+    mem = [max((r["temp_bytes"] or 0) / MIB, 1e-3) for r in rows]
+    ax_m.bar(names, mem, color=colors)
+    ax_m.bar_label(ax_m.containers[0], fmt="%.1f", fontsize=8)
+    ax_m.set_yscale("log")
+    ax_m.set_ylim(top=max(mem) * 3)  # room for the labels
+    ax_m.set_ylabel("temp MiB (log)")
+    ax_m.set_title(f"temp memory, {title}")
+    for ax in (ax_t, ax_m):
+      ax.tick_params(axis="x", labelrotation=30)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+# --- command line --------------------------------------------------------------
+
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+  shapes = []
+  for item in text.split(","):
+    parts = item.strip().lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+      raise argparse.ArgumentTypeError(f"shape must be NxMxV, got {item!r}")
+    shapes.append(tuple(int(p) for p in parts))
+  return shapes
+
+
+def select_modes(names: str | None, extra: list[str]) -> list[Mode]:
+  """`MODES` (all, or those named in --modes), then the --pipeline extras."""
+  modes = list(MODES)
+  if names:
+    wanted = [x.strip() for x in names.split(",") if x.strip()]
+    known = {md.name: md for md in MODES}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+      raise SystemExit(f"unknown mode(s) {unknown}; known: {sorted(known)}")
+    modes = [known[w] for w in wanted]
+  for item in extra:
+    name, sep, pipeline = item.partition("=")
+    if not sep or not name or not pipeline:
+      raise SystemExit(f"--pipeline wants NAME=PIPELINE, got {item!r}")
+    modes.append(Mode(name, pipeline))
+  return modes
+
+
+def main(argv=None) -> int:
+  backend = jax.default_backend()
+  shapes_default, dtype_default, repeats_default = DEFAULT_SHAPES.get(backend, DEFAULT_SHAPES["cpu"])
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--shapes", type=parse_shapes, default=None,
+                  help=f"NxMxV,... (default on {backend}: {shapes_default})")
+  ap.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                  help=f"input dtype (default on {backend}: {dtype_default})")
+  ap.add_argument("--repeats", type=int, default=None,
+                  help=f"timed rounds after the warm-up (default {repeats_default})")
+  ap.add_argument("--out", default="out/bench", help="folder for bench.json and bench.png")
+  ap.add_argument("--modes", default=None,
+                  help=f"comma-separated subset of {[md.name for md in MODES]} "
+                       "(dense and floor always run)")
+  ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=PIPELINE",
+                  help="an extra mode (repeatable)")
+  ap.add_argument("--quick", action="store_true", help=f"tiny run: {QUICK[0]}, {QUICK[1]} rounds")
+  ap.add_argument("--no-plot", action="store_true")
+  args = ap.parse_args(argv)
+
+  shapes = args.shapes or parse_shapes(QUICK[0] if args.quick else shapes_default)
+  dtype_name = args.dtype or dtype_default
+  repeats = args.repeats or (QUICK[1] if args.quick else repeats_default)
+  modes = select_modes(args.modes, args.pipeline)
+  for md in modes:  # a typo fails here, before any compile
+    try:
+      passes.parse_pipeline(md.pipeline)
+    except passes.PipelineError as e:
+      raise SystemExit(f"mode {md.name!r}: {e}") from None
+
+  device = jax.devices()[0]
+  load_start = os.getloadavg()
+  print(f"jax {jax.__version__} on {backend} ({device.device_kind}, {os.cpu_count()} CPUs, "
+        f"load average {load_start[0]:.1f}); "
+        f"dtype {dtype_name}; {repeats} interleaved rounds after 1 warm-up; "
+        f"modes {[md.name for md in modes]}")
+
+  def log(text, end="\n"):
+    print(text, end=end, file=sys.stderr, flush=True)
+
+  t0 = time.perf_counter()
+  results = []
+  for shape in shapes:
+    log(f"{'x'.join(map(str, shape))} {dtype_name}")
+    res = bench_shape(shape, jnp.dtype(dtype_name), repeats, modes, log)
+    results.append(res)
+    print_table(res)
+  wall = time.perf_counter() - t0
+
+  os.makedirs(args.out, exist_ok=True)
+  summary = {
+      "jax_version": jax.__version__, "jaxlib_version": jaxlib.__version__,
+      "backend": backend, "device_kind": device.device_kind, "cpu_count": os.cpu_count(),
+      "platform": platform.platform(), "dtype": dtype_name, "repeats": repeats,
+      "shapes": [list(s) for s in shapes],
+      "modes": [dataclasses.asdict(md) for md in modes],
+      "registered_passes": sorted(passes.REGISTRY), "wall_s": round(wall, 1),
+      # Other work on the machine skews the times (not the memory): 1-minute loads.
+      "load_average": {"start": load_start[0], "end": os.getloadavg()[0]},
+      "results": results,
+  }
+  json_path = os.path.join(args.out, "bench.json")
+  with open(json_path, "w") as f:
+    json.dump(summary, f, indent=1)
+  png_path = os.path.join(args.out, "bench.png")
+  wrote_png = not args.no_plot and plot(results, png_path)
+  print(f"\nwrote {json_path}" + (f" and {png_path}" if wrote_png else "")
+        + f" ({wall:.0f} s; load average {load_start[0]:.1f} -> {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPUs)")
+
+  bad = [(res["shape"], r["mode"]) for res in results for r in res["rows"]
+         if r["error"] or r["correct"] is False]
+  if bad:
+    print(f"FAILED: {bad}")
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
