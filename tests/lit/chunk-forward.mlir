@@ -19,12 +19,17 @@
 // CHECK:         cond {
 // CHECK:         } do {
 // CHECK:           %[[EC:[^ ]+]] = stablehlo.dynamic_slice %[[E]], {{.*}} : (tensor<50x16xf32>, tensor<i32>, tensor<i32>) -> tensor<16x16xf32>
-// CHECK:           stablehlo.dot_general %{{[^ ]+}}, %[[EC]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// The logit scale goes on the [16, 16] slice, and x enters the dot unscaled.
+// CHECK:           %[[ECS:[^ ]+]] = stablehlo.multiply %[[EC]], %{{[^ ]+}} : tensor<16x16xf32>
+// CHECK:           stablehlo.dot_general %[[X]], %[[ECS]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
 // CHECK:           stablehlo.reduce({{.*}}) applies stablehlo.maximum across dimensions = [1] : (tensor<8x16xf32>, tensor<f32>) -> tensor<8xf32>
 // CHECK:           stablehlo.exponential %{{[^ ]+}} : tensor<8x16xf32>
-// CHECK:           stablehlo.broadcast_in_dim %[[IDS]], dims = [0] : (tensor<8xi32>) -> tensor<8x16xi32>
+// No one-hot target in the loop: the ids are not broadcast over the chunk.
+// CHECK-NOT:       stablehlo.broadcast_in_dim %[[IDS]]
 // CHECK:           stablehlo.return
 // CHECK:         }
+// The target logit: each token's own embedding row, gathered once.
+// CHECK:         "stablehlo.gather"(%[[E]], %{{[^)]+}}) {{.*}} : (tensor<50x16xf32>, tensor<8x1xi32>) -> tensor<8x16xf32>
 // CHECK:         return {{.*}} : tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>
 
 func.func public @forward_ids(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8xi32>) -> (tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>) {

@@ -24,10 +24,13 @@
 // CHECK:         cond {
 // CHECK:         } do {
 // CHECK:           %[[EC:[^ ]+]] = stablehlo.dynamic_slice %[[E]], {{.*}} -> tensor<16x16xf32>
-// CHECK:           stablehlo.dot_general %{{[^ ]+}}, %[[EC]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// CHECK:           %[[ECS:[^ ]+]] = stablehlo.multiply %[[EC]], %{{[^ ]+}} : tensor<16x16xf32>
+// CHECK:           stablehlo.dot_general %[[X]], %[[ECS]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
 // CHECK:           stablehlo.exponential %{{[^ ]+}} : tensor<8x16xf32>
-// CHECK:           stablehlo.dot_general {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// d_x from the scaled slice (no scaling after the loop), d_embedding scaled per chunk.
+// CHECK:           stablehlo.dot_general %{{[^ ]+}}, %[[ECS]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
 // CHECK:           stablehlo.dot_general {{.*}} : (tensor<8x16xf32>, tensor<8x16xf32>) -> tensor<16x16xf32>
+// CHECK:           stablehlo.multiply {{.*}} : tensor<16x16xf32>
 // CHECK:           stablehlo.dynamic_update_slice {{.*}} : (tensor<50x16xf32>, tensor<16x16xf32>, tensor<i32>, tensor<i32>) -> tensor<50x16xf32>
 // CHECK:           stablehlo.return
 // CHECK:         }

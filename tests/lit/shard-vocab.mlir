@@ -81,17 +81,18 @@
 // CHECK:             stablehlo.dot_general {{.*}} : (tensor<4x16xf32>, tensor<4x16xf32>) -> tensor<4x4xf32>
 // CHECK:             stablehlo.dot_general {{.*}} contracting_dims = [1] x [0] : (tensor<4x4xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
 // CHECK:             stablehlo.dot_general {{.*}} contracting_dims = [0] x [0] : (tensor<4x4xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
+// Each chunk's d_embedding rows summed over the token shards ("data") right away:
+// no [V_local, M] collective buffer.
+// CHECK:             "stablehlo.all_reduce"(%{{[^)]+}}) <{channel_handle = #stablehlo.channel_handle<handle = 5, type = 1>, replica_groups = dense<{{\[\[}}0, 4], [1, 5], [2, 6], [3, 7]]> : tensor<4x2xi64>, use_global_device_ids}> ({
+// CHECK:               stablehlo.add
+// CHECK:             }) : (tensor<4x16xf32>) -> tensor<4x16xf32>
 // CHECK:             stablehlo.dynamic_update_slice {{.*}} -> tensor<16x16xf32>
 // CHECK:             stablehlo.return
 // CHECK:           }
 // d_x summed over the vocab shards ("model").
-// CHECK:           "stablehlo.all_reduce"(%{{[^)]+}}) <{channel_handle = #stablehlo.channel_handle<handle = 5, type = 1>, replica_groups = dense<{{\[\[}}0, 1, 2, 3], [4, 5, 6, 7]]> : tensor<2x4xi64>, use_global_device_ids}> ({
+// CHECK:           "stablehlo.all_reduce"(%{{[^)]+}}) <{channel_handle = #stablehlo.channel_handle<handle = 6, type = 1>, replica_groups = dense<{{\[\[}}0, 1, 2, 3], [4, 5, 6, 7]]> : tensor<2x4xi64>, use_global_device_ids}> ({
 // CHECK:             stablehlo.add
 // CHECK:           }) : (tensor<4x16xf32>) -> tensor<4x16xf32>
-// The shard's d_embedding summed over the token shards ("data").
-// CHECK:           "stablehlo.all_reduce"(%{{[^)]+}}) <{channel_handle = #stablehlo.channel_handle<handle = 6, type = 1>, replica_groups = dense<{{\[\[}}0, 4], [1, 5], [2, 6], [3, 7]]> : tensor<4x2xi64>, use_global_device_ids}> ({
-// CHECK:             stablehlo.add
-// CHECK:           }) : (tensor<16x16xf32>) -> tensor<16x16xf32>
 // CHECK:           sdy.return {{.*}} : tensor<4x16xf32>, tensor<16x16xf32>
 // CHECK:         } {gshard.plan = "gshard-shard-vocab: vocab over ['model'] (4 shards), tokens over ['data']"} : {{.*}} -> (tensor<8x16xf32>, tensor<64x16xf32>)
 // CHECK:         return {{.*}}, %[[GRAD]]#0, %[[GRAD]]#1 : tensor<f32>, tensor<8x16xf32>, tensor<64x16xf32>
