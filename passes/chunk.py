@@ -210,13 +210,11 @@ def replace(op: ir.Operation, new_results: list[ir.Value]) -> None:
   op.erase()
 
 
-@register
-class ChunkSoftmaxPass(ModulePass):
-  """Options: `vocab-chunk` and `token-chunk` (0: from the budget),
-  `memory-budget-mib` (the loop body's `[T, C]` buffers)."""
-
-  name = "gshard-chunk-softmax"
-  summary = "Rewrite gshard composites into while loops over vocab/token chunks (online softmax)"
+@dataclasses.dataclass
+class ChunkingOptions(ModulePass):
+  """The loop-sizing options shared by the passes that emit chunked loops:
+  `vocab-chunk` and `token-chunk` (0: from the budget) and
+  `memory-budget-mib` (the loop body's `[T, C]` float32 buffers)."""
 
   vocab_chunk: int = 0
   token_chunk: int = 0
@@ -226,14 +224,23 @@ class ChunkSoftmaxPass(ModulePass):
     if self.vocab_chunk < 0 or self.token_chunk < 0 or self.memory_budget_mib <= 0:
       raise ValueError("vocab-chunk and token-chunk must be >= 0 and memory-budget-mib > 0")
 
-  def plan(self, site: composites.SoftmaxComposite) -> ChunkPlan:
-    return plan_chunks(site.num_tokens, site.num_classes, vocab_chunk=self.vocab_chunk,
-                       token_chunk=self.token_chunk, memory_budget_mib=self.memory_budget_mib)
+  def plan(self, num_tokens: int, num_classes: int, budget_share: float = 1.0) -> ChunkPlan:
+    return plan_chunks(num_tokens, num_classes, vocab_chunk=self.vocab_chunk,
+                       token_chunk=self.token_chunk,
+                       memory_budget_mib=self.memory_budget_mib * budget_share)
+
+
+@register
+class ChunkSoftmaxPass(ChunkingOptions):
+  """Options: see `ChunkingOptions`."""
+
+  name = "gshard-chunk-softmax"
+  summary = "Rewrite gshard composites into while loops over vocab/token chunks (online softmax)"
 
   def run(self, module: ir.Operation) -> None:
     sites = [composites.match(op) for op in composites.find(module)]
     for site in sites:
-      plan = self.plan(site)
+      plan = self.plan(site.num_tokens, site.num_classes)
       log.info("%s: %s %s", self.name, composites.composite_name(site.op), plan.attribute())
       with (tagging_new_loops(site.op, f"{self.name}: {plan.attribute()}"),
             site.op.location, ir.InsertionPoint(site.op)):

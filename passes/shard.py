@@ -34,7 +34,7 @@ from jaxlib.mlir.dialects import stablehlo as hlo
 
 from passes import builders as b
 from passes import composites
-from passes.chunk import emit_forward, emit_grad, plan_chunks, replace, softmax_of
+from passes.chunk import ChunkingOptions, emit_forward, emit_grad, replace, softmax_of
 from passes.framework import ModulePass, register, walk
 from passes.softmax_ir import INT_MAX, OnlineStats
 
@@ -213,19 +213,12 @@ def _channel(op: ir.Operation) -> int:
 
 
 @register
-class ShardVocabPass(ModulePass):
-  """Options as `gshard-chunk-softmax`, applied to each shard's local problem."""
+class ShardVocabPass(ChunkingOptions):
+  """Options as `gshard-chunk-softmax`, applied to each shard's local problem;
+  the budget is the mesh's, so each device's loops get its share of it."""
 
   name = "gshard-shard-vocab"
   summary = "Rewrite vocab-sharded gshard composites into per-shard chunked loops with all-reduces"
-
-  vocab_chunk: int = 0
-  token_chunk: int = 0
-  memory_budget_mib: float = 32.0
-
-  def __post_init__(self):
-    if self.vocab_chunk < 0 or self.token_chunk < 0 or self.memory_budget_mib <= 0:
-      raise ValueError("vocab-chunk and token-chunk must be >= 0 and memory-budget-mib > 0")
 
   def run(self, module: ir.Operation) -> None:
     rewrote = False
@@ -286,9 +279,7 @@ class ShardVocabPass(ModulePass):
     x, embedding, labels = args[:3]
     label_mass = None if site.labels_are_ids else args[-1]
     v_local = b.shape_of(embedding)[0]
-    plan = plan_chunks(b.shape_of(x)[0], v_local, vocab_chunk=self.vocab_chunk,
-                       token_chunk=self.token_chunk,
-                       memory_budget_mib=self.memory_budget_mib / layout.mesh.device_ids.size)
+    plan = self.plan(b.shape_of(x)[0], v_local, budget_share=1 / layout.mesh.device_ids.size)
     class_offset = b.mul(collectives.axis_index(layout.vocab_axes), v_local)
     vocab = layout.vocab_axes
 
