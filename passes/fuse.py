@@ -19,7 +19,6 @@ block fits, the pass leaves the composites to `gshard-chunk-softmax`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 

@@ -35,7 +35,7 @@ from jaxlib.mlir.dialects import stablehlo as hlo
 from passes import builders as b
 from passes import composites
 from passes.chunk import ChunkingOptions, emit_forward, emit_grad, replace, softmax_of
-from passes.framework import ModulePass, register, walk
+from passes.framework import register, walk
 from passes.softmax_ir import INT_MAX, OnlineStats
 
 log = logging.getLogger("gshard.passes")
@@ -240,25 +240,27 @@ class ShardVocabPass(ChunkingOptions):
       composites.erase_dead_functions(module)
 
   def _rewrite(self, module, site: composites.SoftmaxComposite, layout: Layout) -> None:
+    """Wraps the shard-local loops in an `sdy.manual_computation` over the mesh.
+
+    Operands: x, embedding, labels, then (gradient) the four `[N]` per-token
+    vectors, then (probabilities) the labels' per-token mass, which a shard
+    holding only its classes' columns cannot compute alone.
+    """
     sm = softmax_of(site)
     tok, voc = layout.token_axes, layout.vocab_axes
+    per_token = layout.sharding(tok)
     operands = list(site.operands)
-    if site.labels_are_ids:
-      shardings = [layout.sharding(tok, []), layout.sharding(voc, []), layout.sharding(tok)]
+    shardings = [layout.sharding(tok, []), layout.sharding(voc, []),
+                 per_token if site.labels_are_ids else layout.sharding(tok, voc)]
+    shardings += [per_token] * (len(operands) - 3)
+    if site.is_grad:
+      out_shardings = [layout.sharding(tok, []), layout.sharding(voc, [])]
     else:
-      shardings = [layout.sharding(tok, []), layout.sharding(voc, []), layout.sharding(tok, voc)]
+      out_shardings = [per_token] * 4
     with site.op.location, ir.InsertionPoint(site.op):
-      label_mass = None
-      if not site.labels_are_ids:  # a shard sees only its classes' probabilities
+      if not site.labels_are_ids:
         operands.append(sm.label_mass(operands[2]))
-        shardings.append(layout.sharding(tok))
-      if site.is_grad:
-        per_token = range(3, 7)
-        shardings[3:3] = [layout.sharding(tok)] * 4
-        out_shardings = [layout.sharding(tok, []), layout.sharding(voc, [])]
-      else:
-        per_token = range(0)
-        out_shardings = [layout.sharding(tok)] * 4
+        shardings.append(per_token)
       manual = sdy.ManualComputationOp(
           [r.type for r in site.op.results], operands,
           sdy.TensorShardingPerValueAttr.get(shardings),
@@ -266,7 +268,6 @@ class ShardVocabPass(ChunkingOptions):
           sdy.ManualAxesAttr.get([ir.StringAttr.get(a) for a in layout.mesh.axes]))
       local_types = [_local_type(v, s, layout) for v, s in zip(operands, shardings)]
       block = manual.body.blocks.append(*local_types)
-      del per_token
       with ir.InsertionPoint(block):
         results = self._emit_shard(module, site, sm, layout, list(block.arguments))
         sdy.return_(results)

@@ -30,6 +30,8 @@ import warnings
 
 import numpy as np
 
+from pass_testing import assert_close, to_numpy
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICES = 8
 
@@ -118,25 +120,6 @@ def reference(cases, arrays):
   """The dense reference, unsharded, on one device."""
   import jax
   return to_numpy(jax.jit(step_fn(cases, "reference"))(arrays))
-
-
-def to_numpy(tree):
-  import jax
-  return jax.tree.map(np.asarray, tree)
-
-
-def assert_close(actual, expected, *, rtol, atol_rel, what):
-  actual, expected = np.asarray(actual), np.asarray(expected)
-  assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-  assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-  if np.issubdtype(expected.dtype, np.integer):
-    np.testing.assert_array_equal(actual, expected, err_msg=what)
-    return
-  actual, expected = actual.astype(np.float64), expected.astype(np.float64)
-  assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
-  scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-  np.testing.assert_allclose(actual, expected, rtol=rtol, atol=max(atol_rel * scale, 1e-30),
-                             err_msg=what)
 
 
 def assert_steps_close(actual, expected, what):

@@ -14,8 +14,6 @@ per module of tests and shared by all pipelines.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import math
 import re
@@ -30,6 +28,7 @@ from hypothesis import strategies as st
 import gshard_op
 import passes
 from gshard_op import shared_embedding_softmax
+from pass_testing import Config, assert_close, to_numpy, with_fast_xla
 from gshard_op.outputs import FIELDS
 from passes import chunk as chunk_pass
 from passes.chunk import ChunkPlan, plan_chunks
@@ -55,39 +54,7 @@ DIFFERENTIABLE = ("logits", "log_probs", "per_example_xent", "total_xent", "avg_
                   "z_loss")
 
 
-@contextlib.contextmanager
-def fast_xla():
-  """XLA with most optimizations off (`jax_disable_most_optimizations`).
-
-  The rewrite under test happens before XLA; XLA's own optimizations only
-  cost compile time here (about 3x), so the numeric comparisons compile
-  without them. The tests of the compiled artefact itself (memory, and
-  `test_jit.py`) keep XLA's defaults.
-  """
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_disable_most_optimizations", old)
-
-
-def with_fast_xla(test):
-  @functools.wraps(test)
-  def wrapper(*args, **kwargs):
-    with fast_xla():
-      return test(*args, **kwargs)
-  return wrapper
-
-
 # --- data --------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-  options: dict
-  labels: str = "ids"          # ids | ids_out_of_range | probs | probs_unnormalized
-  weights: str = "with_zeros"  # ones | with_zeros
-
 
 CONFIGS = {
     "plain": Config({}, weights="ones"),
@@ -190,25 +157,6 @@ def batch_fn(configs: dict[str, Config], losses, implementation, outputs=FIELDS)
 
 def gshard_jit(f, pipeline):
   return gshard_op.jit(f, pipeline=pipeline)
-
-
-def to_numpy(tree):
-  return jax.tree.map(np.asarray, tree)
-
-
-def assert_close(actual, expected, *, rtol, atol_rel, what):
-  """`|a - e| <= atol_rel * max|e| + rtol * |e|`; integers must be equal."""
-  actual, expected = np.asarray(actual), np.asarray(expected)
-  assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-  assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-  if np.issubdtype(expected.dtype, np.integer):
-    np.testing.assert_array_equal(actual, expected, err_msg=what)
-    return
-  actual, expected = actual.astype(np.float64), expected.astype(np.float64)
-  assert np.all(np.isfinite(actual)), f"{what}: non-finite values {actual}"
-  scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-  np.testing.assert_allclose(actual, expected, rtol=rtol, atol=max(atol_rel * scale, 1e-30),
-                             err_msg=what)
 
 
 def assert_results_close(actual, expected, tol, prefix=""):

@@ -16,8 +16,6 @@ happens before XLA. The memory test compiles with XLA's defaults.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import re
 
@@ -28,6 +26,7 @@ import pytest
 
 import gshard_op
 from gshard_op import shared_embedding_softmax
+from pass_testing import Config, assert_close, fast_xla, to_numpy, with_fast_xla
 
 # N = 23 tokens: a multiple of neither token chunk (10, 7); V = 37 classes: not a
 # multiple of update-rows=16. M = 12. All three differ, so IR shapes are unambiguous.
@@ -47,34 +46,7 @@ FUSE_PLAN = re.compile(r'gshard\.plan = "(gshard-fuse-fwd-bwd[^"]*)"')
 CHUNK_PLAN = re.compile(r'gshard\.plan = "(gshard-chunk-softmax[^"]*)"')
 
 
-@contextlib.contextmanager
-def fast_xla():
-  """XLA with most optimizations off: the rewrite under test happens before
-  XLA, whose own optimizations only cost compile time here."""
-  old = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  try:
-    yield
-  finally:
-    jax.config.update("jax_disable_most_optimizations", old)
-
-
-def with_fast_xla(test):
-  @functools.wraps(test)
-  def wrapper(*args, **kwargs):
-    with fast_xla():
-      return test(*args, **kwargs)
-  return wrapper
-
-
 # --- data ----------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-  options: dict
-  labels: str = "ids"          # ids | ids_out_of_range | probs | probs_unnormalized
-  weights: str = "with_zeros"  # ones | with_zeros
-
 
 CONFIGS = {
     "plain": Config({}, weights="ones"),
@@ -183,25 +155,6 @@ def batch_fn(configs: dict[str, Config], losses: dict, implementation: str):
                    for loss, fn in losses.items()}
             for name in configs}
   return f
-
-
-def to_numpy(tree):
-  return jax.tree.map(np.asarray, tree)
-
-
-def assert_close(actual, expected, *, rtol, atol_rel, what):
-  """`|a - e| <= atol_rel * max|e| + rtol * |e|`; integers must be equal."""
-  actual, expected = np.asarray(actual), np.asarray(expected)
-  assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-  assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-  if np.issubdtype(expected.dtype, np.integer):
-    np.testing.assert_array_equal(actual, expected, err_msg=what)
-    return
-  actual, expected = actual.astype(np.float64), expected.astype(np.float64)
-  assert np.all(np.isfinite(actual)), f"{what}: non-finite values {actual}"
-  scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-  np.testing.assert_allclose(actual, expected, rtol=rtol, atol=max(atol_rel * scale, 1e-30),
-                             err_msg=what)
 
 
 def assert_step_close(actual, expected, tol, what, *, skip_d_e=False):
