@@ -91,7 +91,9 @@ class Jitted:
 
 def _leaf_key(x):
   aval = jax.typeof(x)
-  sharding = getattr(x, "sharding", None) if isinstance(x, jax.Array) else None
+  # Placement matters only for arrays committed to devices (device_put); an
+  # uncommitted jax.Array goes where a NumPy array would.
+  sharding = x.sharding if isinstance(x, jax.Array) and x.committed else None
   return (aval, getattr(aval, "weak_type", False), sharding)
 
 

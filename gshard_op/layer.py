@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gshard_op import reference
-from gshard_op.functional import check_inputs, shared_embedding_softmax
+from gshard_op.functional import IMPLEMENTATIONS, check_inputs, shared_embedding_softmax
 from gshard_op.options import SoftmaxOptions
 from gshard_op.outputs import SoftmaxOutput
 
@@ -40,6 +40,8 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
     for name, size in (("in_features", in_features), ("num_classes", num_classes)):
       if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise ValueError(f"{name} must be a positive int, got {size!r}")
+    if implementation not in IMPLEMENTATIONS:
+      raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     # Validates the options now rather than at the first call.
     self.options = SoftmaxOptions(
         soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,

@@ -353,9 +353,9 @@ def test_bad_options(name, bad, error):
 
 def test_bad_implementation_name(args):
   inputs, weights, ids = args
-  layer = make_layer(implementation="fused")
   with pytest.raises(ValueError, match="implementation must be one of .*'fused'"):
-    layer(inputs, weights, class_ids=ids)
+    make_layer(implementation="fused")  # rejected when the layer is built
+  layer = make_layer()
   with pytest.raises(ValueError, match="implementation must be one of"):
     gshard_op.shared_embedding_softmax(inputs, layer.embedding[...], weights, ids,
                                        implementation="dense")
