@@ -41,13 +41,14 @@ def transform_logits(z: jax.Array, opts: SoftmaxOptions) -> jax.Array:
   return z
 
 
-def transform_logits_vjp(z_raw: jax.Array, dz: jax.Array,
+def transform_logits_vjp(z_raw: jax.Array, z: jax.Array, dz: jax.Array,
                          opts: SoftmaxOptions) -> jax.Array:
-  """Pulls a cotangent of `transform_logits(z_raw)` back to `z_raw`."""
+  """Pulls a cotangent of `z = transform_logits(z_raw)` back to `z_raw`.
+
+  `|z| < abs_max` holds exactly where the clip passed its input through.
+  """
   if opts.logits_abs_max > 0:
-    z = transform_logits(z_raw, SoftmaxOptions(soft_cap_logits=opts.soft_cap_logits))
-    inside = jnp.abs(z) < opts.logits_abs_max
-    dz = jnp.where(inside, dz, 0.0)
+    dz = jnp.where(jnp.abs(z) < opts.logits_abs_max, dz, 0.0)
   if opts.soft_cap_logits > 0:
     t = jnp.tanh(z_raw / opts.soft_cap_logits)
     dz = dz * (1.0 - t * t)
@@ -134,7 +135,7 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
   total_mass = jnp.sum(q, axis=-1, keepdims=True)
   g_p = (g_lse + 2.0 * lse * g_lse_squared)[:, None]
   dz = g_xent[:, None] * (p * total_mass - q) + g_p * p
-  dz_raw = transform_logits_vjp(z_raw, dz, opts)
+  dz_raw = transform_logits_vjp(z_raw, z, dz, opts)
   scale = logit_scale(x.shape[-1])
   d_x = scale * jnp.einsum("nv,vm->nm", dz_raw.astype(embedding.dtype), embedding,
                            preferred_element_type=F32,

@@ -59,21 +59,14 @@ class Softmax:
     return z
 
   def transform_cotangent(self, z_raw: ir.Value, z: ir.Value, dz: ir.Value) -> ir.Value:
-    """`reference.transform_logits_vjp`: through the clip, then the cap."""
+    """`reference.transform_logits_vjp`: through the clip (`|z| < abs_max` holds
+    exactly where the clip passed its input through), then the cap."""
     if self.options.logits_abs_max > 0:
-      capped = self.transform_without_clip(z_raw)
-      inside = b.compare(b.abs_(capped), self.options.logits_abs_max, "LT")
-      dz = b.select(inside, dz, 0.0)
+      dz = b.select(b.compare(b.abs_(z), self.options.logits_abs_max, "LT"), dz, 0.0)
     if self.options.soft_cap_logits > 0:
       t = b.tanh(b.div(z_raw, self.options.soft_cap_logits))
       dz = b.mul(dz, b.sub(1.0, b.mul(t, t)))
     return dz
-
-  def transform_without_clip(self, z_raw: ir.Value) -> ir.Value:
-    if self.options.soft_cap_logits > 0:
-      cap = self.options.soft_cap_logits
-      return b.mul(b.tanh(b.div(z_raw, cap)), cap)
-    return z_raw
 
   def label_mass(self, labels: ir.Value) -> ir.Value:
     """Per token, the mass `P` of the (unsmoothed) labels: 1 for an id in range,
