@@ -27,8 +27,8 @@ from jaxlib.mlir import ir
 from passes import builders as b
 from passes import composites
 from passes.framework import ModulePass, register
-from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
-                               target_logits)
+from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent, owned,
+                               per_token_outputs, target_logits, write_owned_rows)
 
 log = logging.getLogger("gshard.passes")
 
@@ -109,8 +109,7 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
   if plan.token_chunk >= n:
     return block(x, labels, label_mass)
 
-  zeros = {"xent": b.full((n,), b.f32(), 0.0), "argmax": b.full((n,), b.i32(), 0),
-           "lse": b.full((n,), b.f32(), 0.0), "lse_squared": b.full((n,), b.f32(), 0.0)}
+  zeros = per_token_outputs(n)
   loop = b.Loop(_trip_count(n, plan.token_chunk), **zeros)
   with loop.body() as (j, out):
     start, _ = chunk_start(j, plan.token_chunk, n)  # overlap recomputes equal values
@@ -184,16 +183,13 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
       start, first_owned = chunk_start(j, t, n)
       x_blk, labels_blk = token_block(x, labels, start, t)
       per_token = [b.dynamic_slice(a, [start], [t]) for a in (lse, q_mass, g_xent, g_p)]
+      own = None
       if first_owned is not None:  # tokens an earlier block had: no contribution
-        own = b.compare(b.add(b.iota((t,), 0), b.broadcast(start, (t,), [])),
-                        b.broadcast(first_owned, (t,), []), "GE")
+        own = owned(start, first_owned, (t,), 0)
         per_token[2] = b.select(own, per_token[2], 0.0)
         per_token[3] = b.select(own, per_token[3], 0.0)
       d_x_blk, d_emb = block(x_blk, labels_blk, *per_token, acc.d_emb)
-      if first_owned is not None:
-        own_rows = b.broadcast(own, (t, m), [0])
-        d_x_blk = b.select(own_rows, d_x_blk, b.dynamic_slice(acc.d_x, [start, zero], [t, m]))
-      outer.yield_(d_x=b.dynamic_update_slice(acc.d_x, d_x_blk, [start, zero]), d_emb=d_emb)
+      outer.yield_(d_x=write_owned_rows(acc.d_x, d_x_blk, start, own), d_emb=d_emb)
     d_x, d_emb = outer.results.d_x, outer.results.d_emb
   return [b.convert(d_x, b.element_of(x)), b.convert(d_emb, b.element_of(embedding))]
 

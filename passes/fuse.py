@@ -28,8 +28,8 @@ from passes import builders as b
 from passes import composites
 from passes.chunk import chunk_start, token_block, replace, softmax_of, tagging_new_loops
 from passes.framework import ModulePass, register
-from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
-                               target_logits)
+from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent, owned,
+                               per_token_outputs, target_logits, write_owned_rows)
 
 log = logging.getLogger("gshard.passes")
 
@@ -60,8 +60,7 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
   label_mass = sm.label_mass(labels)
   q_mass = sm.target_mass(label_mass)
   zero = b.scalar(0, b.i32())
-  outputs = {"xent": b.full((n,), b.f32(), 0.0), "argmax": b.full((n,), b.i32(), 0),
-             "lse": b.full((n,), b.f32(), 0.0), "lse_squared": b.full((n,), b.f32(), 0.0)}
+  outputs = per_token_outputs(n)
   loop = b.Loop(math.ceil(n / tokens), **outputs,
                 d_x=b.full((n, m), b.element_of(x), 0.0),
                 d_emb=b.full((v, m), accumulator, 0.0))
@@ -71,9 +70,9 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
     g_xent_blk, g_lse_blk, g_sq_blk, q_blk, mass_blk = (
         b.dynamic_slice(a, [start], [tokens])
         for a in (g_xent, g_lse, g_lse_squared, q_mass, label_mass))
+    own = None
     if first_owned is not None:  # tokens an earlier block had add no gradient again
-      own = b.compare(b.add(b.iota((tokens,), 0), b.broadcast(start, (tokens,), [])),
-                      b.broadcast(first_owned, (tokens,), []), "GE")
+      own = owned(start, first_owned, (tokens,), 0)
       g_xent_blk, g_lse_blk, g_sq_blk = (b.select(own, g, 0.0)
                                          for g in (g_xent_blk, g_lse_blk, g_sq_blk))
     chunk = chunk_logits(sm, x_blk, embedding, labels_blk, zero, None, v, scaled_x=True)
@@ -87,13 +86,11 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
     d_x_blk = b.mul(b.dot(b.convert(dz, b.element_of(embedding)), embedding, (1, 0), b.f32()),
                     sm.logit_scale)
     d_x_blk = b.convert(d_x_blk, b.element_of(x))
-    if first_owned is not None:
-      d_x_blk = b.select(b.broadcast(own, (tokens, m), [0]), d_x_blk,
-                         b.dynamic_slice(acc.d_x, [start, zero], [tokens, m]))
+    d_x = write_owned_rows(acc.d_x, d_x_blk, start, own)
     d_emb = accumulate_rows(acc.d_emb, b.convert(dz, b.element_of(x)), x_blk, update_rows)
     loop.yield_(**{name: b.dynamic_update_slice(getattr(acc, name), r, [start])
                    for name, r in zip(outputs, results)},
-                d_x=b.dynamic_update_slice(acc.d_x, d_x_blk, [start, zero]), d_emb=d_emb)
+                d_x=d_x, d_emb=d_emb)
   forward = [getattr(loop.results, name) for name in outputs]
   return forward, [loop.results.d_x, b.convert(loop.results.d_emb, b.element_of(embedding))]
 
@@ -113,9 +110,7 @@ def accumulate_rows(d_emb: ir.Value, dz: ir.Value, x_blk: ir.Value, rows: int) -
     start, first_owned = chunk_start(k, rows, v)
     dz_rows = b.dynamic_slice(dz, [zero, start], [tokens, rows])
     if first_owned is not None:  # rows an earlier step already added
-      cols = b.add(b.iota((tokens, rows), 1), b.broadcast(start, (tokens, rows), []))
-      dz_rows = b.select(b.compare(cols, b.broadcast(first_owned, (tokens, rows), []), "GE"),
-                         dz_rows, 0.0)
+      dz_rows = b.select(owned(start, first_owned, (tokens, rows), 1), dz_rows, 0.0)
     update = b.dot(dz_rows, x_blk, (0, 0), b.f32())
     old = b.dynamic_slice(acc.d_emb, [start, zero], [rows, m])
     inner.yield_(d_emb=b.dynamic_update_slice(

@@ -82,6 +82,31 @@ class Softmax:
     return b.add(b.mul(label_mass, a), off * self.num_classes)
 
 
+def owned(start: ir.Value, first_owned: ir.Value, shape, dim: int) -> ir.Value:
+  """i1 `shape`: where `start + index along dim >= first_owned`, i.e. the
+  positions an overlapping (clamped) last chunk or block owns."""
+  positions = b.add(b.iota(shape, dim), b.broadcast(start, shape, []))
+  return b.compare(positions, b.broadcast(first_owned, shape, []), "GE")
+
+
+def write_owned_rows(acc: ir.Value, block: ir.Value, start: ir.Value,
+                     own: ir.Value | None) -> ir.Value:
+  """`acc` with rows `[start, start + T)` set to `block` where `own` (i1 `[T]`;
+  None: all rows), keeping what an earlier block wrote elsewhere."""
+  zero = b.scalar(0, b.i32())
+  if own is not None:
+    kept = b.dynamic_slice(acc, [start, zero], b.shape_of(block))
+    block = b.select(b.broadcast(own, b.shape_of(block), [0]), block, kept)
+  return b.dynamic_update_slice(acc, block, [start, zero])
+
+
+def per_token_outputs(tokens: int) -> dict[str, ir.Value]:
+  """Zero carries for the forward composite's four `[N]` results, in order."""
+  return {"xent": b.full((tokens,), b.f32(), 0.0), "argmax": b.full((tokens,), b.i32(), 0),
+          "lse": b.full((tokens,), b.f32(), 0.0),
+          "lse_squared": b.full((tokens,), b.f32(), 0.0)}
+
+
 @dataclasses.dataclass
 class Chunk:
   """Logits of a token block against a block of classes.
@@ -131,14 +156,13 @@ def chunk_logits(sm: Softmax, x: ir.Value, embedding: ir.Value, labels: ir.Value
     emb = b.mul(emb, sm.logit_scale)
   z_raw = b.dot(x, emb, (1, 1), b.f32())
   rows = b.add(b.iota((t, size), 1), b.broadcast(start, (t, size), []))
-  owned = None if first_owned is None else b.compare(
-      rows, b.broadcast(first_owned, (t, size), []), "GE")
+  mask = None if first_owned is None else owned(start, first_owned, (t, size), 1)
   classes = rows if class_offset is None else b.add(rows, b.broadcast(class_offset, (t, size), []))
   if sm.labels_are_ids:
     chunk_labels = labels
   else:
     chunk_labels = b.dynamic_slice(labels, [b.scalar(0, b.i32()), start], [t, size])
-  return Chunk(z_raw=z_raw, z=sm.transform(z_raw), classes=classes, owned=owned,
+  return Chunk(z_raw=z_raw, z=sm.transform(z_raw), classes=classes, owned=mask,
                labels=chunk_labels, embedding=emb)
 
 
