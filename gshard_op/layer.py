@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn import dtypes
 
 from gshard_op import reference
 from gshard_op.functional import IMPLEMENTATIONS, check_inputs, shared_embedding_softmax
@@ -21,6 +26,20 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
   when `deterministic` is True (`layer.eval()` sets it, `layer.train()`
   clears it) or when `__call__` is given `deterministic=True`.
 
+  As in `nnx.Embed`: `dtype` is the computation dtype (None: promote the
+  inputs' and the embedding's dtypes with `promote_dtype`), `param_dtype` the
+  embedding's, and `embedding_metadata` goes to the `nnx.Param`. Sharding
+  metadata (`out_sharding`) makes a vocab-sharded model; built inside
+  `jax.set_mesh(mesh)` the embedding is placed on the mesh at once (Flax's
+  eager sharding), `nnx.get_partition_spec(nnx.state(layer))` gives the specs
+  for `nnx.jit`'s shardings, and `gshard_op.jit`'s `gshard-shard-vocab` keeps
+  the softmax per shard. Either of::
+
+    GShardSharedEmbeddingSoftmax(512, 32000, rngs=rngs,
+                                 embedding_metadata={"out_sharding": ("vocab", None)})
+    GShardSharedEmbeddingSoftmax(512, 32000, rngs=rngs, embedding_init=nnx.with_partitioning(
+        nnx.initializers.normal(1.0), ("vocab", None)))
+
   Example::
 
     layer = GShardSharedEmbeddingSoftmax(512, 32000, rngs=nnx.Rngs(0))
@@ -35,6 +54,8 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
                use_tgt_labels_size_as_loss_denominator: bool = True,
                dtype=None, param_dtype=jnp.float32,
                embedding_init=nnx.initializers.normal(stddev=1.0),
+               promote_dtype=dtypes.promote_dtype,
+               embedding_metadata: Mapping[str, Any] = MappingProxyType({}),
                deterministic: bool = False, implementation: str = "composite",
                rngs: nnx.Rngs):
     for name, size in (("in_features", in_features), ("num_classes", num_classes)):
@@ -52,12 +73,10 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
     self.dtype = dtype
     self.deterministic = deterministic
     self.implementation = implementation
+    self.promote_dtype = promote_dtype
     self.embedding = nnx.Param(
-        embedding_init(rngs.params(), (num_classes, in_features), param_dtype))
-
-  def _cast(self, *arrays):
-    dtype = self.dtype or jnp.result_type(*arrays)
-    return tuple(jnp.asarray(a, dtype) for a in arrays)
+        embedding_init(rngs.params(), (num_classes, in_features), param_dtype),
+        **embedding_metadata)
 
   def emb_lookup(self, ids: jax.Array) -> jax.Array:
     """The rows `embedding[ids]`: `[...]` ids give `[..., in_features]`.
@@ -68,14 +87,14 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
     ids = jnp.asarray(ids)
     if not jnp.issubdtype(ids.dtype, jnp.integer):
       raise TypeError(f"ids must be integers, got {ids.dtype}")
-    (embedding,) = self._cast(self.embedding[...])
+    (embedding,) = self.promote_dtype((self.embedding[...],), dtype=self.dtype)
     valid = (ids >= 0) & (ids < self.num_classes)
     rows = jnp.take(embedding, jnp.where(valid, ids, 0), axis=0)
     return jnp.where(valid[..., None], rows, jnp.zeros((), rows.dtype))
 
   def get_logits(self, inputs: jax.Array) -> jax.Array:
     """`[..., in_features]` to `[..., num_classes]` logits, capped and clipped."""
-    inputs, embedding = self._cast(jnp.asarray(inputs), self.embedding[...])
+    inputs, embedding = self.promote_dtype((inputs, self.embedding[...]), dtype=self.dtype)
     check_inputs(inputs, embedding)
     flat = inputs.reshape(-1, self.in_features)
     logits = reference.logits(flat, embedding, self.options)
@@ -87,7 +106,7 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
                deterministic: bool | None = None) -> SoftmaxOutput:
     """Logits, cross-entropy and z-loss; see `gshard_op.shared_embedding_softmax`."""
     deterministic = self.deterministic if deterministic is None else deterministic
-    inputs, embedding = self._cast(jnp.asarray(inputs), self.embedding[...])
+    inputs, embedding = self.promote_dtype((inputs, self.embedding[...]), dtype=self.dtype)
     opts = self.options
     return shared_embedding_softmax(
         inputs, embedding, class_weights, class_ids, class_probabilities,
