@@ -15,8 +15,8 @@ from flax import nnx
 
 import gshard_op
 import numpy_reference as npref
-from conftest import (assert_argmax_ok, assert_grads_close, assert_values_close, make_labels,
-                      make_weights)
+from arrays import assert_close, make_labels, make_weights
+from conftest import assert_argmax_ok
 from gshard_op import GShardSharedEmbeddingSoftmax, SoftmaxOutput
 from gshard_op.outputs import FIELDS
 
@@ -113,7 +113,7 @@ def test_get_logits(options, batch, rng):
   logits = layer.get_logits(x)
   assert logits.shape == batch + (V,) and logits.dtype == jnp.float32
   want = npref.final_logits(npref.raw_logits(x, embedding_of(layer)), npref.Options(**options))
-  assert_values_close(logits, want, np.float32, "get_logits")
+  assert_close(logits, want, np.float32, "get_logits")
 
 
 # --- __call__ --------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_call_returns_softmax_output_with_every_field(labels, rng):
     if name == "per_example_argmax":
       assert_argmax_ok(out[name], expected["logits"], tol=1e-4 * 3, what=name)
     else:
-      assert_values_close(out[name], expected[name], np.float32, name)
+      assert_close(out[name], expected[name], np.float32, name)
   with pytest.raises(AttributeError, match="no field 'nope'"):
     out.nope  # noqa: B018
   with pytest.raises(AttributeError, match="read-only"):
@@ -157,7 +157,7 @@ def test_compute_dtype_bfloat16(rng):
   opts = npref.Options(z_loss_weight=0.1)
   expected = npref.forward(x16, e16, weights, ids, opts=opts)
   for name in ("logits", "log_probs", "per_example_xent", "total_xent", "avg_xent", "z_loss"):
-    assert_values_close(out[name], expected[name], jnp.bfloat16, name)
+    assert_close(out[name], expected[name], jnp.bfloat16, name)
   assert layer.get_logits(inputs).dtype == jnp.bfloat16
   assert layer.emb_lookup(ids[..., 0]).dtype == jnp.bfloat16
 
@@ -168,7 +168,7 @@ def test_compute_dtype_bfloat16(rng):
   grads = nnx.grad(loss)(layer)
   assert grads.embedding.dtype == jnp.float32
   _, want = npref.loss_grads("avg_xent_plus_z_loss", x16, e16, weights, ids, opts=opts)
-  assert_grads_close(grads.embedding[...], want, jnp.bfloat16, "d_embedding (bf16 compute)")
+  assert_close(grads.embedding[...], want, jnp.bfloat16, "d_embedding (bf16 compute)", kind="grads")
 
 
 def test_label_smoothing_only_in_training(rng):
@@ -184,18 +184,18 @@ def test_label_smoothing_only_in_training(rng):
     return layer(inputs, weights, class_ids=ids, **kw).per_example_xent
 
   assert layer.deterministic is False
-  assert_values_close(xent(), smoothed["per_example_xent"], np.float32, "train")
-  assert_values_close(xent(deterministic=True), plain["per_example_xent"], np.float32,
-                      "deterministic=True argument")
+  assert_close(xent(), smoothed["per_example_xent"], np.float32, "train")
+  assert_close(xent(deterministic=True), plain["per_example_xent"], np.float32,
+               "deterministic=True argument")
   layer.eval()
   assert layer.deterministic is True
-  assert_values_close(xent(), plain["per_example_xent"], np.float32, "eval()")
-  assert_values_close(xent(deterministic=False), smoothed["per_example_xent"], np.float32,
-                      "deterministic=False argument overrides eval()")
+  assert_close(xent(), plain["per_example_xent"], np.float32, "eval()")
+  assert_close(xent(deterministic=False), smoothed["per_example_xent"], np.float32,
+               "deterministic=False argument overrides eval()")
   layer.train()
   assert layer.deterministic is False
-  assert_values_close(xent(), smoothed["per_example_xent"], np.float32, "train() again")
-  assert_values_close(
+  assert_close(xent(), smoothed["per_example_xent"], np.float32, "train() again")
+  assert_close(
       make_layer(seed=6, label_smoothing_prob=p, deterministic=True)(
           inputs, weights, class_ids=ids).per_example_xent,
       plain["per_example_xent"], np.float32, "deterministic=True at construction")
@@ -220,19 +220,19 @@ def test_nnx_jit_and_value_and_grad(implementation, rng):
   e = embedding_of(layer)
   train_opts = npref.Options(**opts)
   expected = npref.forward(inputs, e, weights, ids, opts=train_opts)
-  assert_values_close(loss, expected["avg_xent"] + expected["z_loss"], np.float32, "loss")
+  assert_close(loss, expected["avg_xent"] + expected["z_loss"], np.float32, "loss")
   want_x, want_e = npref.loss_grads("avg_xent_plus_z_loss", inputs, e, weights, ids,
                                     opts=train_opts)
   assert isinstance(grads.embedding, nnx.Param)
-  assert_grads_close(grads.embedding[...], want_e, np.float32, "d_embedding")
-  assert_grads_close(d_inputs, want_x, np.float32, "d_inputs")
+  assert_close(grads.embedding[...], want_e, np.float32, "d_embedding", kind="grads")
+  assert_close(d_inputs, want_x, np.float32, "d_inputs", kind="grads")
 
   layer.eval()
   eval_loss, _ = step(layer, inputs)
   eval_opts = npref.Options(**{**opts, "label_smoothing_prob": 0.0})
   expected = npref.forward(inputs, e, weights, ids, opts=eval_opts)
-  assert_values_close(eval_loss, expected["avg_xent"] + expected["z_loss"], np.float32,
-                      "loss in eval mode")
+  assert_close(eval_loss, expected["avg_xent"] + expected["z_loss"], np.float32,
+               "loss in eval mode")
 
   # A plain SGD update through nnx: the parameter moves by -lr * grad.
   layer.train()

@@ -25,8 +25,8 @@ from jax.test_util import check_grads
 
 import gshard_op
 import numpy_reference as npref
-from conftest import (KINK_MARGIN, assert_grads_close, assert_values_close, check_against_numpy,
-                      clip_kink_gap, make_case, np_options)
+from arrays import assert_close, make_arrays
+from conftest import KINK_MARGIN, check_against_numpy, clip_kink_gap, np_options
 from gshard_op import contract
 
 FORWARD, GRAD = "gshard.shared_embedding_softmax", "gshard.shared_embedding_softmax_grad"
@@ -126,7 +126,7 @@ def check_composite(c, name, options, in_features, in_types, out_types, text):
 def test_lowered_composites(batch, option_set, labels, rng):
   options = OPTION_SETS[option_set]
   m, v = 12, 19
-  case = make_case(rng, batch=batch, in_features=m, num_classes=v, labels=labels)
+  case = make_arrays(rng, batch=batch, in_features=m, num_classes=v, labels=labels)
   n = int(np.prod(batch))
 
   def loss(x, e):
@@ -146,7 +146,7 @@ def test_lowered_composites(batch, option_set, labels, rng):
 
 
 def test_no_gradient_no_grad_composite(rng):
-  case = make_case(rng, batch=(4, 5), in_features=8, num_classes=11)
+  case = make_arrays(rng, batch=(4, 5), in_features=8, num_classes=11)
   options = OPTION_SETS["everything"]
   text = jax.jit(lambda x, e: train_loss(op(case, options, inputs=x, embedding=e))).lower(
       case.inputs, case.embedding).as_text()
@@ -162,7 +162,7 @@ def test_no_gradient_no_grad_composite(rng):
 
 
 def test_reference_implementation_emits_no_composite(rng):
-  case = make_case(rng, batch=(4,), in_features=8, num_classes=11)
+  case = make_arrays(rng, batch=(4,), in_features=8, num_classes=11)
   text = jax.jit(jax.grad(lambda x: op(case, {}, inputs=x, implementation="reference").avg_xent)
                  ).lower(case.inputs).as_text()
   assert "stablehlo.composite" not in text
@@ -176,7 +176,7 @@ def test_compiled_value_and_grad(option_set, labels, rng):
   """`jit(value_and_grad)` lowered, compiled (decompositions inlined by XLA: no
   custom call is left) and run, against the float64 model."""
   options = OPTION_SETS[option_set]
-  case = make_case(rng, batch=(3, 7), in_features=16, num_classes=41, labels=labels)
+  case = make_arrays(rng, batch=(3, 7), in_features=16, num_classes=41, labels=labels)
   assert clip_kink_gap(case, np_options(options)) > KINK_MARGIN
   c = rng.standard_normal(case.batch).astype(np.float32)
 
@@ -194,15 +194,15 @@ def test_compiled_value_and_grad(option_set, labels, rng):
   want = npref.forward(case.inputs, case.embedding, case.class_weights, opts=opts,
                        **case.labels())
   want_value = want["avg_xent"] + want["z_loss"] + np.sum(c * want["per_example_xent"])
-  assert_values_close(value, want_value, np.float32, "loss")
+  assert_close(value, want_value, np.float32, "loss")
   for name in ("per_example_xent", "total_xent", "avg_xent", "z_loss", "log_probs"):
-    assert_values_close(out[name], want[name], np.float32, name)
+    assert_close(out[name], want[name], np.float32, name)
   cot = npref.loss_cotangents("avg_xent_plus_z_loss", case.inputs, case.embedding,
                               case.class_weights, opts=opts, **case.labels())
   cot["g_xent"] = cot["g_xent"] + c
   want_x, want_e = npref.backward(case.inputs, case.embedding, opts=opts, **case.labels(), **cot)
-  assert_grads_close(d_x, want_x, np.float32, "d_inputs")
-  assert_grads_close(d_e, want_e, np.float32, "d_embedding")
+  assert_close(d_x, want_x, np.float32, "d_inputs", kind="grads")
+  assert_close(d_e, want_e, np.float32, "d_embedding", kind="grads")
 
 
 # Central differences of a float32 function are noisy: with step 1e-2 the
@@ -214,8 +214,8 @@ CHECK_GRADS = dict(order=1, modes=["rev"], eps=1e-2, atol=2e-3, rtol=2e-3)
 
 
 def _check_grads_case(rng, options, dtype):
-  case = make_case(rng, batch=(2, 5), in_features=8, num_classes=13, labels="ids",
-                   input_std=1.5)
+  case = make_arrays(rng, batch=(2, 5), in_features=8, num_classes=13, labels="ids",
+                     input_std=1.5)
   c = rng.standard_normal(case.batch)
   x, e = jnp.asarray(case.inputs, dtype), jnp.asarray(case.embedding, dtype)
   w, cc = jnp.asarray(case.class_weights, dtype), jnp.asarray(c, dtype)
@@ -251,8 +251,8 @@ def test_check_grads_x64(rng):
 # --- (c) vmap -------------------------------------------------------------------------------
 
 def _batched_cases(rng, b, batch, in_features, num_classes, labels="ids"):
-  cases = [make_case(rng, batch=batch, in_features=in_features, num_classes=num_classes,
-                     labels=labels) for _ in range(b)]
+  cases = [make_arrays(rng, batch=batch, in_features=in_features, num_classes=num_classes,
+                       labels=labels) for _ in range(b)]
   stack = lambda name: (None if getattr(cases[0], name) is None
                         else np.stack([getattr(c, name) for c in cases]))
   names = ("inputs", "embedding", "class_weights", "class_ids", "class_probabilities")
@@ -313,13 +313,13 @@ def test_vmap_forward(batched, labels, rng):
         np.testing.assert_array_equal(value[i], loop[name], err_msg=name)
         continue
       np.testing.assert_allclose(value[i], loop[name], rtol=1e-6, atol=1e-6, err_msg=name)
-      assert_values_close(value[i], want[name], np.float32, f"vmap[{i}] {name}")
+      assert_close(value[i], want[name], np.float32, f"vmap[{i}] {name}")
 
 
 def test_vmap_nonzero_axes_and_nested(rng):
   """in_axes other than 0, and vmap of vmap."""
   m, v = 8, 13
-  case = make_case(rng, batch=(4, 3, 5), in_features=m, num_classes=v)
+  case = make_arrays(rng, batch=(4, 3, 5), in_features=m, num_classes=v)
   options = VMAP_OPTIONS
 
   def f(x, w, ids):
@@ -331,9 +331,9 @@ def test_vmap_nonzero_axes_and_nested(rng):
   # problem, but per-token xent does not.
   got = jax.jit(jax.vmap(f, in_axes=(1, 1, 1), out_axes=1))(
       case.inputs, case.class_weights, case.class_ids)
-  assert_values_close(got, want["per_example_xent"], np.float32, "vmap in_axes=1")
+  assert_close(got, want["per_example_xent"], np.float32, "vmap in_axes=1")
   got = jax.jit(jax.vmap(jax.vmap(f)))(case.inputs, case.class_weights, case.class_ids)
-  assert_values_close(got, want["per_example_xent"], np.float32, "vmap of vmap")
+  assert_close(got, want["per_example_xent"], np.float32, "vmap of vmap")
 
 
 @pytest.mark.parametrize("embedding_batched", [False, True], ids=["shared_embedding",
@@ -368,15 +368,15 @@ def test_vmap_of_grad_per_example_gradients(embedding_batched, rng):
     cot["g_xent"] = cot["g_xent"] + coeffs[i]
     want_x, want_e = npref.backward(stacked["inputs"][i], e, stacked["class_ids"][i],
                                     opts=opts, **cot)
-    assert_grads_close(d_x[i], want_x, np.float32, f"d_x[{i}]")
-    assert_grads_close(d_e[i], want_e, np.float32, f"d_e[{i}]")
+    assert_close(d_x[i], want_x, np.float32, f"d_x[{i}]", kind="grads")
+    assert_close(d_e[i], want_e, np.float32, f"d_e[{i}]", kind="grads")
 
 
 # --- (d) remat ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("policy", ["default", "nothing_saveable"])
 def test_checkpoint(policy, rng):
-  case = make_case(rng, batch=(3, 4), in_features=8, num_classes=23)
+  case = make_arrays(rng, batch=(3, 4), in_features=8, num_classes=23)
   options = OPTION_SETS["everything"]
   assert clip_kink_gap(case, np_options(options)) > KINK_MARGIN
   pol = None if policy == "default" else getattr(jax.checkpoint_policies, policy)
@@ -392,8 +392,8 @@ def test_checkpoint(policy, rng):
   np.testing.assert_allclose(d_e, plain[1][1], rtol=1e-5, atol=1e-8)
   want_x, want_e = npref.loss_grads("avg_xent_plus_z_loss", case.inputs, case.embedding,
                                     case.class_weights, case.class_ids, opts=np_options(options))
-  assert_grads_close(d_x, want_x, np.float32, "d_inputs under remat")
-  assert_grads_close(d_e, want_e, np.float32, "d_embedding under remat")
+  assert_close(d_x, want_x, np.float32, "d_inputs under remat", kind="grads")
+  assert_close(d_e, want_e, np.float32, "d_embedding under remat", kind="grads")
   names = [c["name"] for c in parse_composites(
       remat.lower(case.inputs, case.embedding).as_text())]
   assert names.count(GRAD) == 1 and names.count(FORWARD) >= 1
@@ -401,7 +401,7 @@ def test_checkpoint(policy, rng):
 
 def test_checkpoint_in_scan(rng):
   """A remat'd op inside `lax.scan` over microbatches (a common training loop)."""
-  case = make_case(rng, batch=(3, 4), in_features=8, num_classes=23)
+  case = make_arrays(rng, batch=(3, 4), in_features=8, num_classes=23)
   options = OPTION_SETS["cap_clip_z"]
   assert clip_kink_gap(case, np_options(options)) > KINK_MARGIN
 
@@ -418,7 +418,7 @@ def test_checkpoint_in_scan(rng):
   want = sum(npref.loss_grads("avg_xent_plus_z_loss", case.inputs[i], case.embedding,
                               case.class_weights[i], case.class_ids[i], opts=opts)[1]
              for i in range(3))
-  assert_grads_close(d_e, want, np.float32, "d_embedding, scan of remat")
+  assert_close(d_e, want, np.float32, "d_embedding, scan of remat", kind="grads")
 
 
 # --- (e) bfloat16 -----------------------------------------------------------------------------
@@ -428,8 +428,8 @@ def test_checkpoint_in_scan(rng):
 def test_bfloat16(option_set, implementation, rng):
   """bf16 inputs and embedding: every field and gradient against float64 on the
   same (bf16-rounded) values, with bf16 tolerances; outputs are bf16."""
-  case = make_case(rng, batch=(4, 6), in_features=16, num_classes=37, labels="ids",
-                   dtype=jnp.bfloat16)
+  case = make_arrays(rng, batch=(4, 6), in_features=16, num_classes=37, labels="ids",
+                     dtype=jnp.bfloat16)
   out, grads, _ = check_against_numpy(case, OPTION_SETS[option_set], implementation, rng,
                                       losses=("avg_xent_plus_z_loss", "per_token_xent"))
   assert out.logits.dtype == jnp.bfloat16 and out.per_example_xent.dtype == jnp.bfloat16
@@ -437,7 +437,7 @@ def test_bfloat16(option_set, implementation, rng):
 
 def test_bfloat16_inputs_float32_embedding(rng):
   """Mixed: bf16 activations with a float32 embedding; d_embedding stays float32."""
-  case = make_case(rng, batch=(4, 6), in_features=16, num_classes=37, labels="probs")
+  case = make_arrays(rng, batch=(4, 6), in_features=16, num_classes=37, labels="probs")
   case.inputs = case.inputs.astype(jnp.bfloat16)
   options = OPTION_SETS["cap_clip_z"]
 
@@ -448,5 +448,5 @@ def test_bfloat16_inputs_float32_embedding(rng):
   assert d_x.dtype == jnp.bfloat16 and d_e.dtype == jnp.float32
   want_x, want_e = npref.loss_grads("avg_xent_plus_z_loss", case.inputs, case.embedding,
                                     case.class_weights, opts=np_options(options), **case.labels())
-  assert_grads_close(d_x, want_x, jnp.bfloat16, "d_inputs")
-  assert_grads_close(d_e, want_e, jnp.bfloat16, "d_embedding")
+  assert_close(d_x, want_x, jnp.bfloat16, "d_inputs", kind="grads")
+  assert_close(d_e, want_e, jnp.bfloat16, "d_embedding", kind="grads")

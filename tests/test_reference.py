@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 import gshard_op
 import numpy_reference as npref
-from conftest import (KINK_MARGIN, LABEL_KINDS, assert_close, assert_grads_close,
-                      check_against_numpy, clip_kink_gap, make_case, np_options)
+from arrays import LABEL_KINDS, assert_close, make_arrays
+from conftest import KINK_MARGIN, check_against_numpy, clip_kink_gap, np_options
 
 IMPLEMENTATIONS = ("composite", "reference")
 
@@ -50,8 +50,8 @@ OPTION_SETS = {
 def test_numpy_backward_matches_finite_differences(option_set, labels, rng):
   """The analytic float64 backward equals central differences of `forward`."""
   opts = np_options(OPTION_SETS[option_set])
-  case = make_case(rng, batch=(2, 3), in_features=4, num_classes=5, labels=labels,
-                   dtype=np.float64, input_std=2.0)
+  case = make_arrays(rng, batch=(2, 3), in_features=4, num_classes=5, labels=labels,
+                     dtype=np.float64, input_std=2.0)
   coeffs = npref.make_coefficients(rng, case.batch, case.num_classes)
   h = 1e-6
 
@@ -137,7 +137,7 @@ SOME_LOSSES = ("avg_xent_plus_z_loss", "per_token_xent", "logits", "log_probs")
 @pytest.mark.parametrize("option_set, labels, implementation", PER_OPTION_CASES)
 def test_all_fields_and_grads_per_option(option_set, labels, implementation, rng):
   """Every field, and the gradients of a loss on each differentiable output."""
-  case = make_case(rng, batch=(3, 5), in_features=16, num_classes=37, labels=labels)
+  case = make_arrays(rng, batch=(3, 5), in_features=16, num_classes=37, labels=labels)
   check_against_numpy(case, OPTION_SETS[option_set], implementation, rng,
                       losses=PER_OPTION_LOSSES)
 
@@ -150,7 +150,7 @@ def test_all_fields_and_grads_per_option(option_set, labels, implementation, rng
 ], ids=lambda v: "batch" + str(list(v)) if isinstance(v, tuple) else str(v))
 def test_leading_shapes(batch, labels, implementation, rng):
   """Leading dims of rank 0 to 3: inputs [16], [7,16], [2,3,5,16]."""
-  case = make_case(rng, batch=batch, in_features=16, num_classes=29, labels=labels)
+  case = make_arrays(rng, batch=batch, in_features=16, num_classes=29, labels=labels)
   check_against_numpy(case, OPTION_SETS["everything"], implementation, rng, losses=SOME_LOSSES)
 
 
@@ -162,7 +162,7 @@ def test_label_kinds(labels, implementation, rng):
   """Ids `[...]` without the trailing 1, out-of-range ids (with smoothing), soft
   labels whose mass is not 1."""
   assert labels in LABEL_KINDS
-  case = make_case(rng, batch=(4, 5), in_features=12, num_classes=31, labels=labels)
+  case = make_arrays(rng, batch=(4, 5), in_features=12, num_classes=31, labels=labels)
   check_against_numpy(case, OPTION_SETS["everything"], implementation, rng, losses=SOME_LOSSES)
 
 
@@ -174,7 +174,7 @@ def test_label_kinds(labels, implementation, rng):
 def test_weights_and_denominators(weights, denominator, implementation, rng):
   """Uniform, non-uniform with zeros and scalar (broadcast) class weights, both
   denominators."""
-  case = make_case(rng, batch=(4, 6), in_features=8, num_classes=23, weights=weights)
+  case = make_arrays(rng, batch=(4, 6), in_features=8, num_classes=23, weights=weights)
   options = dict(z_loss_weight=0.1, use_tgt_labels_size_as_loss_denominator=(
       denominator == "labels_size"))
   out, _, _ = check_against_numpy(case, options, implementation, rng,
@@ -191,8 +191,8 @@ def test_out_of_range_ids_without_smoothing(implementation, rng):
   """Out-of-range ids (>= V or < 0): all-zero target, xent exactly 0, and no
   gradient from the cross-entropy reaches that token's inputs."""
   v = 11
-  case = make_case(rng, batch=(6,), in_features=8, num_classes=v, labels="ids",
-                   weights="ones")
+  case = make_arrays(rng, batch=(6,), in_features=8, num_classes=v, labels="ids",
+                     weights="ones")
   bad = np.array([1, 3, 4])
   case.class_ids[bad, 0] = [v, -1, 10 * v]
   out, grads, _ = check_against_numpy(case, {"z_loss_weight": 0.0}, implementation, rng,
@@ -209,14 +209,15 @@ def test_out_of_range_ids_without_smoothing(implementation, rng):
   good_weights[bad] = 0.0
   _, want_e = npref.loss_grads("total_xent", case.inputs, case.embedding, good_weights,
                                class_ids=case.class_ids)
-  assert_grads_close(grads["total_xent"][1], want_e, np.float32, "d_embedding of valid tokens")
+  assert_close(grads["total_xent"][1], want_e, np.float32, "d_embedding of valid tokens",
+               kind="grads")
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_out_of_range_ids_with_smoothing(implementation, rng):
   """With smoothing, an out-of-range id's target is uniform `p / V`."""
   v, p = 13, 0.3
-  case = make_case(rng, batch=(5,), in_features=8, num_classes=v, labels="ids")
+  case = make_arrays(rng, batch=(5,), in_features=8, num_classes=v, labels="ids")
   case.class_ids[2, 0] = v + 1
   out, _, expected = check_against_numpy(case, {"label_smoothing_prob": p}, implementation, rng,
                                          losses=SOME_LOSSES)
@@ -242,7 +243,7 @@ def test_ties_pick_the_first_class(implementation):
 def test_clipped_logits_have_no_gradient(implementation, rng):
   """Logits saturated by the clip pass no gradient: with a tiny clip every logit
   is clipped, so every gradient is exactly zero."""
-  case = make_case(rng, batch=(6,), in_features=8, num_classes=15, input_std=5.0)
+  case = make_arrays(rng, batch=(6,), in_features=8, num_classes=15, input_std=5.0)
   raw = npref.raw_logits(case.inputs, case.embedding)
   abs_max = 0.5 * float(np.min(np.abs(raw)))
   _, grads, _ = check_against_numpy(case, {"logits_abs_max": abs_max, "z_loss_weight": 0.1},
@@ -253,7 +254,7 @@ def test_clipped_logits_have_no_gradient(implementation, rng):
 
 
 def test_class_ids_with_and_without_trailing_one(rng):
-  case = make_case(rng, batch=(3, 4), in_features=8, num_classes=17, labels="ids")
+  case = make_arrays(rng, batch=(3, 4), in_features=8, num_classes=17, labels="ids")
   f = jax.jit(gshard_op.shared_embedding_softmax)
   a = f(case.inputs, case.embedding, case.class_weights, case.class_ids)
   b = f(case.inputs, case.embedding, case.class_weights, case.class_ids[..., 0])
@@ -263,7 +264,7 @@ def test_class_ids_with_and_without_trailing_one(rng):
 
 def test_soft_labels_get_no_gradient(rng):
   """Class probabilities are targets, not parameters: their gradient is zero."""
-  case = make_case(rng, batch=(5,), in_features=8, num_classes=7, labels="probs")
+  case = make_arrays(rng, batch=(5,), in_features=8, num_classes=7, labels="probs")
 
   def loss(probs):
     return gshard_op.shared_embedding_softmax(
@@ -299,7 +300,7 @@ def random_problems(draw):
 def test_random_shapes(problem):
   batch, in_features, num_classes, labels, options, seed = problem
   rng = np.random.default_rng(seed)
-  case = make_case(rng, batch=batch, in_features=in_features, num_classes=num_classes,
-                   labels=labels)
+  case = make_arrays(rng, batch=batch, in_features=in_features, num_classes=num_classes,
+                     labels=labels)
   assume(clip_kink_gap(case, np_options(options)) > KINK_MARGIN)
   check_against_numpy(case, options, "composite", rng, losses=SOME_LOSSES)

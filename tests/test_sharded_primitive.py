@@ -61,12 +61,12 @@ def _scenario(name, rng):
 
   import gshard_op
   import numpy_reference as npref
-  from conftest import (KINK_MARGIN, assert_grads_close, assert_values_close, clip_kink_gap,
-                        make_case, np_options)
+  from arrays import assert_close, make_arrays
+  from conftest import KINK_MARGIN, clip_kink_gap, np_options
 
   explicit, two_d, labels, host = SCENARIOS[name]
   labels = "probs" if labels == "probs" else "ids_out_of_range"
-  case = make_case(rng, batch=(4, 6), in_features=16, num_classes=64, labels=labels)
+  case = make_arrays(rng, batch=(4, 6), in_features=16, num_classes=64, labels=labels)
   assert clip_kink_gap(case, np_options(OPTIONS)) > KINK_MARGIN
   coeffs = rng.standard_normal(case.batch).astype(np.float32)
   label_name = "class_ids" if labels != "probs" else "class_probabilities"
@@ -114,15 +114,15 @@ def _scenario(name, rng):
   opts = np_options(OPTIONS)
   ref = npref.forward(case.inputs, case.embedding, case.class_weights, opts=opts,
                       **{label_name: label})
-  assert_values_close(value, ref["avg_xent"] + ref["z_loss"]
-                      + np.sum(coeffs * ref["per_example_xent"]), np.float32, "loss vs numpy")
+  assert_close(value, ref["avg_xent"] + ref["z_loss"]
+               + np.sum(coeffs * ref["per_example_xent"]), np.float32, "loss vs numpy")
   cot = npref.loss_cotangents("avg_xent_plus_z_loss", case.inputs, case.embedding,
                               case.class_weights, opts=opts, **{label_name: label})
   cot["g_xent"] = cot["g_xent"] + coeffs
   ref_dx, ref_de = npref.backward(case.inputs, case.embedding, opts=opts,
                                   **{label_name: label}, **cot)
-  assert_grads_close(d_x, ref_dx, np.float32, "d_x vs numpy")
-  assert_grads_close(d_e, ref_de, np.float32, "d_e vs numpy")
+  assert_close(d_x, ref_dx, np.float32, "d_x vs numpy", kind="grads")
+  assert_close(d_e, ref_de, np.float32, "d_e vs numpy", kind="grads")
 
 
 def main() -> None:
