@@ -65,3 +65,26 @@ def assert_close(actual, expected, *, rtol, atol_rel, what):
   scale = float(np.max(np.abs(expected))) if expected.size else 0.0
   np.testing.assert_allclose(actual, expected, rtol=rtol, atol=max(atol_rel * scale, 1e-30),
                              err_msg=what)
+
+
+def host_devices_env(devices: int) -> dict:
+  """The environment for a subprocess whose JAX sees `devices` CPU devices
+  (XLA's host device count is fixed when JAX initialises)."""
+  import os
+  flags = os.environ.get("XLA_FLAGS", "")
+  return {**os.environ, "JAX_PLATFORMS": "cpu",
+          "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip()}
+
+
+def run_results_script(argv, *, devices: int, cwd: str, timeout: float = 600) -> dict:
+  """Runs `python *argv` with `devices` host CPU devices; returns the JSON of
+  its last `RESULTS {json}` line, failing with its output if there is none."""
+  import json
+  import subprocess
+  import sys
+  proc = subprocess.run([sys.executable, *argv], env=host_devices_env(devices), cwd=cwd,
+                        capture_output=True, text=True, timeout=timeout)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS ")]
+  assert proc.returncode == 0 and lines, (
+      f"subprocess failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+  return json.loads(lines[-1][len("RESULTS "):])

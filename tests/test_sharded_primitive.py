@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import traceback
 
@@ -145,20 +144,10 @@ def main() -> None:
 
 # --- the tests ----------------------------------------------------------------------------------
 
-def _env():
-  return {**os.environ, "JAX_PLATFORMS": "cpu",
-          "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
-                        + f" --xla_force_host_platform_device_count={DEVICES}").strip()}
-
-
 @pytest.fixture(scope="module")
 def results():
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=_env(), cwd=HERE,
-                        capture_output=True, text=True, timeout=600)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS ")]
-  assert proc.returncode == 0 and lines, (
-      f"subprocess failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-  return json.loads(lines[-1][len("RESULTS "):])
+  from pass_testing import run_results_script
+  return run_results_script([os.path.abspath(__file__)], devices=DEVICES, cwd=HERE)
 
 
 def test_eight_host_devices(results):
