@@ -12,21 +12,8 @@ chunked form takes over, whose `[T, C]` chunks fit any budget.
 
 from __future__ import annotations
 
-import jax
-
-CPU_MEMORY_BUDGET_MIB = 64.0
-
-
-def default_memory_budget_mib(backend: str | None = None) -> float:
-  """64 MiB on the CPU; on an accelerator 1/64 of its memory (at most 4 GiB)."""
-  device = jax.devices(backend)[0]
-  if device.platform == "cpu":
-    return CPU_MEMORY_BUDGET_MIB
-  stats = device.memory_stats() or {}
-  limit = stats.get("bytes_limit")
-  if not limit:
-    return 1024.0
-  return float(min(4096.0, max(256.0, limit / 64 / 2**20)))
+# One budget for both routes: the primitives' chunked lowering and these passes.
+from gshard_op.lowering import CPU_MEMORY_BUDGET_MIB, default_memory_budget_mib  # noqa: F401
 
 
 def default_pipeline(memory_budget_mib: float | None = None) -> str:
