@@ -1,0 +1,283 @@
+"""Keras 3 entry point: the shared embedding softmax as a `keras.layers.Layer`.
+
+    import os; os.environ["KERAS_BACKEND"] = "jax"   # before importing keras
+    import keras
+    from gshard_op.keras import GShardSharedEmbeddingSoftmax
+
+    class LM(keras.Model):
+      def __init__(self, vocab, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.softmax = GShardSharedEmbeddingSoftmax(dim, vocab)
+        self.mlp = keras.layers.Dense(dim, activation="gelu")
+
+      def call(self, batch, training=None):
+        x = self.mlp(self.softmax.emb_lookup(batch["ids"]))
+        out = self.softmax(x, batch.get("weights"), class_ids=batch.get("targets"),
+                           training=training)
+        return out["logits"]
+
+    model = LM(32768, 512)
+    model.compile(optimizer="adam")          # no `loss=`: the layer adds its own
+    model.fit({"ids": ids, "targets": targets}, epochs=1, batch_size=8)
+    model.predict({"ids": ids})              # logits, no labels needed
+
+The layer runs the functional op (`gshard_op.shared_embedding_softmax`) on its
+`embeddings` weight and adds the mean cross-entropy plus the z-loss to the
+model's losses (`Layer.add_loss`), so `compile(optimizer=...)` + `fit` trains
+it with no `loss=`. Keras's JAX trainer compiles `train_step` with plain
+`jax.jit`, so the primitives' own lowering decides what XLA sees; a model that
+also mixes in `GShardJitTrainer` compiles its train and test steps with
+`gshard_op.jit` instead, which runs the pass pipeline (the fused forward and
+backward sweep) on the whole step. `compiled_train_step(model, x, y)` returns
+the executable Keras runs, to read its memory or HLO.
+
+Only the JAX backend can run the op: constructing the layer under another
+Keras backend raises.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import keras
+
+import gshard_op
+from gshard_op import reference
+from gshard_op.functional import IMPLEMENTATIONS, check_inputs, shared_embedding_softmax
+from gshard_op.options import SoftmaxOptions
+
+# Returned without labels (prediction): what needs no targets.
+UNLABELLED_FIELDS = ("logits", "log_probs", "per_example_argmax")
+
+
+def check_backend() -> None:
+  """Raises unless Keras runs on JAX, naming the backend it runs on."""
+  backend = keras.config.backend()
+  if backend != "jax":
+    raise RuntimeError(
+        f"gshard_op.keras needs the JAX backend of Keras, but Keras is running on "
+        f"{backend!r}: set KERAS_BACKEND=jax before Keras is first imported "
+        f"(KERAS_BACKEND is {os.environ.get('KERAS_BACKEND')!r} here).")
+
+
+@keras.saving.register_keras_serializable(package="gshard_op")
+class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
+  """One `[num_classes, in_features]` weight `embeddings` used for the token
+  lookup (`emb_lookup`) and the output softmax (`call`), with Praxis's semantics.
+
+  Args:
+    in_features: `M`, the width of the inputs and of the embedding rows.
+    num_classes: `V`, the vocabulary.
+    soft_cap_logits, logits_abs_max, z_loss_weight, label_smoothing_prob,
+      use_tgt_labels_size_as_loss_denominator: Praxis's options (see
+      `gshard_op.SoftmaxOptions`); label smoothing applies only in training.
+    embeddings_initializer: any `keras.initializers` initializer; default
+      (None) `RandomNormal(mean=0, stddev=1)`, Praxis's Gaussian.
+    embeddings_regularizer, embeddings_constraint: as `keras.layers.Embedding`.
+    add_xent_loss: when a call has labels, add `avg_xent + z_loss` (float32)
+      to the layer's losses, which `fit` and `evaluate` minimise and report.
+    implementation: "composite" (the primitive) or "reference" (dense math).
+    **kwargs: `keras.layers.Layer`'s (`name`, `dtype` policy, `trainable`).
+
+  `call(inputs, class_weights=None, class_ids=None, class_probabilities=None,
+  training=None)` returns a dict of Praxis's fields (`logits`, `log_probs`,
+  `per_example_argmax`, `per_example_xent`, `per_example_weight`,
+  `total_xent`, `total_weight`, `avg_xent`, `avg_xent_weight`, `z_loss`);
+  `class_weights=None` weighs every token 1. With no labels at all (predicting),
+  it returns only `logits`, `log_probs` and `per_example_argmax` and adds no
+  loss. Under a mixed policy (`mixed_bfloat16`) the matmuls run in the compute
+  dtype and the softmax in float32, as in the functional op.
+  """
+
+  def __init__(self, in_features: int, num_classes: int, *,
+               soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
+               z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
+               use_tgt_labels_size_as_loss_denominator: bool = True,
+               embeddings_initializer=None, embeddings_regularizer=None,
+               embeddings_constraint=None, add_xent_loss: bool = True,
+               implementation: str = "composite", **kwargs):
+    check_backend()
+    for name, size in (("in_features", in_features), ("num_classes", num_classes)):
+      if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ValueError(f"{name} must be a positive int, got {size!r}")
+    if implementation not in IMPLEMENTATIONS:
+      raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    super().__init__(**kwargs)
+    self.options = SoftmaxOptions(
+        soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
+        z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
+        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator)
+    self.in_features = in_features
+    self.num_classes = num_classes
+    if embeddings_initializer is None:
+      embeddings_initializer = keras.initializers.RandomNormal(mean=0.0, stddev=1.0)
+    self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+    self.embeddings_regularizer = keras.regularizers.get(embeddings_regularizer)
+    self.embeddings_constraint = keras.constraints.get(embeddings_constraint)
+    self.add_xent_loss = bool(add_xent_loss)
+    self.implementation = implementation
+    # The sizes are known now, and `emb_lookup` may run before `call`.
+    self.build()
+
+  def build(self, input_shape=None):
+    self.embeddings = self.add_weight(
+        name="embeddings", shape=(self.num_classes, self.in_features),
+        initializer=self.embeddings_initializer, regularizer=self.embeddings_regularizer,
+        constraint=self.embeddings_constraint, trainable=True)
+    self.built = True
+
+  def _embeddings(self):
+    """The weight as a JAX array in the compute dtype (the stateless value under `fit`)."""
+    return jnp.asarray(self.embeddings.value, self.compute_dtype)
+
+  def emb_lookup(self, ids) -> jax.Array:
+    """The rows `embeddings[ids]`: `[...]` ids give `[..., in_features]`.
+
+    An id outside `[0, num_classes)` gives a row of zeros, like Praxis's
+    one-hot matmul (no wrap-around).
+    """
+    ids = jnp.asarray(ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+      raise TypeError(f"ids must be integers, got {ids.dtype}")
+    embeddings = self._embeddings()
+    valid = (ids >= 0) & (ids < self.num_classes)
+    rows = jnp.take(embeddings, jnp.where(valid, ids, 0), axis=0)
+    return jnp.where(valid[..., None], rows, jnp.zeros((), rows.dtype))
+
+  def get_logits(self, inputs) -> jax.Array:
+    """`[..., in_features]` to `[..., num_classes]` logits, capped and clipped."""
+    inputs = jnp.asarray(inputs, self.compute_dtype)
+    embeddings = self._embeddings()
+    check_inputs(inputs, embeddings)
+    logits = reference.logits(inputs.reshape(-1, self.in_features), embeddings, self.options)
+    return logits.astype(inputs.dtype).reshape(inputs.shape[:-1] + (self.num_classes,))
+
+  def call(self, inputs, class_weights=None, class_ids=None, class_probabilities=None,
+           training=None) -> dict:
+    inputs = jnp.asarray(inputs, self.compute_dtype)
+    if class_ids is None and class_probabilities is None:
+      logits = self.get_logits(inputs)
+      log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+      return {"logits": logits, "log_probs": log_probs.astype(logits.dtype),
+              "per_example_argmax": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+    if class_weights is None:
+      class_weights = jnp.ones(inputs.shape[:-1] + (1,), jnp.float32)
+    opts = self.options
+    out = shared_embedding_softmax(
+        inputs, self._embeddings(), class_weights, class_ids, class_probabilities,
+        soft_cap_logits=opts.soft_cap_logits, logits_abs_max=opts.logits_abs_max,
+        z_loss_weight=opts.z_loss_weight,
+        label_smoothing_prob=opts.label_smoothing_prob if training else 0.0,
+        use_tgt_labels_size_as_loss_denominator=opts.use_tgt_labels_size_as_loss_denominator,
+        implementation=self.implementation)
+    if self.add_xent_loss:
+      # float32 whatever the compute dtype: `avg_xent` itself is rounded to it.
+      self.add_loss(out.total_xent / out.avg_xent_weight + out.z_loss)
+    return dict(out)
+
+  def get_config(self) -> dict:
+    opts = self.options
+    return {
+        **super().get_config(),
+        "in_features": self.in_features,
+        "num_classes": self.num_classes,
+        "soft_cap_logits": opts.soft_cap_logits,
+        "logits_abs_max": opts.logits_abs_max,
+        "z_loss_weight": opts.z_loss_weight,
+        "label_smoothing_prob": opts.label_smoothing_prob,
+        "use_tgt_labels_size_as_loss_denominator": opts.use_tgt_labels_size_as_loss_denominator,
+        "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+        "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),
+        "embeddings_constraint": keras.constraints.serialize(self.embeddings_constraint),
+        "add_xent_loss": self.add_xent_loss,
+        "implementation": self.implementation,
+    }
+
+
+class GShardJitTrainer:
+  """A `keras.Model` mixin whose `fit` and `evaluate` steps compile with `gshard_op.jit`.
+
+  Keras's JAX trainer compiles `train_step` with plain `jax.jit`; this mixin
+  builds the same steps with `gshard_op.jit`, so the pass pipeline sees the
+  whole training step and can fuse the softmax's forward and gradient into one
+  sweep (three matmuls instead of four). Put it before `keras.Model`:
+
+    class LM(gshard_op.keras.GShardJitTrainer, keras.Model):
+      gshard_memory_budget_mib = 256     # or gshard_pipeline = "..."
+
+  Attributes:
+    gshard_pipeline: pass pipeline text; None for the default pipeline.
+    gshard_memory_budget_mib: the default pipeline's budget; None for its default.
+  """
+
+  gshard_pipeline: str | None = None
+  gshard_memory_budget_mib: float | None = None
+
+  def _gshard_jit(self, step, *, with_optimizer: bool):
+    if keras.config.is_nnx_enabled():
+      raise NotImplementedError("GShardJitTrainer does not support Keras's NNX mode "
+                                "(KERAS_NNX_ENABLED); use plain Keras on JAX")
+    out_shardings = None
+    if keras.distribution.distribution() is not None:  # as Keras's own trainer
+      trainable, non_trainable, optimizer, metrics = self._get_state_sharding_spec()
+      state = ((trainable, non_trainable, optimizer, metrics) if with_optimizer
+               else (trainable, non_trainable, metrics))
+      out_shardings = (None, state)
+    return gshard_op.jit(step, pipeline=self.gshard_pipeline,
+                      memory_budget_mib=self.gshard_memory_budget_mib,
+                      donate_argnums=0, out_shardings=out_shardings)
+
+  def make_train_function(self, force=False):
+    if self.train_function is not None and not force:
+      return
+    if self.run_eagerly or not self.jit_compile:
+      return super().make_train_function(force=force)
+    self.train_function = self._make_function(
+        self._gshard_jit(self.train_step, with_optimizer=True))
+
+  def make_test_function(self, force=False):
+    if self.test_function is not None and not force:
+      return
+    if self.run_eagerly or not self.jit_compile:
+      return super().make_test_function(force=force)
+    self.test_function = self._make_function(
+        self._gshard_jit(self.test_step, with_optimizer=False))
+
+
+def compiled_train_step(model: keras.Model, x, y=None, sample_weight=None) -> jax.stages.Compiled:
+  """The executable `model.fit` runs on the batch `(x, y, sample_weight)`.
+
+  The model must be compiled; it is built from the batch if need be (as `fit`
+  builds it), and its `train_step` is compiled exactly as `fit` compiles it
+  (`make_train_function`, whatever jit it uses), without running it. Use
+  `.memory_analysis().temp_size_in_bytes` or `.as_text()` on the result.
+  """
+  check_backend()
+  if model.optimizer is None:
+    raise ValueError("compile the model (model.compile(optimizer=...)) first")
+  data = keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+  model._symbolic_build(data_batch=data)  # what fit does before its first step
+  if not model.optimizer.built:
+    model.optimizer.build(model.trainable_variables)
+  steps = []
+  make_function = model._make_function
+
+  def capture(step, *args, **kwargs):
+    steps.append(step)
+    return make_function(step, *args, **kwargs)
+
+  previous = model.train_function
+  model._make_function = capture
+  try:
+    model.make_train_function(force=True)
+  finally:
+    del model._make_function
+    model.train_function = previous
+  if not hasattr(steps[-1], "lower"):
+    raise ValueError("the model's train step is not compiled (run_eagerly=True or jit_compile=False)")
+  state = tuple([v.value for v in variables] for variables in (
+      model.trainable_variables, model.non_trainable_variables,
+      model.optimizer.variables, model.metrics_variables))
+  return steps[-1].lower(state, data).compile()
