@@ -9,7 +9,7 @@ Importing this package registers every pass in `REGISTRY`:
 """
 
 from passes import framework, inline  # noqa: F401  (registers)
-from passes import chunk, fuse, shard  # noqa: F401  (registers)
+from passes import chunk, fuse, pallas, shard  # noqa: F401  (registers)
 from passes.framework import (REGISTRY, ModulePass, PassError, PipelineError,
                               RewriteError, parse_pipeline, run_pipeline)
 

@@ -1,0 +1,328 @@
+"""Pallas kernels of the shared embedding softmax (the kernels `gshard-pallas` splices).
+
+Three kernels, each recomputing blocks of logits in on-chip memory so that no
+`[N, V]` tensor ever reaches HBM:
+
+  forward  grid over token blocks; a loop over vocab blocks keeps the online
+           max, sum-exp, argmax, target logit (and sum of logits, for label
+           smoothing) per token; finalises the composite's four `[N]` results.
+  d_x      grid over token blocks; a loop over vocab blocks recomputes each
+           block's logits, its cotangent from the saved logsumexp, and
+           accumulates `dz @ E_block` in float32.
+  d_emb    grid over vocab blocks; a loop over token blocks accumulates
+           `dz.T @ x_block` in float32.
+
+Blocks never read out of bounds: the last block of an uneven split starts at
+`size - block` and masks what an earlier block already covered (the chunk
+pass's scheme, see `passes/chunk.py`), so every load has a static shape and no
+operand is padded. Overlapping programs write identical values.
+
+The math is `gshard_op/reference.py`'s: the inputs are scaled by `M**-0.5` in
+their own dtype, matmuls take the operand dtype (bf16 or f32) and accumulate in
+float32, all softmax statistics are float32. Per-token label mass and the
+`g_lse + 2 lse g_lse_squared` cotangent are `[N]` vectors computed around the
+kernels (`forward`, `grad`).
+
+`backend` picks how `pallas_call` lowers: "interpret" (any platform, plain
+HLO), "triton" (GPU: `custom_call @__gpu$xla.gpu.triton`; every array in a
+kernel must have a power-of-two size, so `M`, and the blocks, must be powers of
+two) or "mosaic_tpu" (`custom_call @tpu_custom_call`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+
+from gshard_op.options import SoftmaxOptions
+from gshard_op.reference import smoothing_coefficients
+
+F32 = jnp.float32
+INT_MAX = int(np.iinfo(np.int32).max)
+BACKENDS = ("interpret", "triton", "mosaic_tpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+  """Everything static about one kernel instance (hashable: a cache key)."""
+
+  options: SoftmaxOptions
+  logit_scale: float
+  labels_are_ids: bool
+  block_tokens: int
+  block_vocab: int
+  backend: str = "interpret"
+
+  def __post_init__(self):
+    if self.backend not in BACKENDS:
+      raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+    if self.block_tokens <= 0 or self.block_vocab <= 0:
+      raise ValueError("block sizes must be positive")
+
+  def smoothing(self, num_classes: int) -> tuple[float, float]:
+    """`(a, b)`: the target is `a * labels + b` (1, 0 without smoothing)."""
+    if self.options.label_smoothing_prob > 0:
+      return smoothing_coefficients(num_classes, self.options)
+    return 1.0, 0.0
+
+
+# --- block math (traced inside the kernels) ------------------------------------------
+
+
+def _transform(opts: SoftmaxOptions, z_raw):
+  """Soft cap, then clip (`reference.transform_logits`)."""
+  z = z_raw
+  if opts.soft_cap_logits > 0:
+    z = opts.soft_cap_logits * jnp.tanh(z / opts.soft_cap_logits)
+  if opts.logits_abs_max > 0:
+    z = jnp.clip(z, -opts.logits_abs_max, opts.logits_abs_max)
+  return z
+
+
+def _transform_cotangent(opts: SoftmaxOptions, z_raw, z, dz):
+  """`reference.transform_logits_vjp`."""
+  if opts.logits_abs_max > 0:
+    dz = jnp.where(jnp.abs(z) < opts.logits_abs_max, dz, 0.0)
+  if opts.soft_cap_logits > 0:
+    t = jnp.tanh(z_raw / opts.soft_cap_logits)
+    dz = dz * (1.0 - t * t)
+  return dz
+
+
+def _block_start(k, block: int, total: int):
+  """`(start, first_owned)` of block k: the last block of an uneven split is
+  clamped to `total - block` and owns only positions `>= k * block`."""
+  nominal = k * block
+  if total % block == 0:
+    return nominal, None
+  return jnp.minimum(nominal, total - block), nominal
+
+
+def _scaled(cfg: KernelConfig, x):
+  """`x * M**-0.5` rounded to x's dtype, as `reference.scaled_inputs`."""
+  return x * jnp.asarray(cfg.logit_scale, x.dtype)
+
+
+def _dot_nt(a, b):
+  """`a @ b.T` accumulated in float32."""
+  return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=F32)
+
+
+def _dot_nn(a, b):
+  return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=F32)
+
+
+def _dot_tn(a, b):
+  """`a.T @ b` accumulated in float32."""
+  return lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=F32)
+
+
+@dataclasses.dataclass
+class _Block:
+  """Logits of a token block against a vocab block, with what the math needs."""
+
+  z_raw: jax.Array      # f32 [T, C] before cap/clip
+  z: jax.Array          # f32 [T, C] after
+  classes: jax.Array    # i32 [T, C] global class ids
+  owned: jax.Array | None  # bool [T, C] (None: every column owned)
+  target: jax.Array     # f32 [T, C] unsmoothed label weights, 0 where not owned
+
+  def owned_or(self, v, fill):
+    return v if self.owned is None else jnp.where(self.owned, v, fill)
+
+
+def _logits_block(cfg: KernelConfig, xs, e_ref, labels_ref, t_start, v_start, v_first,
+                  tokens: int, classes: int, num_classes: int) -> _Block:
+  """Loads the `[C, M]` embedding block at `v_start` and computes the block's
+  logits for the scaled token block `xs`; `v_first` is the first owned class
+  (None: all)."""
+  e = e_ref[pl.ds(v_start, classes), :]
+  z_raw = _dot_nt(xs, e)
+  z = _transform(cfg.options, z_raw)
+  cols = v_start + lax.broadcasted_iota(jnp.int32, (tokens, classes), 1)
+  owned = None if v_first is None else cols >= v_first
+  if cfg.labels_are_ids:
+    ids = labels_ref[pl.ds(t_start, tokens), :]
+    hit = cols == ids
+    if owned is not None:
+      hit = jnp.logical_and(hit, owned)
+    target = jnp.where(hit, 1.0, 0.0).astype(F32)
+  else:
+    target = labels_ref[pl.ds(t_start, tokens), pl.ds(v_start, classes)].astype(F32)
+    if owned is not None:
+      target = jnp.where(owned, target, 0.0)
+  del num_classes
+  return _Block(z_raw=z_raw, z=z, classes=cols, owned=owned, target=target)
+
+
+def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_classes: int):
+  """The block's raw-logit cotangent (`softmax_ir.logits_cotangent`):
+  `g_xent * (p * Q - q) + g_p * p`, 0 where not owned, then through clip and cap."""
+  a, off = cfg.smoothing(num_classes)
+  p = jnp.exp(blk.z - lse)
+  q = blk.target
+  if a != 1.0:
+    q = q * a
+  if off:
+    q = q + off
+  dz = g_xent * (p * q_mass - q) + g_p * p
+  dz = blk.owned_or(dz, 0.0)
+  return _transform_cotangent(cfg.options, blk.z_raw, blk.z, dz)
+
+
+# --- kernels -------------------------------------------------------------------------
+
+
+def _forward_kernel(cfg: KernelConfig, n: int, v: int,
+                    x_ref, e_ref, labels_ref, mass_ref,
+                    xent_ref, argmax_ref, lse_ref, lse2_ref):
+  bt, bv = cfg.block_tokens, cfg.block_vocab
+  t_start, _ = _block_start(pl.program_id(0), bt, n)
+  xs = _scaled(cfg, x_ref[pl.ds(t_start, bt), :])
+  smoothing = cfg.options.label_smoothing_prob > 0
+
+  def body(k, carry):
+    m, s, idx, t, zsum = carry
+    v_start, v_first = _block_start(k, bv, v)
+    blk = _logits_block(cfg, xs, e_ref, labels_ref, t_start, v_start, v_first, bt, bv, v)
+    z = blk.owned_or(blk.z, -jnp.inf)
+    block_max = jnp.max(z, axis=1, keepdims=True)
+    m_new = jnp.maximum(m, block_max)
+    s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new), axis=1, keepdims=True)
+    # First class reaching the block's max; an earlier block wins ties.
+    block_idx = jnp.min(jnp.where(z == block_max, blk.classes, INT_MAX), axis=1,
+                        keepdims=True)
+    idx = jnp.where(block_max > m, block_idx, idx)
+    t = t + jnp.sum(blk.target * blk.owned_or(blk.z, 0.0), axis=1, keepdims=True)
+    if smoothing:
+      zsum = zsum + jnp.sum(blk.owned_or(blk.z, 0.0), axis=1, keepdims=True)
+    return m_new, s, idx, t, zsum
+
+  zeros = jnp.zeros((bt, 1), F32)
+  init = (jnp.full((bt, 1), -jnp.inf, F32), zeros, jnp.zeros((bt, 1), jnp.int32), zeros, zeros)
+  m, s, idx, t, zsum = lax.fori_loop(0, pl.cdiv(v, bv), body, init)
+  lse = m + jnp.log(s)
+  mass = mass_ref[pl.ds(t_start, bt), :]
+  a, off = cfg.smoothing(v)
+  xent = (lse * mass - t) * a
+  if off:
+    xent = xent - (zsum - lse * float(v)) * off
+  rows = pl.ds(t_start, bt)
+  xent_ref[rows, :] = xent
+  argmax_ref[rows, :] = idx
+  lse_ref[rows, :] = lse
+  lse2_ref[rows, :] = lse * lse
+
+
+def _d_x_kernel(cfg: KernelConfig, n: int, v: int,
+                x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, d_x_ref):
+  bt, bv = cfg.block_tokens, cfg.block_vocab
+  t_start, _ = _block_start(pl.program_id(0), bt, n)
+  rows = pl.ds(t_start, bt)
+  xs = _scaled(cfg, x_ref[rows, :])
+  per_token = [r[rows, :] for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
+
+  def body(k, acc):
+    v_start, v_first = _block_start(k, bv, v)
+    blk = _logits_block(cfg, xs, e_ref, labels_ref, t_start, v_start, v_first, bt, bv, v)
+    dz = _cotangent(cfg, blk, *per_token, v)
+    e = e_ref[pl.ds(v_start, bv), :]
+    return acc + _dot_nn(dz.astype(e.dtype), e)
+
+  acc = lax.fori_loop(0, pl.cdiv(v, bv), body, jnp.zeros((bt, xs.shape[1]), F32))
+  d_x_ref[rows, :] = (acc * cfg.logit_scale).astype(d_x_ref.dtype)
+
+
+def _d_emb_kernel(cfg: KernelConfig, n: int, v: int,
+                  x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, d_e_ref):
+  bt, bv = cfg.block_tokens, cfg.block_vocab
+  # A clamped last vocab block recomputes rows an earlier block also wrote:
+  # each row's sum over all tokens is the same, so nothing is masked here.
+  v_start, _ = _block_start(pl.program_id(0), bv, v)
+
+  def body(j, acc):
+    t_start, t_first = _block_start(j, bt, n)
+    rows = pl.ds(t_start, bt)
+    xs = _scaled(cfg, x_ref[rows, :])
+    lse, q_mass, g_xent, g_p = [r[rows, :] for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
+    if t_first is not None:  # tokens an earlier block had contribute nothing
+      own = t_start + lax.broadcasted_iota(jnp.int32, (bt, 1), 0) >= t_first
+      g_xent, g_p = jnp.where(own, g_xent, 0.0), jnp.where(own, g_p, 0.0)
+    blk = _logits_block(cfg, xs, e_ref, labels_ref, t_start, v_start, None, bt, bv, v)
+    dz = _cotangent(cfg, blk, lse, q_mass, g_xent, g_p, v)
+    return acc + _dot_tn(dz.astype(xs.dtype), xs)
+
+  m = x_ref.shape[1]
+  acc = lax.fori_loop(0, pl.cdiv(n, bt), body, jnp.zeros((bv, m), F32))
+  d_e_ref[pl.ds(v_start, bv), :] = acc.astype(d_e_ref.dtype)
+
+
+# --- calls ---------------------------------------------------------------------------
+
+
+def _call(cfg: KernelConfig, kernel, grid: int, out_shape):
+  kwargs = {}
+  if cfg.backend == "interpret":
+    kwargs["interpret"] = True
+  elif cfg.backend == "triton":
+    from jax.experimental.pallas import triton as plt
+    kwargs["compiler_params"] = plt.CompilerParams(num_warps=4, num_stages=2)
+  return pl.pallas_call(kernel, out_shape=out_shape, grid=(grid,), **kwargs)
+
+
+def label_mass(labels, num_classes: int):
+  """Per token, the mass `P` of the unsmoothed labels: 1 for an id in range, 0
+  outside (Praxis's one-hot), the row sum of probabilities. f32 `[N]`."""
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    return jnp.where((labels >= 0) & (labels < num_classes), 1.0, 0.0).astype(F32)
+  return jnp.sum(labels.astype(F32), axis=-1)
+
+
+def check_shapes(cfg: KernelConfig, n: int, v: int) -> None:
+  if cfg.block_tokens > n or cfg.block_vocab > v:
+    raise ValueError(f"blocks {cfg.block_tokens} x {cfg.block_vocab} exceed N={n}, V={v}")
+
+
+def _column(a):
+  """`[N]` -> `[N, 1]`: per-token vectors enter and leave the kernels as columns
+  (Mosaic TPU tiles rank-2 arrays; the block math broadcasts them over classes)."""
+  return a.reshape(a.shape[0], 1)
+
+
+def _labels_operand(labels):
+  return _column(labels) if labels.ndim == 1 else labels
+
+
+def forward(x, embedding, labels, cfg: KernelConfig):
+  """The forward composite: `(per_example_xent, per_example_argmax, logsumexp,
+  logsumexp_squared)`, all `[N]`."""
+  n, v = x.shape[0], embedding.shape[0]
+  check_shapes(cfg, n, v)
+  col = jax.ShapeDtypeStruct((n, 1), F32)
+  out_shape = (col, jax.ShapeDtypeStruct((n, 1), jnp.int32), col, col)
+  call = _call(cfg, functools.partial(_forward_kernel, cfg, n, v),
+               pl.cdiv(n, cfg.block_tokens), out_shape)
+  outs = call(x, embedding, _labels_operand(labels), _column(label_mass(labels, v)))
+  return tuple(o.reshape(n) for o in outs)
+
+
+def grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, cfg: KernelConfig):
+  """The gradient composite: `(d_x, d_embedding)` in the operands' dtypes."""
+  n, v = x.shape[0], embedding.shape[0]
+  check_shapes(cfg, n, v)
+  a, off = cfg.smoothing(v)
+  q_mass = label_mass(labels, v) * a + off * v
+  g_p = g_lse + 2.0 * lse * g_lse_squared
+  operands = (x, embedding, _labels_operand(labels),
+              *(_column(u) for u in (lse, q_mass, g_xent, g_p)))
+  d_x = _call(cfg, functools.partial(_d_x_kernel, cfg, n, v), pl.cdiv(n, cfg.block_tokens),
+              jax.ShapeDtypeStruct(x.shape, x.dtype))(*operands)
+  d_e = _call(cfg, functools.partial(_d_emb_kernel, cfg, n, v), pl.cdiv(v, cfg.block_vocab),
+              jax.ShapeDtypeStruct(embedding.shape, embedding.dtype))(*operands)
+  return d_x, d_e
