@@ -9,16 +9,32 @@ Pipelines use MLIR's textual syntax: `pass-a{opt=1 other=true},pass-b`, optional
 wrapped in `builtin.module(...)`. Names not in `REGISTRY` are handed to MLIR's
 own registry (`canonicalize`, `cse`, `symbol-dce`, ...). Every pass is followed
 by the verifier.
+
+`Instrumentation` does what `mlir-opt`'s debugging flags do, for the Python API
+and `gshard-opt` alike: print the IR before or after passes, time each pass,
+turn the per-pass verifier off. Passes from outside the package join `REGISTRY`
+through `load_pass_plugin(path)` (a Python file that registers them) or the
+`gshard_op.passes` entry-point group of an installed distribution
+(`load_entry_point_plugins`, which `parse_pipeline` calls once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
 import re
+import sys
+import time
 import traceback
+import types
 import typing
-from typing import ClassVar
+from collections.abc import Iterator
+from typing import ClassVar, TextIO
 
 from jaxlib.mlir import ir, passmanager
 
@@ -36,7 +52,15 @@ class RewriteError(Exception):
 
 
 class PassError(RuntimeError):
-  """A pass failed; the message names the pass and shows the offending op."""
+  """A pass failed; the message names the pass and shows the offending op.
+
+  Its `__cause__` is the original exception: a bug in a pass keeps its traceback.
+  """
+
+
+class PluginError(Exception):
+  """A pass plugin that cannot be loaded: it does not import, registers no
+  pass, or registers a name that is already taken."""
 
 
 @dataclasses.dataclass
@@ -60,8 +84,14 @@ REGISTRY: dict[str, type[ModulePass]] = {}
 
 
 def register(cls: type[ModulePass]) -> type[ModulePass]:
-  if not cls.name or cls.name in REGISTRY:
+  """Adds `cls` to `REGISTRY` under `cls.name` (made a dataclass if it is not)."""
+  if not cls.name:
     raise ValueError(f"pass {cls.__name__} needs a unique name, got {cls.name!r}")
+  if cls.name in REGISTRY:
+    owner = REGISTRY[cls.name]
+    raise ValueError(f"pass {cls.__module__}.{cls.__qualname__} needs a unique name, got "
+                     f"{cls.name!r}, which {owner.__module__}.{owner.__qualname__} "
+                     "registered already")
   if "__dataclass_fields__" not in cls.__dict__:  # options are the dataclass fields
     cls = dataclasses.dataclass(cls)
   REGISTRY[cls.name] = cls
@@ -109,7 +139,22 @@ def make_pass(name: str, options: dict[str, str]) -> ModulePass:
   try:
     return cls(**kwargs)
   except (TypeError, ValueError) as e:
-    raise PipelineError(f"pass '{name}': {e}") from None
+    raise PipelineError(f"pass '{name}': {_rejected(cls, options, kwargs)}: {e}") from None
+
+
+def _rejected(cls: type[ModulePass], options: dict[str, str], kwargs: dict) -> str:
+  """Names the options a pass's `__post_init__` refused: those it refuses on
+  their own (every other option at its default), else all that were given."""
+  alone = []
+  for (option, text), (field, value) in zip(options.items(), kwargs.items()):
+    try:
+      cls(**{field: value})
+    except (TypeError, ValueError):
+      alone.append(f"{option}={text}")
+  culprits = alone or [f"{option}={text}" for option, text in options.items()]
+  if not culprits:
+    return "the default options are rejected"
+  return f"{'option' if len(culprits) == 1 else 'options'} {' '.join(culprits)} rejected"
 
 
 _ELEMENT = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*(\{([^{}]*)\})?\s*(,|$)")
@@ -118,6 +163,7 @@ _ELEMENT = re.compile(r"\s*([A-Za-z0-9_.\-]+)\s*(\{([^{}]*)\})?\s*(,|$)")
 def parse_pipeline(text: str) -> list[ModulePass | str]:
   """Parses `a{k=v k2=v2},b`. Registered gshard passes become `ModulePass`es;
   other names are kept as text for MLIR's registry (checked when run)."""
+  load_entry_point_plugins()
   body = text.strip()
   wrapped = re.fullmatch(r"builtin\.module\((.*)\)", body, re.S)
   if wrapped:
@@ -181,45 +227,152 @@ def _describe(op: ir.Operation) -> str:
   return f"{op.location}:\n{text}"
 
 
-def run_pipeline(module: ir.Module, pipeline: str | list[ModulePass | str]) -> None:
+# --- instrumentation ---------------------------------------------------------------
+
+@dataclasses.dataclass
+class PassTiming:
+  """Wall time per pipeline element, summed over runs (`--mlir-timing`).
+
+  Entries keep the order they were first seen in; `measure(label)` times a
+  `with` block under a label of its own (the driver adds `Parser`, `Output`).
+  """
+
+  entries: dict = dataclasses.field(default_factory=dict)  # key -> [label, seconds]
+
+  def add(self, key, label: str, seconds: float) -> None:
+    self.entries.setdefault(key, [label, 0.0])[1] += seconds
+
+  @contextlib.contextmanager
+  def measure(self, label: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.add(label, label, time.perf_counter() - start)
+
+  def report(self) -> str:
+    """The table `mlir-opt --mlir-timing` prints: one line per entry, then the total."""
+    total = sum(seconds for _, seconds in self.entries.values())
+    share = lambda s: f"{100 * s / total if total else 0.0:5.1f}%"  # noqa: E731
+    rule = "===" + "-" * 73 + "==="
+    lines = [rule, "... Execution time report ...".center(79).rstrip(), rule,
+             f"  Total Execution Time: {total:.4f} seconds", "",
+             "  ----Wall Time----  ----Name----"]
+    lines += [f"  {seconds:10.4f} ({share(seconds)})  {label}"
+              for label, seconds in self.entries.values()]
+    lines.append(f"  {total:10.4f} ({share(total)})  Total")
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass
+class Instrumentation:
+  """What `run_pipeline` does around each pass: `mlir-opt`'s debugging flags.
+
+  `print_ir_before` / `print_ir_after`: `True` for every pass, or the names of
+  the passes to print around (a gshard pass's `name`, an MLIR pass's pipeline
+  name); `print_ir_after_failure` prints what a failing pass left. Each dump
+  goes to `stream` (stderr when None), headed as mlir-opt heads it:
+  `// -----// IR Dump Before gshard-inline //----- //`, the whole module
+  printed with `print_options` (`Operation.get_asm` keywords), then passed
+  through `text_filter` if given. `timing` accumulates each element's wall
+  time (its verification included). `verify_each=False` skips the verifier
+  after each pass; the module is then verified once, after the last pass.
+  """
+
+  print_ir_before: bool | frozenset[str] = False
+  print_ir_after: bool | frozenset[str] = False
+  print_ir_after_failure: bool = False
+  verify_each: bool = True
+  timing: PassTiming | None = None
+  stream: TextIO | None = None
+  print_options: dict = dataclasses.field(default_factory=dict)
+  text_filter: typing.Callable[[str], str] | None = None
+
+  def dump(self, when: str, label: str, module: ir.Module) -> None:
+    text = module.operation.get_asm(**self.print_options)
+    if self.text_filter is not None:
+      text = self.text_filter(text)
+    stream = self.stream or sys.stderr
+    stream.write(f"// -----// IR Dump {when} {label} //----- //\n{text.rstrip()}\n\n")
+    stream.flush()
+
+
+def _selected(selection: bool | frozenset[str], label: str) -> bool:
+  return selection is True or (selection is not False and label in selection)
+
+
+def run_pipeline(module: ir.Module, pipeline: str | list[ModulePass | str],
+                 instrumentation: Instrumentation | None = None) -> None:
   """Runs `pipeline` on `module` in place, verifying after every pass.
 
+  Each element runs in a pass manager of its own, so that `instrumentation`
+  (printing, timing, the verifier switch) acts between any two passes.
   Raises `PipelineError` for a pipeline that does not parse and `PassError`
-  (naming the pass and showing the offending op) when a pass fails.
+  (naming the pass and showing the offending op) when a pass fails; the
+  `PassError` chains the original exception (`raise ... from`), so a bug in
+  a pass keeps its full traceback.
   """
   elements = parse_pipeline(pipeline) if isinstance(pipeline, str) else list(pipeline)
+  inst = instrumentation or Instrumentation()
+  for position, element in enumerate(elements):
+    label = element.split("{", 1)[0] if isinstance(element, str) else element.name
+    if _selected(inst.print_ir_before, label):
+      inst.dump("Before", label, module)
+    start = time.perf_counter()
+    try:
+      _run_element(module, element, inst.verify_each)
+    except PassError:
+      if inst.print_ir_after_failure:
+        inst.dump("After", f"{label} Failed", module)
+      raise
+    finally:
+      if inst.timing is not None:
+        inst.timing.add(("pass", position), label, time.perf_counter() - start)
+    if _selected(inst.print_ir_after, label):
+      inst.dump("After", label, module)
+  if not inst.verify_each:
+    try:
+      module.operation.verify()
+    except ir.MLIRError as e:
+      raise PassError("the pipeline left IR that does not verify (the verifier did not run "
+                      f"after each pass; run it again with it to find the pass): {e}") from e
+
+
+def _run_element(module: ir.Module, element: ModulePass | str, verify: bool) -> None:
   pm = passmanager.PassManager("builtin.module", context=module.context)
-  pm.enable_verifier(True)
-  failure: list[str] = []
-  for element in elements:
-    if isinstance(element, str):
-      pm.add(element)  # checked by parse_pipeline
-    else:
-      pm.add(_as_callback(element, failure), name=element.name, argument=element.name)
+  pm.enable_verifier(verify)
+  failure: list[tuple[str, BaseException]] = []
+  if isinstance(element, str):
+    pm.add(element)  # checked by parse_pipeline
+  else:
+    pm.add(_as_callback(element, failure, verify), name=element.name, argument=element.name)
   try:
     pm.run(module.operation)
   except Exception as e:  # jaxlib raises MLIRError; keep our own message first
-    detail = failure[0] if failure else str(e)
-    raise PassError(detail) from None
+    if failure:
+      raise PassError(failure[0][0]) from failure[0][1]
+    raise PassError(str(e)) from e
   if failure:
-    raise PassError(failure[0])
+    raise PassError(failure[0][0]) from failure[0][1]
 
 
-def _as_callback(p: ModulePass, failure: list[str]):
+def _as_callback(p: ModulePass, failure: list[tuple[str, BaseException]], verify: bool):
   def callback(op, pass_):
-    try:
-      with op.context, ir.Location.unknown():
+    with op.context, ir.Location.unknown():
+      try:
         p.run(op)
-        op.verify()
-    except ir.MLIRError as e:
-      failure.append(f"pass '{p.name}' left IR that does not verify: {e}")
-      pass_.signal_pass_failure()
-    except RewriteError as e:
-      failure.append(f"pass '{p.name}' failed: {e}\n  at {_describe(e.op)}")
-      pass_.signal_pass_failure()
-    except Exception as e:  # a bug in the pass: report it against the pass
-      where = "".join(traceback.format_exception(e)[-3:-1]).rstrip()
-      failure.append(f"pass '{p.name}' raised {type(e).__name__}: {e}\n{where}")
+      except RewriteError as e:
+        failure.append((f"pass '{p.name}' failed: {e}\n  at {_describe(e.op)}", e))
+      except Exception as e:  # a bug in the pass: report it against the pass
+        where = "".join(traceback.format_exception(e)[-3:-1]).rstrip()
+        failure.append((f"pass '{p.name}' raised {type(e).__name__}: {e}\n{where}", e))
+      else:
+        if verify:
+          try:
+            op.verify()
+          except ir.MLIRError as e:
+            failure.append((f"pass '{p.name}' left IR that does not verify: {e}", e))
+    if failure:
       pass_.signal_pass_failure()
   return callback
 
@@ -235,3 +388,126 @@ def walk(op: ir.Operation, predicate) -> list[ir.Operation]:
 
   op.walk(visit)
   return found
+
+
+# --- pass plugins ------------------------------------------------------------------
+
+ENTRY_POINT_GROUP = "gshard_op.passes"
+PLUGINS: dict[str, list[type[ModulePass]]] = {}  # real path of a plugin file -> its passes
+SOURCES: dict[str, str] = {}  # pass name -> the plugin that registered it
+_entry_points: list = []  # [] not loaded yet; [None] loaded; [PluginError] failed
+_PLUGIN_MODULE_PREFIX = "gshard_pass_plugin_"  # sys.modules names of plugin files
+
+
+def load_pass_plugin(path: str) -> list[type[ModulePass]]:
+  """Imports the Python file `path`, whose `@register`ed passes join `REGISTRY`
+  (and so pipelines, `gshard_op.jit` and `gshard-opt --list-passes`); returns
+  them. A file is imported once per process: loading it again returns the
+  same passes.
+
+  Raises `PluginError` (with the reason) when the file does not import,
+  registers no pass, or registers a name that is already taken; whatever it
+  registered before failing is removed again.
+  """
+  real = os.path.realpath(path)
+  if real in PLUGINS:
+    return PLUGINS[real]
+  source = f"pass plugin '{path}'"
+  if not os.path.isfile(real):
+    raise PluginError(f"{source}: no such file")
+  stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(real))[0])
+  module_name = f"{_PLUGIN_MODULE_PREFIX}{stem}_{hashlib.sha1(real.encode()).hexdigest()[:8]}"
+  spec = importlib.util.spec_from_file_location(module_name, real)
+  if spec is None or spec.loader is None:
+    raise PluginError(f"{source}: not a Python file")
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[module_name] = module  # dataclasses look their module up there
+  try:
+    with _registering(source, require=True) as added:
+      spec.loader.exec_module(module)
+  except PluginError:
+    sys.modules.pop(module_name, None)
+    raise
+  PLUGINS[real] = added
+  return added
+
+
+def load_entry_point_plugins() -> None:
+  """Loads, once per process, the entry points of the `gshard_op.passes`
+  group of the installed distributions. An entry point names a module
+  (importing it registers its passes), a `ModulePass` subclass (registered
+  here if it is not yet) or a function (called with no arguments; it
+  registers passes). Raises `PluginError` naming the entry point, now and on
+  every later call, when one does not load."""
+  if not _entry_points:
+    _entry_points.append(None)
+    try:
+      for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = f" of {ep.dist.name}" if getattr(ep, "dist", None) else ""
+        with _registering(f"pass plugin entry point '{ep.name} = {ep.value}'{dist}",
+                          require=False):
+          _register_entry_point(ep.load())
+    except PluginError as e:
+      _entry_points[0] = e
+  if _entry_points[0] is not None:
+    raise _entry_points[0]
+
+
+@contextlib.contextmanager
+def isolated_registry() -> Iterator[None]:
+  """Forgets, on exit, the passes registered and the plugins loaded inside the
+  block (tests; a session that wants to load an edited plugin again)."""
+  saved = (dict(REGISTRY), dict(PLUGINS), dict(SOURCES), list(_entry_points),
+           {name for name in sys.modules if name.startswith(_PLUGIN_MODULE_PREFIX)})
+  try:
+    yield
+  finally:
+    registry, plugins, sources, entry_points, modules = saved
+    for state, old in ((REGISTRY, registry), (PLUGINS, plugins), (SOURCES, sources)):
+      state.clear()
+      state.update(old)
+    _entry_points[:] = entry_points
+    for name in [n for n in sys.modules if n.startswith(_PLUGIN_MODULE_PREFIX)]:
+      if name not in modules:
+        del sys.modules[name]
+
+
+def _register_entry_point(obj) -> None:
+  if isinstance(obj, type) and issubclass(obj, ModulePass):
+    if REGISTRY.get(obj.name) is not obj:
+      register(obj)
+  elif callable(obj):
+    obj()
+  elif not isinstance(obj, types.ModuleType):
+    raise TypeError(f"expected a module, a ModulePass subclass or a function, got {obj!r}")
+
+
+@contextlib.contextmanager
+def _registering(source: str, *, require: bool) -> Iterator[list[type[ModulePass]]]:
+  """Collects the passes registered inside the block into the list it yields;
+  turns any failure into a `PluginError` and unregisters what the block added."""
+  before = set(REGISTRY)
+  added: list[type[ModulePass]] = []
+  try:
+    yield added
+    added.extend(cls for name, cls in REGISTRY.items() if name not in before)
+    if require and not added:
+      raise ValueError("it registers no pass (decorate a ModulePass subclass with "
+                       "passes.framework.register)")
+  except (Exception, SystemExit) as e:
+    for name in set(REGISTRY) - before:
+      del REGISTRY[name]
+    if isinstance(e, PluginError):
+      raise
+    raise PluginError(f"{source}: {_reason(e)}") from e
+  for cls in added:
+    SOURCES[cls.name] = source
+
+
+def _reason(e: BaseException) -> str:
+  """`Type: message (at file:line)`, the line being where it was raised."""
+  frames = traceback.extract_tb(e.__traceback__)
+  where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+  if isinstance(e, SyntaxError):
+    where = ""  # its message names the file and line
+  return f"{type(e).__name__}: {e}{where}"

@@ -2,6 +2,14 @@
 pipelines (gshard passes mixed with MLIR's), verification and error reports."""
 
 import dataclasses
+import importlib.metadata
+import io
+import math
+import os
+import re
+import sys
+import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +18,7 @@ import pytest
 from jax._src.interpreters import mlir as jax_mlir
 from jaxlib.mlir import ir
 
+import gshard_op
 import passes
 from gshard_op import shared_embedding_softmax
 from passes import framework
@@ -230,6 +239,12 @@ def _arrays():
           jnp.asarray(rng.uniform(size=(N, 1)), jnp.float32))
 
 
+def _lower(*args):
+  """The training step lowered to the composites (what the passes rewrite)."""
+  with gshard_op.lowering("composite"):
+    return jax.jit(_step()).lower(*args)
+
+
 def _step(implementation="composite"):
   def loss(x, e, ids, w):
     o = shared_embedding_softmax(x, e, w, ids, implementation=implementation,
@@ -240,7 +255,7 @@ def _step(implementation="composite"):
 
 def test_mixing_gshard_and_mlir_passes():
   args = _arrays()
-  lowered = jax.jit(_step()).lower(*args)
+  lowered = _lower(*args)
   module = lowered.compiler_ir("stablehlo")
   before = str(module)
   assert "stablehlo.composite" in before and "func.func private @gshard" in before
@@ -258,8 +273,9 @@ def test_mixing_gshard_and_mlir_passes():
 
 
 def test_run_pipeline_takes_parsed_elements_and_mlir_options():
-  lowered = jax.jit(_step()).lower(*_arrays())
+  lowered = _lower(*_arrays())
   module = lowered.compiler_ir("stablehlo")
+  assert "stablehlo.composite" in str(module)
   passes.run_pipeline(module, [ChunkSoftmaxPass(vocab_chunk=8), "canonicalize{max-iterations=2}",
                                "cse"])
   text = str(module)
@@ -268,7 +284,7 @@ def test_run_pipeline_takes_parsed_elements_and_mlir_options():
 
 
 def test_unknown_mlir_pass_is_a_pipeline_error():
-  module = jax.jit(_step()).lower(*_arrays()).compiler_ir("stablehlo")
+  module = _lower(*_arrays()).compiler_ir("stablehlo")
   with pytest.raises(PipelineError, match="no-such-mlir-pass"):
     passes.run_pipeline(module, "gshard-inline,no-such-mlir-pass")
 
@@ -356,9 +372,286 @@ def test_options_reach_the_pass(register):
 
 
 def test_run_pipeline_on_a_parsed_module():
-  text = jax.jit(_step()).lower(*_arrays()).as_text()
+  text = _lower(*_arrays()).as_text()
+  assert "stablehlo.composite" in text
   with jax_mlir.make_ir_context():
     module = ir.Module.parse(text)
   passes.run_pipeline(module, "builtin.module(gshard-chunk-softmax{vocab-chunk=5},cse)")
   assert "stablehlo.composite" not in str(module)
   assert module.operation.verify()
+
+
+# --- errors keep their cause; option values a pass refuses ------------------------------------
+
+def _divide(numerator, denominator):
+  return numerator / denominator
+
+
+def test_pass_error_chains_the_original_exception(register):
+  class Crashes(ModulePass):
+    name = "test-framework-crashes-deep"
+
+    def run(self, module):
+      _divide(1, 0)
+
+  register(Crashes)
+  with pytest.raises(PassError) as info:
+    passes.run_pipeline(_sin_module(), "test-framework-crashes-deep")
+  cause = info.value.__cause__
+  assert isinstance(cause, ZeroDivisionError)
+  frames = [f.name for f in traceback.extract_tb(cause.__traceback__)]
+  assert frames[-2:] == ["run", "_divide"], frames
+
+
+class _Limited(ModulePass):
+  """Refuses a non-finite `limit` and a negative `count` in `__post_init__`."""
+  name = "test-framework-limited"
+  limit: float = 1.0
+  count: int = 0
+
+  def __post_init__(self):
+    if not math.isfinite(self.limit) or self.count < 0:
+      raise ValueError("limit must be finite and count >= 0")
+
+  def run(self, module):
+    pass
+
+
+@pytest.mark.parametrize("opts, named, not_named", [
+    ("limit=nan", "option limit=nan rejected", "count="),
+    ("limit=inf count=3", "option limit=inf rejected", "count=3"),
+    ("count=2 limit=-inf", "option limit=-inf rejected", "count=2"),
+    ("count=-1 limit=nan", "options count=-1 limit=nan rejected", None),
+])
+def test_post_init_value_error_is_a_pipeline_error_naming_the_option(register, opts, named,
+                                                                     not_named):
+  register(_Limited)
+  with pytest.raises(PipelineError) as info:
+    passes.parse_pipeline(f"cse,test-framework-limited{{{opts}}}")
+  message = str(info.value)
+  assert message.startswith("pass 'test-framework-limited': ")
+  assert named in message and "limit must be finite" in message
+  if not_named:
+    assert not_named not in message
+
+
+# --- instrumentation ---------------------------------------------------------------------------
+
+def _instrumented(**kwargs):
+  stream = io.StringIO()
+  return framework.Instrumentation(stream=stream, **kwargs), stream
+
+
+def _dumps(text):
+  """`(when, pass)` of each IR dump header, in order."""
+  return re.findall(r"^// -----// IR Dump (Before|After) (\S+(?: Failed)?) //----- //$", text, re.M)
+
+
+def test_print_ir_before_and_after_every_pass():
+  inst, stream = _instrumented(print_ir_before=True, print_ir_after=True)
+  passes.run_pipeline(_sin_module(), "gshard-inline,canonicalize{max-iterations=1},cse", inst)
+  text = stream.getvalue()
+  assert _dumps(text) == [("Before", "gshard-inline"), ("After", "gshard-inline"),
+                          ("Before", "canonicalize"), ("After", "canonicalize"),
+                          ("Before", "cse"), ("After", "cse")]
+  # Every dump is the whole module.
+  modules = re.split(r"^// -----// IR Dump .*$", text, flags=re.M)[1:]
+  assert all(m.strip().startswith("module @jit__lambda") for m in modules), modules[0][:80]
+  assert all("stablehlo.sine" in m for m in modules)
+
+
+def test_print_ir_shows_what_each_pass_changed(register):
+  class Doubles(ModulePass):
+    """Replaces the constant 2.0 by 4.0."""
+    name = "test-framework-doubles"
+
+    def run(self, module):
+      for op in framework.walk(module, lambda o: o.operation.name == "stablehlo.constant"):
+        if "2.0" in str(op.attributes["value"]):
+          op.attributes["value"] = ir.DenseElementsAttr.get_splat(
+              op.results[0].type, ir.FloatAttr.get_f32(4.0))
+
+  register(Doubles)
+  inst, stream = _instrumented(print_ir_before=frozenset({"test-framework-doubles"}),
+                               print_ir_after=frozenset({"test-framework-doubles"}))
+  passes.run_pipeline(_sin_module(), "cse,test-framework-doubles,canonicalize", inst)
+  text = stream.getvalue()
+  assert _dumps(text) == [("Before", "test-framework-doubles"),
+                          ("After", "test-framework-doubles")]
+  before, after = re.split(r"^// -----// IR Dump .*$", text, flags=re.M)[1:]
+  assert "2.000000e+00" in before and "4.000000e+00" not in before
+  assert "4.000000e+00" in after and "2.000000e+00" not in after
+
+
+def test_print_ir_after_failure_shows_the_broken_module(register):
+  register(_BreakDominance)
+  inst, stream = _instrumented(print_ir_after_failure=True, print_ir_after=True)
+  with pytest.raises(PassError, match="does not verify"):
+    passes.run_pipeline(_sin_module(), "cse,test-framework-break-dominance-2,canonicalize", inst)
+  text = stream.getvalue()
+  assert _dumps(text) == [("After", "cse"), ("After", "test-framework-break-dominance-2 Failed")]
+  assert "stablehlo.sine" in text.split("Failed //----- //")[1]
+
+
+class _BreakDominance(ModulePass):
+  """Moves the producer of the sine's operand after the sine."""
+  name = "test-framework-break-dominance-2"
+
+  def run(self, module):
+    for sine in framework.walk(module, lambda op: op.operation.name == "stablehlo.sine"):
+      sine.operands[0].owner.move_after(sine)
+
+
+def test_without_verify_each_the_broken_module_is_caught_at_the_end(register):
+  register(_BreakDominance)
+  inst, stream = _instrumented(verify_each=False, print_ir_after=True)
+  with pytest.raises(PassError) as info:
+    passes.run_pipeline(_sin_module(), "test-framework-break-dominance-2,cse", inst)
+  message = str(info.value)
+  assert "the pipeline left IR that does not verify" in message and "dominate" in message
+  assert isinstance(info.value.__cause__, ir.MLIRError)
+  # The broken pass did not stop the pipeline: cse ran after it.
+  assert _dumps(stream.getvalue()) == [("After", "test-framework-break-dominance-2"),
+                                       ("After", "cse")]
+
+
+def test_verify_each_stops_at_the_pass_that_broke_the_module(register):
+  register(_BreakDominance)
+  inst, stream = _instrumented(print_ir_after=True)
+  with pytest.raises(PassError, match="'test-framework-break-dominance-2' left IR that does not"):
+    passes.run_pipeline(_sin_module(), "test-framework-break-dominance-2,cse", inst)
+  assert _dumps(stream.getvalue()) == []
+
+
+def test_timing_records_every_element_in_order(register):
+  class Sleeps(ModulePass):
+    name = "test-framework-sleeps"
+
+    def run(self, module):
+      time.sleep(0.05)
+
+  register(Sleeps)
+  timing = framework.PassTiming()
+  inst = framework.Instrumentation(timing=timing)
+  for _ in range(2):  # a second run adds to the same entries
+    passes.run_pipeline(_sin_module(), "cse,test-framework-sleeps,cse", inst)
+  labels = [label for label, _ in timing.entries.values()]
+  assert labels == ["cse", "test-framework-sleeps", "cse"]
+  seconds = dict(zip(["cse1", "sleeps", "cse2"], (s for _, s in timing.entries.values())))
+  assert seconds["sleeps"] >= 0.1 and seconds["cse1"] < 0.1
+  with timing.measure("Output"):
+    pass
+  report = timing.report()
+  assert "Execution time report" in report
+  lines = report.splitlines()
+  assert re.fullmatch(r"\s+\d+\.\d{4} \(\s*\d+\.\d%\)  test-framework-sleeps", lines[7]), lines
+  assert lines[-2].endswith("  Output") and lines[-1].endswith("(100.0%)  Total")
+
+
+# --- plugins ---------------------------------------------------------------------------------
+
+PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins")
+
+
+@pytest.fixture
+def isolated():
+  with framework.isolated_registry():
+    yield
+
+
+def test_plugin_file_registers_its_passes(isolated):
+  path = os.path.join(PLUGINS, "vocab_tiles.py")
+  (cls,) = framework.load_pass_plugin(path)
+  assert REGISTRY["example-vocab-tiles"] is cls and issubclass(cls, ModulePass)
+  assert framework.SOURCES["example-vocab-tiles"] == f"pass plugin '{path}'"
+  assert passes.parse_pipeline("example-vocab-tiles{tiles=3}") == [cls(tiles=3)]
+  assert framework.load_pass_plugin(path) == [cls]  # once per process
+  with pytest.raises(PipelineError, match=r"example-vocab-tiles.*option tiles=0 rejected"):
+    passes.parse_pipeline("example-vocab-tiles{tiles=0}")
+
+
+def test_isolated_registry_forgets_plugins():
+  path = os.path.join(PLUGINS, "vocab_tiles.py")
+  with framework.isolated_registry():
+    framework.load_pass_plugin(path)
+    assert "example-vocab-tiles" in REGISTRY
+  assert "example-vocab-tiles" not in REGISTRY and not framework.PLUGINS
+  assert not [m for m in sys.modules if m.startswith("gshard_pass_plugin_vocab_tiles")]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("broken_import.py", ["ModuleNotFoundError", "gshard_op.no_such_module", "broken_import.py:4"]),
+    ("clashing_name.py", ["needs a unique name", "'gshard-inline'", "InlinePass"]),
+    ("missing.py", ["no such file"]),
+])
+def test_plugin_that_cannot_load(isolated, name, words):
+  path = os.path.join(PLUGINS, name)
+  before = dict(REGISTRY)
+  with pytest.raises(framework.PluginError) as info:
+    framework.load_pass_plugin(path)
+  message = str(info.value)
+  assert message.startswith(f"pass plugin '{path}': ")
+  for word in words:
+    assert word in message, message
+  assert REGISTRY == before  # the clashing plugin's first pass is gone again
+  assert "test-clash-first" not in REGISTRY
+
+
+def test_plugin_that_registers_nothing(isolated, tmp_path):
+  path = tmp_path / "empty_plugin.py"
+  path.write_text("X = 1\n")
+  with pytest.raises(framework.PluginError, match="registers no pass"):
+    framework.load_pass_plugin(str(path))
+
+
+_ENTRY_MODULE = '''
+from passes.framework import ModulePass, register
+
+@register
+class FromModule(ModulePass):
+  name = "test-ep-module"
+  summary = "registered by importing its module"
+  def run(self, module):
+    pass
+
+class FromClass(ModulePass):
+  name = "test-ep-class"
+  summary = "registered by the loader"
+  def run(self, module):
+    pass
+
+def register_more():
+  class FromFunction(ModulePass):
+    name = "test-ep-function"
+    summary = "registered by a function"
+    def run(self, module):
+      pass
+  register(FromFunction)
+'''
+
+
+def _entry_points(monkeypatch, tmp_path, *values):
+  module = f"test_ep_{abs(hash(tmp_path)) % 10**8}"
+  (tmp_path / f"{module}.py").write_text(_ENTRY_MODULE)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  points = [importlib.metadata.EntryPoint(f"ep{i}", v.format(module=module),
+                                          framework.ENTRY_POINT_GROUP)
+            for i, v in enumerate(values)]
+  monkeypatch.setattr(framework.importlib.metadata, "entry_points",
+                      lambda group: points if group == framework.ENTRY_POINT_GROUP else [])
+  framework._entry_points.clear()
+
+
+def test_entry_points_register_modules_classes_and_functions(isolated, monkeypatch, tmp_path):
+  _entry_points(monkeypatch, tmp_path, "{module}", "{module}:FromClass", "{module}:register_more")
+  elements = passes.parse_pipeline("test-ep-module,test-ep-class,test-ep-function")
+  assert [e.name for e in elements] == ["test-ep-module", "test-ep-class", "test-ep-function"]
+  assert framework.SOURCES["test-ep-class"].startswith("pass plugin entry point 'ep1 = ")
+
+
+def test_entry_point_that_fails_is_reported_on_every_parse(isolated, monkeypatch, tmp_path):
+  _entry_points(monkeypatch, tmp_path, "{module}", "test_ep_no_such_module_here")
+  for _ in range(2):
+    with pytest.raises(framework.PluginError,
+                       match=r"entry point 'ep1 = test_ep_no_such_module_here'.*ModuleNotFound"):
+      passes.parse_pipeline("cse")
