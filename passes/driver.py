@@ -6,22 +6,32 @@ An `mlir-opt` for the passes of this package:
   gshard-opt --list-passes
   cat in.mlir | gshard-opt - --pass-pipeline=gshard-inline -o out.mlir
   gshard-opt cases.mlir --split-input-file --pass-pipeline=gshard-inline
+  gshard-opt in.mlir --load-pass-plugin=my_pass.py --pass-pipeline=my-pass \
+      --mlir-print-ir-after-all --mlir-timing
 
 The input is parsed in jax's own MLIR context (stablehlo, chlo, sdy, func...
 registered). Pipeline names in `passes.REGISTRY` are gshard passes; any other
 name is looked up in MLIR's registry (`canonicalize`, `cse`, `symbol-dce`...).
+`--load-pass-plugin=FILE.py` (repeatable) imports a file whose passes register
+themselves like the built-in ones; installed distributions add passes through
+the `gshard_op.passes` entry-point group. The IR printing, timing and verifier
+flags are `passes.framework.Instrumentation`'s, as mlir-opt spells them.
 
-Exit status: 0 on success; 1 when a pass fails (its message on stderr); 2 for
-a bad command line, pipeline (unknown pass or option, bad option value), input
-file or input IR (a message starting `gshard-opt: error: `).
+Exit status: 0 on success; 1 when a pass fails (its message on stderr; the
+full traceback of a pass's own exception with `--show-traceback` or
+GSHARD_DEBUG=1 in the environment); 2 for a bad command line, pipeline
+(unknown pass or option, bad option value), pass plugin, input file or input
+IR (a message starting `gshard-opt: error: `).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 
 from jaxlib.mlir import ir
@@ -69,15 +79,41 @@ def _arg_parser() -> argparse.ArgumentParser:
                  help="print operations in the generic form")
   p.add_argument("--mlir-elide-elementsattrs-if-larger", type=int, metavar="N",
                  help="elide dense constants with more than N elements")
+  plugins = p.add_argument_group("pass plugins")
+  plugins.add_argument("--load-pass-plugin", action="append", default=[], metavar="FILE.py",
+                       help="import a Python file that registers passes (repeatable)")
+  debug = p.add_argument_group("debugging the pipeline")
+  debug.add_argument("--mlir-print-ir-before-all", action="store_true",
+                     help="print the module to stderr before every pass")
+  debug.add_argument("--mlir-print-ir-after-all", action="store_true",
+                     help="print the module to stderr after every pass")
+  debug.add_argument("--mlir-print-ir-before", action="append", default=[], metavar="PASS",
+                     help="print the module before the passes named (repeatable, or comma-separated)")
+  debug.add_argument("--mlir-print-ir-after", action="append", default=[], metavar="PASS",
+                     help="print the module after the passes named (repeatable, or comma-separated)")
+  debug.add_argument("--mlir-print-ir-after-failure", action="store_true",
+                     help="print the module a failing pass left")
+  debug.add_argument("--mlir-timing", action="store_true",
+                     help="report the wall time of parsing, each pass and printing, at the end")
+  debug.add_argument("--verify-each", action=argparse.BooleanOptionalAction, default=True,
+                     help="verify the module after each pass (the default); with "
+                          "--no-verify-each, once after the last pass")
+  debug.add_argument("--show-traceback", action="store_true",
+                     default=bool(os.environ.get("GSHARD_DEBUG")),
+                     help="show the full Python traceback of a failing pass (also when "
+                          "GSHARD_DEBUG is set)")
   return p
 
 
 def list_passes() -> str:
-  """The registered gshard passes, their summaries and options."""
+  """The registered gshard passes (plugins' included, marked as such), their
+  summaries and options."""
+  framework.load_entry_point_plugins()
   lines = ["gshard passes:"]
   for name in sorted(passes.REGISTRY):
     cls = passes.REGISTRY[name]
-    lines.append(f"  {name}  {cls.summary}".rstrip())
+    source = framework.SOURCES.get(name)
+    lines.append(f"  {name}  {cls.summary}{f'  [{source}]' if source else ''}".rstrip())
     for option in framework.options_help(cls) or ["(no options)"]:
       lines.append(f"      {option}")
   lines.append("Other pipeline names are looked up in MLIR's registry "
@@ -160,11 +196,24 @@ def make_context(allow_unregistered_dialect: bool = False) -> ir.Context:
   return context
 
 
-def _print(module: ir.Module, args) -> str:
-  return module.operation.get_asm(
-      enable_debug_info=args.mlir_print_debuginfo,
-      print_generic_op_form=args.mlir_print_op_generic,
-      large_elements_limit=args.mlir_elide_elementsattrs_if_larger)
+def _print_options(args) -> dict:
+  return dict(enable_debug_info=args.mlir_print_debuginfo,
+              print_generic_op_form=args.mlir_print_op_generic,
+              large_elements_limit=args.mlir_elide_elementsattrs_if_larger)
+
+
+def _names(values: list[str]) -> frozenset[str]:
+  return frozenset(n.strip() for v in values for n in v.split(",") if n.strip())
+
+
+def instrumentation(args, where: "_Locations", timing) -> framework.Instrumentation:
+  """The command line's printing, timing and verifier flags."""
+  return framework.Instrumentation(
+      print_ir_before=args.mlir_print_ir_before_all or _names(args.mlir_print_ir_before),
+      print_ir_after=args.mlir_print_ir_after_all or _names(args.mlir_print_ir_after),
+      print_ir_after_failure=args.mlir_print_ir_after_failure,
+      verify_each=args.verify_each, timing=timing, print_options=_print_options(args),
+      text_filter=where if args.mlir_print_debuginfo else None)
 
 
 def check_pipeline(pipeline: str, context: ir.Context) -> None:
@@ -180,15 +229,19 @@ def check_pipeline(pipeline: str, context: ir.Context) -> None:
         pass  # the names are known; failing on an empty module is the input's business
 
 
-def process(text: str, args, context: ir.Context, where: _Locations) -> str:
+def process(text: str, args, context: ir.Context, where: _Locations,
+            timing: framework.PassTiming | None = None) -> str:
   """Parses one module, runs the pipeline on it and returns it printed."""
-  module = parse_module(text, context, where)
+  timed = timing.measure if timing is not None else lambda _: contextlib.nullcontext()
+  with timed("Parser"):
+    module = parse_module(text, context, where)
   if args.pass_pipeline is not None:
     try:
-      passes.run_pipeline(module, args.pass_pipeline)
+      passes.run_pipeline(module, args.pass_pipeline, instrumentation(args, where, timing))
     except passes.PassError as e:
-      raise passes.PassError(where(str(e))) from None
-  out = _print(module, args)
+      raise passes.PassError(where(str(e))) from e
+  with timed("Output"):
+    out = module.operation.get_asm(**_print_options(args))
   return where(out) if args.mlir_print_debuginfo else out
 
 
@@ -210,7 +263,20 @@ def _error(message: str) -> None:
   print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _pass_failed(e: passes.PassError, args) -> None:
+  """The pass's message; with --show-traceback, first the traceback of the
+  exception it chains (a pass's own bug)."""
+  if args.show_traceback and e.__cause__ is not None:
+    cause = e.__cause__
+    while isinstance(cause, passes.PassError) and cause.__cause__ is not None:
+      cause = cause.__cause__
+    sys.stderr.write("".join(traceback.format_exception(cause)))
+  print(e, file=sys.stderr)
+
+
 def run(args) -> int:
+  for path in args.load_pass_plugin:
+    framework.load_pass_plugin(path)
   if args.list_passes:
     with _output(args.output) as out:
       out.write(list_passes())
@@ -220,12 +286,21 @@ def run(args) -> int:
     check_pipeline(args.pass_pipeline, context)
   text = _read(args.input)
   pieces = split_input(text) if args.split_input_file else [(0, text)]
+  timing = framework.PassTiming() if args.mlir_timing else None
+  try:
+    return _run_pieces(args, context, pieces, timing)
+  finally:
+    if timing is not None:
+      sys.stderr.write(timing.report())
+
+
+def _run_pieces(args, context, pieces, timing) -> int:
   results, status = [], EXIT_OK
   with context:
     for line_offset, piece in pieces:
       where = _Locations(args.input, line_offset)
       try:
-        results.append(process(piece, args, context, where))
+        results.append(process(piece, args, context, where, timing))
       except UsageError as e:
         if not args.split_input_file:
           raise
@@ -234,7 +309,7 @@ def run(args) -> int:
       except passes.PipelineError:
         raise  # the same pipeline fails on every piece: stop at once
       except passes.PassError as e:
-        print(e, file=sys.stderr)
+        _pass_failed(e, args)
         status = max(status, EXIT_PASS_FAILED)
   if status == EXIT_OK or args.split_input_file:
     with _output(args.output) as out:
@@ -256,11 +331,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   except UsageError as e:
     _error(str(e))
     return EXIT_USAGE
+  except framework.PluginError as e:
+    _error(f"cannot load {e}")
+    if args.show_traceback and e.__cause__ is not None:
+      sys.stderr.write("".join(traceback.format_exception(e.__cause__)))
+    return EXIT_USAGE
   except passes.PipelineError as e:
     _error(f"bad pass pipeline: {str(e).rstrip()}")
     return EXIT_USAGE
   except passes.PassError as e:
-    print(e, file=sys.stderr)
+    _pass_failed(e, args)
     return EXIT_PASS_FAILED
 
 
