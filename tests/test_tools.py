@@ -35,7 +35,7 @@ def test_demo_quick():
 
 def test_bench_quick(tmp_path):
   out = run_tool("tools/bench.py", "--quick", "--out", str(tmp_path)).stdout
-  for mode in ("dense", "floor", "speed", "memory"):
+  for mode in ("dense", "lean", "floor", "speed", "memory"):
     assert re.search(rf"^{mode} +[\d.]+ ", out, re.M), f"no row for {mode}:\n{out}"
   assert re.search(r"^speed .* ok$", out, re.M) and re.search(r"^memory .* ok$", out, re.M)
   assert "FAIL" not in out
@@ -44,9 +44,12 @@ def test_bench_quick(tmp_path):
   assert summary["jax_version"] and summary["device_kind"] and summary["dtype"] == "float32"
   (result,) = summary["results"]
   rows = {r["mode"]: r for r in result["rows"]}
-  assert {"dense", "floor", "speed", "memory"} <= set(rows)
+  assert {"dense", "lean", "floor", "speed", "memory"} <= set(rows)
   for name, row in rows.items():
     assert row["median_ms"] > 0 and row["temp_bytes"] is not None, name
+    assert row["ratio_to_lean"] > 0, name
     if row["kind"] == "passes":
       assert row["correct"] and row["plans"], name
+  # The lean baseline (optax's cross-entropy) computes the same loss and gradients.
+  assert rows["lean"]["correct"], rows["lean"]["max_rel_error"]
   assert (tmp_path / "bench.png").stat().st_size > 0

@@ -6,6 +6,8 @@ For each shape N x M x V (tokens x features x classes), in one process, times
 embedding under:
 
   dense   plain `jax.jit` of the dense reference (`implementation="reference"`);
+  lean    the leanest thing a user writes instead: `logits = (x * M**-0.5) @ E.T`,
+          `optax.softmax_cross_entropy_with_integer_labels(logits, ids).mean()`;
   floor   the three matmuls alone (logits = x @ E.T materialised,
           dx = dlogits @ E, dE = dlogits.T @ x), what no implementation beats;
   <mode>  `gshard_op.jit` with each pipeline of `MODES` (the table below).
@@ -42,6 +44,7 @@ import jax  # noqa: E402
 import jaxlib  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 import gshard_op  # noqa: E402
 import passes  # noqa: E402
@@ -129,10 +132,22 @@ def floor_step(x, embedding, ids, weights):
   return d_x, d_emb
 
 
+def lean_step(x, embedding, ids, weights):
+  """The dense loss as a user writes it without the op: logits, optax's
+  integer-label cross-entropy, the mean (the weights are all ones here, so
+  this is `avg_xent`); value and gradients w.r.t. inputs and embedding."""
+  del weights
+
+  def loss(x, embedding):
+    logits = ((x * x.shape[-1] ** -0.5) @ embedding.T).astype(jnp.float32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, ids).mean()
+  return jax.value_and_grad(loss, argnums=(0, 1))(x, embedding)
+
+
 @dataclasses.dataclass
 class Candidate:
   name: str
-  kind: str            # "dense", "floor" or "passes"
+  kind: str            # "dense", "lean", "floor" or "passes"
   pipeline: str | None
   matmuls: int
   tol: float | None
@@ -162,6 +177,8 @@ def build(cand: Candidate, args) -> None:
   t0 = time.perf_counter()
   if cand.kind == "dense":
     lowered = jax.jit(loss_and_grads("reference")).lower(*args)
+  elif cand.kind == "lean":
+    lowered = jax.jit(lean_step).lower(*args)
   elif cand.kind == "floor":
     lowered = jax.jit(floor_step).lower(*args)
   else:
@@ -203,6 +220,7 @@ def bench_shape(shape, dtype, repeats: int, modes: list[Mode], log) -> dict:
   dtype_name = jnp.dtype(dtype).name
   args = make_inputs(n, m, v, dtype)
   cands = [Candidate("dense", "dense", None, 3, None),
+           Candidate("lean", "lean", None, 3, None),
            Candidate("floor", "floor", None, 3, None)]
   cands += [Candidate(md.name, "passes", md.pipeline, md.matmuls, md.tol) for md in modes]
 
@@ -223,7 +241,7 @@ def bench_shape(shape, dtype, repeats: int, modes: list[Mode], log) -> dict:
     out, _ = run_once(c, args)
     if c.kind == "dense":
       ref = out
-    elif c.kind == "passes" and ref is not None:
+    elif c.kind in ("passes", "lean") and ref is not None:
       check(c, out, ref, dtype_name)
     del out
   ref = None
@@ -245,7 +263,7 @@ def fmt_mib(b) -> str:
 def report_shape(shape, dtype_name, cands) -> dict:
   n, m, v = shape
   by = {c.name: c for c in cands}
-  dense, floor = by["dense"], by["floor"]
+  dense, lean, floor = by["dense"], by["lean"], by["floor"]
   rows = []
   for c in cands:
     row = {"mode": c.name, "kind": c.kind, "pipeline": c.pipeline, "plans": c.plans,
@@ -257,9 +275,12 @@ def report_shape(shape, dtype_name, cands) -> dict:
     if med:
       row["ratio_to_dense"] = med / dense.median_ms() if dense.median_ms() else None
       row["ratio_to_floor"] = med / floor.median_ms() if floor.median_ms() else None
+      row["ratio_to_lean"] = med / lean.median_ms() if lean.median_ms() else None
       row["tflops"] = 2 * c.matmuls * n * m * v / (med * 1e-3) / 1e12
     if c.temp_bytes and dense.temp_bytes:
       row["dense_over_temp"] = dense.temp_bytes / c.temp_bytes
+    if c.temp_bytes and lean.temp_bytes:
+      row["lean_over_temp"] = lean.temp_bytes / c.temp_bytes
     rows.append(row)
   return {"shape": {"N": n, "M": m, "V": v}, "dtype": dtype_name, "rows": rows}
 
@@ -268,7 +289,8 @@ def print_table(result: dict) -> None:
   s = result["shape"]
   print(f"\n{s['N']} x {s['M']} x {s['V']} {result['dtype']}  (N tokens x M features x V classes;"
         " ratios of medians; mm: matmuls counted for TFLOP/s)")
-  head = (f"{'mode':<14} {'median ms':>10} {'min ms':>9} {'x dense':>8} {'x floor':>8} {'TFLOP/s':>8} "
+  head = (f"{'mode':<14} {'median ms':>10} {'min ms':>9} {'x dense':>8} {'x lean':>7} "
+          f"{'x floor':>8} {'TFLOP/s':>8} "
           f"{'mm':>3} {'temp MiB':>9} {'dense/ours':>10} {'max rel err':>11}  check")
   print(head)
   print("-" * len(head))
@@ -279,7 +301,7 @@ def print_table(result: dict) -> None:
     err = max(r["max_rel_error"].values()) if r["max_rel_error"] else None
     check_text = {None: "", True: "ok", False: "FAIL"}[r["correct"]]
     print(f"{r['mode']:<14} {r['median_ms']:>10.1f} {min(r['times_ms']):>9.1f} "
-          f"{r['ratio_to_dense']:>8.3f} "
+          f"{r['ratio_to_dense']:>8.3f} {r['ratio_to_lean']:>7.3f} "
           f"{r['ratio_to_floor']:>8.3f} {r['tflops']:>8.3f} {r['matmuls']:>3} "
           f"{fmt_mib(r['temp_bytes']):>9} "
           f"{r.get('dense_over_temp', float('nan')):>9.1f}x "
@@ -303,7 +325,7 @@ def plot(results: list[dict], path: str) -> bool:
   for (ax_t, ax_m), res in zip(axes, results):
     rows = [r for r in res["rows"] if not r["error"]]
     names = [r["mode"] for r in rows]
-    colors = ["tab:gray" if r["kind"] == "dense" else "tab:olive" if r["kind"] == "floor"
+    colors = ["tab:gray" if r["kind"] in ("dense", "lean") else "tab:olive" if r["kind"] == "floor"
               else "tab:blue" for r in rows]
     s = res["shape"]
     title = f"{s['N']}x{s['M']}x{s['V']} {res['dtype']}"
@@ -372,7 +394,7 @@ def main(argv=None) -> int:
   ap.add_argument("--out", default="out/bench", help="folder for bench.json and bench.png")
   ap.add_argument("--modes", default=None,
                   help=f"comma-separated subset of {[md.name for md in MODES]} "
-                       "(dense and floor always run)")
+                       "(dense, lean and floor always run)")
   ap.add_argument("--pipeline", action="append", default=[], metavar="NAME=PIPELINE",
                   help="an extra mode (repeatable)")
   ap.add_argument("--quick", action="store_true", help=f"tiny run: {QUICK[0]}, {QUICK[1]} rounds")
