@@ -1,0 +1,406 @@
+"""`gshard_op.torch`: the op on torch tensors against torch's own dense computation.
+
+The reference is what a PyTorch user writes: `F.cross_entropy(F.linear(x *
+M**-0.5, E), y, ...)` with its autograd (plus the soft cap, clip and z-loss
+written out in torch). Values and gradients of every differentiable output are
+compared, and the path the gradient took (scaled fused gradients or the
+general one) is checked too: a fused kernel that is only right for the mean
+loss is the classic bug.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import gshard_op.torch as gt  # noqa: E402
+
+BATCH, M, V = (3, 5), 16, 37  # 15 tokens, V not a power of two
+IGNORE = -100
+
+# rtol, and atol relative to the largest |expected| (values, gradients).
+TOL = {torch.float32: (2e-5, 2e-5, 1e-4, 2e-5),
+       # bf16 operands are rounded before the matmuls and the outputs after.
+       torch.bfloat16: (2e-2, 2e-2, 3e-2, 3e-2)}
+
+
+def assert_close(actual, expected, rtol, atol_rel, what):
+  expected = expected.detach().double()
+  atol = max(atol_rel * float(expected.abs().max()) if expected.numel() else 0.0, 1e-12)
+  torch.testing.assert_close(actual.detach().double(), expected, rtol=rtol, atol=atol,
+                             msg=lambda m: f"{what}: {m}")
+
+
+# --- the dense torch model -------------------------------------------------------
+
+def dense_logits(x, e, opts):
+  """`[N, V]` float32 logits of `x[N, M]`, capped and clipped."""
+  logits = F.linear(x.float() * x.shape[-1] ** -0.5, e.float())
+  if opts.get("soft_cap_logits"):
+    cap = opts["soft_cap_logits"]
+    logits = cap * torch.tanh(logits / cap)
+  if opts.get("logits_abs_max"):
+    logits = logits.clamp(-opts["logits_abs_max"], opts["logits_abs_max"])
+  return logits
+
+
+def dense_fields(x, e, weights, ids, probs, opts):
+  """The op's fields from `F.cross_entropy` on the dense logits (flat tokens)."""
+  logits = dense_logits(x, e, opts)
+  smoothing = opts.get("label_smoothing_prob", 0.0)
+  if ids is not None:
+    xent = F.cross_entropy(logits, ids.long(), ignore_index=IGNORE, label_smoothing=smoothing,
+                           reduction="none")
+    weights = weights * (ids != IGNORE)
+  else:
+    xent = F.cross_entropy(logits, probs, label_smoothing=smoothing, reduction="none")
+  total_xent = (xent * weights).sum()
+  total_weight = weights.sum()
+  if opts.get("use_tgt_labels_size_as_loss_denominator", True):
+    denominator = torch.tensor(float(x.shape[0]))
+  else:
+    denominator = total_weight
+  lse = torch.logsumexp(logits, -1)
+  z_loss = opts.get("z_loss_weight", 0.0) * (lse**2 * weights).sum() / denominator
+  return dict(logits=logits, log_probs=logits - lse[:, None],
+              per_example_argmax=logits.argmax(-1), per_example_xent=xent,
+              per_example_weight=weights, total_xent=total_xent, total_weight=total_weight,
+              avg_xent=total_xent / denominator, avg_xent_weight=denominator, z_loss=z_loss)
+
+
+# --- the losses differentiated, and the gradient path each must take ---------------
+
+def loss_of(name, out, coeffs):
+  """A scalar from the outputs; `coeffs` are fixed random cotangents."""
+  flat = lambda t: t.reshape(-1, *t.shape[len(BATCH):]) if t.dim() > 1 else t
+  if name == "mean":
+    return out["avg_xent"]
+  if name == "sum":
+    return out["total_xent"]
+  if name == "mean+z":
+    return out["avg_xent"] + out["z_loss"]
+  if name == "mean+z/2":
+    return out["avg_xent"] + 0.5 * out["z_loss"]
+  if name == "z":
+    return out["z_loss"]
+  if name == "none":
+    return (flat(out["per_example_xent"]).float() * coeffs["tokens"]).sum()
+  if name == "logits":
+    return ((flat(out["logits"]).float() * coeffs["dense"]).sum()
+            + (flat(out["log_probs"]).float() * coeffs["dense2"]).sum())
+  raise ValueError(name)
+
+
+def fused_path(name, opts):
+  """Whether `name`'s gradient is the saved fused gradient, scaled."""
+  if name in ("mean", "sum"):
+    return not opts.get("z_loss_weight")
+  if name == "mean+z":
+    return True
+  return name == "z" and not opts.get("z_loss_weight")
+
+
+@pytest.fixture
+def vjp_calls(monkeypatch):
+  """Counts the general-gradient calls of the backward op."""
+  calls = []
+  original = gt._vjp_fn
+
+  def counting(config):
+    fn = original(config)
+    return lambda *a: (calls.append(config), fn(*a))[1]
+  monkeypatch.setattr(gt, "_vjp_fn", counting)
+  return calls
+
+
+def make_case(seed, dtype=torch.float32, labels="ids", weights="random", ignore=False):
+  g = torch.Generator().manual_seed(seed)
+  x = (2.0 * torch.randn(BATCH + (M,), generator=g)).to(dtype)
+  e = torch.randn((V, M), generator=g).to(dtype)
+  ids = probs = None
+  if labels == "ids":
+    ids = torch.randint(0, V, BATCH, generator=g)
+    if ignore:
+      ids.view(-1)[torch.randperm(ids.numel(), generator=g)[:4]] = IGNORE
+  else:
+    probs = torch.softmax(2.0 * torch.randn(BATCH + (V,), generator=g), -1)
+  if weights == "random":
+    w = torch.rand(BATCH + (1,), generator=g) * 2
+    w.view(-1)[:3] = 0.0
+  else:
+    w = None
+  coeffs = dict(tokens=torch.randn(math.prod(BATCH), generator=g),
+                dense=torch.randn(math.prod(BATCH), V, generator=g),
+                dense2=torch.randn(math.prod(BATCH), V, generator=g))
+  return x, e, w, ids, probs, coeffs
+
+
+CASES = {
+    # name: (case kwargs, options)
+    "ids": (dict(weights="ones"), {}),
+    "ignore_index": (dict(weights="ones", ignore=True),
+                     dict(use_tgt_labels_size_as_loss_denominator=False)),
+    "soft_labels": (dict(labels="probs"), {}),
+    "class_weights": (dict(), dict(use_tgt_labels_size_as_loss_denominator=False)),
+    "label_smoothing": (dict(ignore=True), dict(label_smoothing_prob=0.1)),
+    "z_loss": (dict(ignore=True), dict(z_loss_weight=0.01)),
+    "cap_clip_z": (dict(), dict(soft_cap_logits=6.0, logits_abs_max=4.0, z_loss_weight=0.1)),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("case_name", list(CASES))
+def test_matches_dense_torch(case_name, dtype, vjp_calls):
+  kwargs, opts = CASES[case_name]
+  if dtype == torch.bfloat16 and case_name not in ("ids", "ignore_index", "z_loss"):
+    pytest.skip("bf16 on a subset: the dtype path does not depend on the options")
+  x, e, w, ids, probs, coeffs = make_case(zlib.crc32(case_name.encode()), dtype, **kwargs)
+  n = math.prod(BATCH)
+  flat_w = torch.ones(n) if w is None else w.reshape(n)
+  flat_ids = None if ids is None else ids.reshape(n)
+  flat_probs = None if probs is None else probs.reshape(n, V)
+  rtol, atol, grad_rtol, grad_atol = TOL[dtype]
+
+  # Values, all fields, with the dense logits returned too.
+  out = gt.shared_embedding_softmax(x, e, w, ids, probs, return_logits=True, **opts)
+  ref = dense_fields(x.reshape(n, M), e, flat_w, flat_ids, flat_probs, opts)
+  assert list(out) == list(gt.FIELDS)
+  for name in ("per_example_xent", "total_xent", "total_weight", "avg_xent",
+               "avg_xent_weight", "z_loss", "per_example_weight", "logits", "log_probs"):
+    got = out[name]
+    assert got.shape[:len(BATCH)] == BATCH or got.dim() == 0, name
+    assert_close(got.reshape(ref[name].shape), ref[name], rtol, atol, f"{case_name} {name}")
+  assert out["avg_xent"].dtype == out["per_example_xent"].dtype == dtype
+  assert out["z_loss"].dtype == out["total_xent"].dtype == torch.float32
+  assert out["per_example_argmax"].dtype == torch.int32
+  if dtype == torch.float32:
+    assert torch.equal(out["per_example_argmax"].reshape(n).long(), ref["per_example_argmax"])
+  if ids is not None:  # ignored tokens: zero cross-entropy, zero weight
+    ignored = ids == IGNORE
+    assert torch.all(out["per_example_xent"][ignored] == 0)
+    assert torch.all(out["per_example_weight"][..., 0][ignored] == 0)
+
+  losses = ["mean", "sum", "none", "mean+z", "logits"]
+  if opts.get("z_loss_weight"):
+    losses += ["mean+z/2", "z"]
+  for loss_name in losses:
+    # The dense torch autograd, in float32.
+    xr, er = x.detach().float().requires_grad_(), e.detach().float().requires_grad_()
+    ref = dense_fields(xr.reshape(n, M), er, flat_w, flat_ids, flat_probs, opts)
+    ref_out = {k: (v.reshape(BATCH + v.shape[1:]) if v.dim() else v) for k, v in ref.items()}
+    loss_of(loss_name, ref_out, coeffs).backward()
+    want = (xr.grad, er.grad)
+
+    xg, eg = x.detach().clone().requires_grad_(), e.detach().clone().requires_grad_()
+    before = len(vjp_calls)
+    out = gt.shared_embedding_softmax(xg, eg, w, ids, probs,
+                                      return_logits=loss_name == "logits", **opts)
+    loss = loss_of(loss_name, out, coeffs)
+    assert_close(loss.float(), loss_of(loss_name, ref_out, coeffs), rtol, atol,
+                 f"{case_name} loss {loss_name}")
+    loss.backward()
+    for got, expected, what in ((xg.grad, want[0], "d_inputs"), (eg.grad, want[1], "d_embedding")):
+      assert got.dtype == dtype
+      assert_close(got, expected, grad_rtol, grad_atol, f"{case_name} {loss_name} {what}")
+    general = len(vjp_calls) - before
+    assert general == (0 if fused_path(loss_name, opts) else 1), (
+        f"{loss_name}: {'general' if general else 'fused'} gradient path")
+
+
+def test_cross_entropy_reductions():
+  """`avg_xent`, `total_xent` and `per_example_xent` are `F.cross_entropy`'s
+  mean, sum and none with `ignore_index`, the way a torch user writes them."""
+  x, e, _, ids, _, _ = make_case(1, weights="ones", ignore=True)
+  y = ids.reshape(-1)
+  for reduction, field, denominator_is_count in (("mean", "avg_xent", False),
+                                                 ("sum", "total_xent", True),
+                                                 ("none", "per_example_xent", True)):
+    xg, eg = x.clone().requires_grad_(), e.clone().requires_grad_()
+    out = gt.shared_embedding_softmax(
+        xg, eg, None, ids, use_tgt_labels_size_as_loss_denominator=denominator_is_count)
+    got = out[field].reshape(-1) if reduction == "none" else out[field]
+    xr, er = x.clone().requires_grad_(), e.clone().requires_grad_()
+    want = F.cross_entropy(F.linear(xr.reshape(-1, M) * M**-0.5, er), y, reduction=reduction)
+    assert_close(got, want, 2e-5, 2e-5, reduction)
+    cot = torch.randn(got.shape)
+    (got * cot).sum().backward()
+    (want * cot).sum().backward()
+    assert_close(xg.grad, xr.grad, 1e-4, 2e-5, f"{reduction} d_inputs")
+    assert_close(eg.grad, er.grad, 1e-4, 2e-5, f"{reduction} d_embedding")
+
+
+def test_no_grad_and_eval_skip_the_gradient():
+  """Without autograd the op computes no gradient; label smoothing only trains."""
+  layer = gt.GShardSharedEmbeddingSoftmax(M, V, label_smoothing_prob=0.2)
+  x, _, _, ids, _, _ = make_case(2)
+  with torch.no_grad():
+    out = layer(x, None, class_ids=ids)
+  assert not out["avg_xent"].requires_grad
+  ref = lambda p: F.cross_entropy(F.linear(x.reshape(-1, M) * M**-0.5, layer.embedding),
+                                  ids.reshape(-1), label_smoothing=p)
+  assert_close(out["avg_xent"], ref(0.2), 2e-5, 2e-5, "train")
+  layer.eval()
+  with torch.no_grad():
+    assert_close(layer(x, None, class_ids=ids)["avg_xent"], ref(0.0), 2e-5, 2e-5, "eval")
+
+
+def test_layer_parameters_and_lookup():
+  torch.manual_seed(0)
+  layer = gt.GShardSharedEmbeddingSoftmax(64, 1000)
+  p = dict(layer.named_parameters())
+  assert list(p) == ["embedding"] and p["embedding"].shape == (1000, 64)
+  assert abs(float(p["embedding"].mean())) < 0.02 and abs(float(p["embedding"].std()) - 1) < 0.02
+  ids = torch.tensor([[0, 999, 1000, -1, 5]])
+  rows = layer.emb_lookup(ids)
+  assert rows.shape == (1, 5, 64)
+  assert torch.equal(rows[0, :2], p["embedding"][[0, 999]].detach())
+  assert torch.all(rows[0, 2:4] == 0)  # out of range: zero rows, as Praxis's one-hot
+  with pytest.raises(ValueError, match="in_features"):
+    gt.GShardSharedEmbeddingSoftmax(0, 10)
+  with pytest.raises(ValueError, match="label_smoothing_prob"):
+    gt.GShardSharedEmbeddingSoftmax(4, 10, label_smoothing_prob=2.0)
+
+
+def test_argument_errors():
+  x, e, w, ids, probs, _ = make_case(3)
+  with pytest.raises(ValueError, match="exactly one"):
+    gt.shared_embedding_softmax(x, e, w)
+  with pytest.raises(ValueError, match="in_features"):
+    gt.shared_embedding_softmax(x[..., :3], e, w, ids)
+  with pytest.raises(ValueError, match="class_ids must have shape"):
+    gt.shared_embedding_softmax(x, e, w, ids[:1])
+  with pytest.raises(TypeError, match="integers"):
+    gt.shared_embedding_softmax(x, e, w, ids.float())
+
+
+# --- a tiny tied-embedding language model ---------------------------------------------
+
+class TinyLM(torch.nn.Module):
+  """Embedding lookup, one causal mixing layer, the shared softmax."""
+
+  def __init__(self, vocab, width, dense=False, **options):
+    super().__init__()
+    self.head = gt.GShardSharedEmbeddingSoftmax(width, vocab, **options)
+    self.mix = torch.nn.Linear(width, width)
+    self.dense = dense
+    self.options = options
+
+  def forward(self, tokens, targets):
+    h = self.head.emb_lookup(tokens)
+    prev = F.pad(h, (0, 0, 1, 0))[:, :-1]  # the previous token's embedding
+    h = h + torch.tanh(self.mix(prev))
+    if not self.dense:
+      out = self.head(h, None, class_ids=targets)
+      return out["avg_xent"] + out["z_loss"]
+    logits = F.linear(h.reshape(-1, h.shape[-1]) * h.shape[-1] ** -0.5, self.head.embedding)
+    y = targets.reshape(-1)
+    z = self.options.get("z_loss_weight", 0.0) * (torch.logsumexp(logits, -1) ** 2).mean()
+    return F.cross_entropy(logits, y, reduction="sum") / y.numel() + z
+
+
+def _train(model, batches, steps):
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+  losses = []
+  for tokens, targets in batches[:steps]:
+    opt.zero_grad()
+    loss = model(tokens, targets)
+    loss.backward()
+    opt.step()
+    losses.append(float(loss))
+  return losses
+
+
+def _lm_pair(seed=0, **options):
+  torch.manual_seed(seed)
+  ours = TinyLM(61, 16, **options)
+  dense = TinyLM(61, 16, dense=True, **options)
+  dense.load_state_dict(ours.state_dict())
+  g = torch.Generator().manual_seed(seed)
+  batches = []
+  for _ in range(20):
+    seq = torch.randint(0, 61, (4, 9), generator=g)
+    batches.append((seq[:, :-1], seq[:, 1:]))
+  return ours, dense, batches
+
+
+def test_training_matches_dense_torch():
+  """20 AdamW steps: the same losses and parameters as the dense torch model."""
+  ours, dense, batches = _lm_pair(z_loss_weight=1e-3)
+  got, want = _train(ours, batches, 20), _train(dense, batches, 20)
+  np.testing.assert_allclose(got, want, rtol=2e-4)
+  assert want[-1] < want[0] - 0.5  # it learns
+  for (name, a), b in zip(ours.named_parameters(), dense.parameters()):
+    assert_close(a, b, 1e-3, 1e-4, name)
+
+
+def test_torch_compile_fullgraph():
+  """`torch.compile(fullgraph=True)` (inductor) traces the op without graph
+  breaks and trains like eager."""
+  ours, dense, batches = _lm_pair(seed=1, z_loss_weight=1e-3)
+  compiled = torch.compile(ours, fullgraph=True)
+  got, want = _train(compiled, batches, 4), _train(dense, batches, 4)
+  np.testing.assert_allclose(got, want, rtol=2e-4)
+
+
+def test_opcheck():
+  """torch.library's own checks of the schema, fake and autograd registrations."""
+  x = torch.randn(6, 8, requires_grad=True)
+  e = torch.randn(11, 8, requires_grad=True)
+  ids = torch.randint(0, 11, (6,), dtype=torch.int32)
+  options = (0.0, 0.0, 0.1, 0.1, True, IGNORE, True)
+  for with_grads in (False, True):
+    result = torch.library.opcheck(gt._softmax_op,
+                                   (x, e, ids, None, torch.rand(6), *options, with_grads))
+    assert set(result.values()) == {"SUCCESS"}, result
+
+
+# --- crossing over: DLPack, caching ------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int32])
+def test_dlpack_is_zero_copy(dtype):
+  t = torch.arange(64).reshape(8, 8).to(dtype)
+  a = gt._to_jax(t)
+  assert a.dtype == jnp.dtype(str(dtype).removeprefix("torch."))
+  assert a.unsafe_buffer_pointer() == t.data_ptr()
+  b = jnp.ones((4, 4), a.dtype)
+  (tb,) = gt._to_torch([b], ())
+  assert tb.data_ptr() == b.unsafe_buffer_pointer()
+  # An output that would alias an input (JAX forwards returned inputs) is copied.
+  (same,) = gt._to_torch([a], (t,))
+  assert same.data_ptr() != t.data_ptr() and torch.equal(same, t)
+
+
+@pytest.fixture
+def compiles():
+  """The XLA compilations that happen while the test runs."""
+  events = []
+
+  def listener(event, *_, **__):
+    if event == "/jax/core/compile/backend_compile_duration":
+      events.append(event)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  yield events
+  jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_compiled_once_per_shape_and_dtype(compiles):
+  x, e, w, ids, _, _ = make_case(4)
+  kwargs = dict(soft_cap_logits=3.0)  # options of this test only: nothing cached yet
+
+  def count(*args):
+    before = len(compiles)
+    gt.shared_embedding_softmax(*args, **kwargs)
+    return len(compiles) - before
+
+  assert count(x, e, w, ids) == 1
+  assert count(x + 1, e, w, ids) == 0
+  assert count(x[:2], e, w[:2], ids[:2]) == 1
+  assert count(x.to(torch.bfloat16), e.to(torch.bfloat16), w, ids) == 1
