@@ -4,23 +4,37 @@ Public API:
   GShardSharedEmbeddingSoftmax  the Flax NNX layer
   shared_embedding_softmax      its functional form
   SoftmaxOutput, SoftmaxOptions
+  lowering                      choose the primitives' lowering route (gshard_op/lowering.py)
   jit                           `jax.jit` that runs the gshard passes before XLA
+  nnx_jit                       `nnx.jit` that runs them
+
+Layering (no import cycle): `contract`, `options` are leaves; `passes` builds
+on them; the primitives' lowering rules call the passes' emitters; `jit`
+sits on top of both and is loaded on first use, as is the Flax layer.
 """
 
 from gshard_op.functional import shared_embedding_softmax
-from gshard_op.jit import jit
+from gshard_op.lowering import lowering
 from gshard_op.options import SoftmaxOptions
 from gshard_op.outputs import SoftmaxOutput
 
+_LAZY = {
+    "GShardSharedEmbeddingSoftmax": ("gshard_op.layer", "GShardSharedEmbeddingSoftmax"),
+    "jit": ("gshard_op.pipelined_jit", "jit"),
+    "nnx_jit": ("gshard_op.pipelined_jit", "nnx_jit"),
+}
+
 
 def __getattr__(name):
-  # The layer needs flax; load it on first use so that the passes (and
-  # gshard-opt, which import gshard_op.contract) start without it.
-  if name == "GShardSharedEmbeddingSoftmax":
-    from gshard_op.layer import GShardSharedEmbeddingSoftmax
-    return GShardSharedEmbeddingSoftmax
+  # The layer needs flax and `jit` the passes: neither loads until asked for,
+  # so that `import gshard_op` stays light and the passes can import the
+  # contract without importing `jit` back.
+  if name in _LAZY:
+    import importlib
+    module, attr = _LAZY[name]
+    return getattr(importlib.import_module(module), attr)
   raise AttributeError(f"module 'gshard_op' has no attribute {name!r}")
 
 
 __all__ = ["GShardSharedEmbeddingSoftmax", "SoftmaxOptions", "SoftmaxOutput",
-           "jit", "shared_embedding_softmax"]
+           "jit", "lowering", "nnx_jit", "shared_embedding_softmax"]

@@ -1,130 +1,221 @@
-"""`gshard_op.jit`: `jax.jit` that runs the gshard passes before XLA compiles.
+"""`gshard_op.jit` and `gshard_op.nnx_jit`: `jax.jit` / `nnx.jit` plus the gshard passes.
 
-    step = gshard_op.jit(train_step, pipeline="gshard-chunk-softmax{vocab-chunk=4096}")
-    step(params, batch)                # lower, rewrite, compile once per signature
-    step.lower(params, batch).as_text()   # the rewritten StableHLO
+    step = gshard_op.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    step(x, embedding)                        # trace, lower, rewrite, compile: once per signature
+    step.lower(x, embedding).as_text()        # the rewritten StableHLO
 
-The hook is JAX's own: `jax.jit(f).lower(...)` holds the StableHLO module that
-`.compile()` will compile, and the pipeline rewrites it in place in between.
+The function is traced with the primitives in `composite` mode
+(`gshard_op.lowering`), so the lowered module holds the composites; the
+pipeline then rewrites that module in place between JAX's lowering and its
+compilation: `Lowered.compiler_ir("stablehlo")` is the live module that
+`Lowered.compile()` compiles. There is no hook for this inside `jax.jit`
+(which is why plain `jax.jit` gets the primitives' chunked lowering instead).
+
+Caching is JAX's own: the trace (keyed on argument types and the trace context,
+e.g. `jax_default_matmul_precision` or `jax_enable_x64`), the lowering (keyed
+on the jaxpr) and the executable compiled from it. A module that has been
+rewritten carries a `gshard.pipeline` attribute, so it is rewritten once.
+
+Called with tracers, under `jax.jit`, `jax.grad`, `jax.vmap`, `jax.eval_shape`
+or another `gshard_op.jit`, it traces through as `jax.jit` does and the
+enclosing compilation decides the route.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
 import jax
-from jax._src import api_util
+from jaxlib.mlir import ir
 
 import passes
+from gshard_op.lowering import lowering
 from passes.pipelines import default_pipeline
+
+_REWRITTEN = "gshard.pipeline"
+
+
+def rewrite(lowered: jax.stages.Lowered, pipeline: str) -> bool:
+  """Runs `pipeline` on `lowered`'s module unless that module was already
+  rewritten (JAX hands back the same module for the same lowering); True if it ran."""
+  module = lowered.compiler_ir("stablehlo").operation
+  done = module.attributes[_REWRITTEN] if _REWRITTEN in module.attributes else None
+  if done is not None:
+    if ir.StringAttr(done).value != pipeline:
+      raise RuntimeError(f"this lowering was already rewritten by {ir.StringAttr(done).value!r}")
+    return False
+  passes.run_pipeline(module, pipeline)
+  with module.context:
+    module.attributes[_REWRITTEN] = ir.StringAttr.get(pipeline)
+  return True
 
 
 class Lowered:
   """A `jax.stages.Lowered` whose module the pipeline has rewritten."""
 
   def __init__(self, lowered: jax.stages.Lowered, pipeline: str):
+    self.rewritten_now = rewrite(lowered, pipeline)
     self._lowered = lowered
     self.pipeline = pipeline
 
-  def as_text(self, *args, **kwargs) -> str:
-    return self._lowered.as_text(*args, **kwargs)
-
-  def compiler_ir(self, dialect: str = "stablehlo"):
-    return self._lowered.compiler_ir(dialect)
-
-  def compile(self, *args, **kwargs) -> jax.stages.Compiled:
-    return self._lowered.compile(*args, **kwargs)
-
-  def __getattr__(self, name):  # in_tree, out_info, cost_analysis, ...
+  def __getattr__(self, name):  # as_text, compiler_ir, compile, cost_analysis, ...
     return getattr(self._lowered, name)
 
 
-class Jitted:
-  """The callable `gshard_op.jit` returns; see the module docstring."""
+class Traced:
+  """A `jax.stages.Traced` whose `lower()` runs the pipeline."""
 
-  def __init__(self, fun: Callable, pipeline: str, jit_kwargs: dict[str, Any]):
-    # JAX caches the lowering of a function, and the pipeline rewrites the
-    # lowered module in place: a wrapper of our own keeps that rewritten module
-    # out of what `jax.jit(fun)` (or another pipeline) would get back.
-    @functools.wraps(fun)
-    def own(*args, **kwargs):
-      return fun(*args, **kwargs)
-
-    self._jitted = jax.jit(own, **jit_kwargs)
-    self._static_argnums, self._static_argnames = _static_arguments(fun, jit_kwargs)
+  def __init__(self, traced: jax.stages.Traced, pipeline: str):
+    self._traced = traced
     self.pipeline = pipeline
-    self._cache: dict[Any, jax.stages.Compiled] = {}
-    self._lock = threading.Lock()
-    functools.update_wrapper(self, fun)
 
   def lower(self, *args, **kwargs) -> Lowered:
-    lowered = self._jitted.lower(*args, **kwargs)
-    passes.run_pipeline(lowered.compiler_ir("stablehlo"), self.pipeline)
-    return Lowered(lowered, self.pipeline)
+    return Lowered(self._traced.lower(*args, **kwargs), self.pipeline)
 
-  def _signature(self, args, kwargs):
-    static = tuple(a for i, a in enumerate(args) if i in self._static_argnums)
-    static_kw = tuple(sorted((k, v) for k, v in kwargs.items() if k in self._static_argnames))
-    dynamic = ([a for i, a in enumerate(args) if i not in self._static_argnums],
-               {k: v for k, v in kwargs.items() if k not in self._static_argnames})
-    leaves, tree = jax.tree.flatten(dynamic)
-    return (static, static_kw, tree, tuple(_leaf_key(x) for x in leaves)), dynamic
+  def __getattr__(self, name):  # jaxpr, out_info, args_info, ...
+    return getattr(self._traced, name)
 
-  def __call__(self, *args, **kwargs):
-    key, (dyn_args, dyn_kwargs) = self._signature(args, kwargs)
-    compiled = self._cache.get(key)
-    if compiled is None:
-      with self._lock:
-        compiled = self._cache.get(key)
-        if compiled is None:
-          compiled = self.lower(*args, **kwargs).compile()
-          self._cache[key] = compiled
-    return compiled(*dyn_args, **dyn_kwargs)
+
+class Jitted:
+  """A `jax.jit`-compiled function whose lowered module the pipeline rewrites.
+
+  Wraps an existing `jax.jit` object (`gshard_op.jit` makes one; `nnx_jit`
+  takes `nnx.jit`'s). `static_argnums` / `static_argnames` are the ones that
+  object was given, so the compiled executable is called with the dynamic
+  arguments only.
+  """
+
+  def __init__(self, jitted, pipeline: str, *, fun: Callable,
+               static_argnums=None, static_argnames=None):
+    self._jitted = jitted
+    self.pipeline = pipeline
+    self._static_argnums, self._static_argnames = _static_arguments(
+        fun, static_argnums, static_argnames)
+    self._lowerings = 0
+    functools.update_wrapper(self, fun)
+
+  def trace(self, *args, **kwargs) -> Traced:
+    with lowering("composite"):
+      return Traced(self._jitted.trace(*args, **kwargs), self.pipeline)
+
+  def lower(self, *args, **kwargs) -> Lowered:
+    with lowering("composite"):
+      lowered = Lowered(self._jitted.lower(*args, **kwargs), self.pipeline)
+    self._lowerings += lowered.rewritten_now
+    return lowered
 
   def cache_size(self) -> int:
-    return len(self._cache)
+    """How many lowerings this function has rewritten (one per signature)."""
+    return self._lowerings
+
+  def eval_shape(self, *args, **kwargs):
+    return self._jitted.eval_shape(*args, **kwargs)
+
+  def __call__(self, *args, **kwargs):
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+      return self._jitted(*args, **kwargs)  # inside another transformation: trace through
+    compiled = self.lower(*args, **kwargs).compile()
+    return compiled(*self._dynamic(args), **{k: v for k, v in kwargs.items()
+                                             if k not in self._static_argnames})
+
+  def __get__(self, instance, owner=None):
+    return self if instance is None else types.MethodType(self, instance)
+
+  def _dynamic(self, args) -> list:
+    static = {i % len(args) for i in self._static_argnums if -len(args) <= i < len(args)}
+    return [a for i, a in enumerate(args) if i not in static]
 
 
-def _leaf_key(x):
-  aval = jax.typeof(x)
-  # Placement matters only for arrays committed to devices (device_put); an
-  # uncommitted jax.Array goes where a NumPy array would.
-  sharding = x.sharding if isinstance(x, jax.Array) and x.committed else None
-  return (aval, getattr(aval, "weak_type", False), sharding)
+def _as_tuple(value) -> tuple:
+  if value is None:
+    return ()
+  return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
-def _static_arguments(fun, jit_kwargs) -> tuple[tuple[int, ...], tuple[str, ...]]:
-  """Static argnums and argnames, each inferred from the other as `jax.jit` does."""
-  argnums, argnames = jit_kwargs.get("static_argnums"), jit_kwargs.get("static_argnames")
+def _static_arguments(fun, argnums, argnames) -> tuple[tuple[int, ...], tuple[str, ...]]:
+  """Static argnums and argnames, each completed from the other through `fun`'s
+  signature as `jax.jit` does (positional-or-keyword parameters only)."""
+  argnums, argnames = _as_tuple(argnums), _as_tuple(argnames)
   try:
-    signature = inspect.signature(fun)
+    parameters = list(inspect.signature(fun).parameters.values())
   except (TypeError, ValueError):  # no signature: take them as given
-    as_tuple = lambda v: () if v is None else tuple(v) if isinstance(v, (tuple, list)) else (v,)
-    return as_tuple(argnums), as_tuple(argnames)
-  return api_util.infer_argnums_and_argnames(signature, argnums, argnames)
+    return argnums, argnames
+  positional = [p.name for p in parameters
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+  named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+  if argnums and not argnames:
+    argnames = tuple(positional[i] for i in argnums
+                     if -len(positional) <= i < len(positional) and positional[i] in named)
+  elif argnames and not argnums:
+    argnums = tuple(positional.index(n) for n in argnames if n in positional)
+  return argnums, argnames
+
+
+def _pipeline(pipeline: str | None, memory_budget_mib: float | None) -> str:
+  if pipeline is not None and memory_budget_mib is not None:
+    raise ValueError("give either pipeline= or memory_budget_mib= (which sizes the default "
+                     "pipeline), not both: a pipeline's passes carry their own budgets")
+  if pipeline is None:
+    pipeline = default_pipeline(memory_budget_mib)
+  passes.parse_pipeline(pipeline)  # fail early on a bad pipeline
+  return pipeline
 
 
 def jit(fun: Callable | None = None, *, pipeline: str | None = None,
-        memory_budget_mib: float | None = None, **jax_jit_kwargs):
-  """Like `jax.jit`, running `pipeline` on the lowered StableHLO before XLA.
+        memory_budget_mib: float | None = None, **jax_jit_kwargs) -> Jitted:
+  """`jax.jit` that runs `pipeline` on the lowered StableHLO before XLA compiles it.
 
   Args:
     fun: the function; `gshard_op.jit(pipeline=...)` without it is a decorator.
-    pipeline: pass pipeline text (see `gshard-opt --list-passes`); default:
+    pipeline: pass pipeline text (`gshard-opt --list-passes`); default:
       `passes.pipelines.default_pipeline(memory_budget_mib)`.
-    memory_budget_mib: MiB of `[tokens, classes]` buffers the rewritten loops
-      may keep live; default `passes.pipelines.default_memory_budget_mib()`.
-      Ignored when `pipeline` is given (its passes carry their own budgets).
+    memory_budget_mib: MiB of `[tokens, classes]` buffers the default
+      pipeline's loops may keep live. Not together with `pipeline`.
     **jax_jit_kwargs: passed to `jax.jit` (static_argnums, donate_argnums, ...).
   """
   if fun is None:
     return functools.partial(jit, pipeline=pipeline, memory_budget_mib=memory_budget_mib,
                              **jax_jit_kwargs)
-  if pipeline is None:
-    pipeline = default_pipeline(memory_budget_mib)
-  passes.parse_pipeline(pipeline)  # fail early on a bad pipeline
-  return Jitted(fun, pipeline, jax_jit_kwargs)
+  pipeline = _pipeline(pipeline, memory_budget_mib)
+
+  # JAX caches traces and lowerings per function, and the pipeline rewrites a
+  # lowering in place: a function of our own keeps those apart from what
+  # `jax.jit(fun)`, or a `gshard_op.jit(fun)` with another pipeline, gets.
+  @functools.wraps(fun)
+  def own(*args, **kwargs):
+    return fun(*args, **kwargs)
+
+  return Jitted(jax.jit(own, **jax_jit_kwargs), pipeline, fun=fun,
+                static_argnums=jax_jit_kwargs.get("static_argnums"),
+                static_argnames=jax_jit_kwargs.get("static_argnames"))
+
+
+def nnx_jit(fun: Callable | None = None, *, pipeline: str | None = None,
+            memory_budget_mib: float | None = None, **nnx_jit_kwargs):
+  """`flax.nnx.jit` that runs `pipeline` on the lowered StableHLO before XLA.
+
+  Same semantics as `nnx.jit` (graph nodes in and out, in-place updates of
+  modules and `nnx.Optimizer`s): it is `nnx.jit`'s own wrapper, whose inner
+  `jax.jit` is the one that lowers through the pipeline. A training step gets
+  the fused forward-and-gradient sweep (three matmuls) this way.
+  """
+  if fun is None:
+    return functools.partial(nnx_jit, pipeline=pipeline, memory_budget_mib=memory_budget_mib,
+                             **nnx_jit_kwargs)
+  from flax import nnx  # flax is needed only here
+
+  pipeline = _pipeline(pipeline, memory_budget_mib)
+  wrapped = nnx.jit(fun, **nnx_jit_kwargs)
+  # nnx.jit keeps the jax.jit of its pure function as `jitted_fn` and calls
+  # only its __call__, lower, trace and eval_shape: Jitted provides the four.
+  wrapped.jitted_fn = Jitted(wrapped.jitted_fn, pipeline, fun=fun,
+                             static_argnums=nnx_jit_kwargs.get("static_argnums"),
+                             static_argnames=nnx_jit_kwargs.get("static_argnames"))
+  return wrapped
+
+
+__all__ = ["Jitted", "Lowered", "Traced", "jit", "nnx_jit", "rewrite"]

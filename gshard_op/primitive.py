@@ -1,4 +1,4 @@
-"""The two primitives and their lowering to `stablehlo.composite`.
+"""The two primitives, their lowerings, and how they differentiate.
 
 `per_token_softmax(x, embedding, labels, options)` is differentiable through a
 `custom_vjp` tying two primitives:
@@ -7,12 +7,17 @@
   (per_example_xent[N] f32, per_example_argmax[N] i32, logsumexp[N] f32,
   logsumexp_squared[N] f32)`;
 * `shared_embedding_softmax_grad_p`: `(x, embedding, labels, logsumexp,
-  g_xent, g_logsumexp, g_logsumexp_squared) -> (d_x[N,M], d_embedding[V,M])`.
+  g_xent, g_lse, g_lse_squared) -> (d_x[N,M], d_embedding[V,M])`.
 
 `labels` is either class ids `[N]` (int32) or class probabilities `[N,V]`
-(float). Each primitive lowers to one `stablehlo.composite` whose
-`decomposition` is the dense reference of `gshard_op/reference.py`; see
-`gshard_op/contract.py` and `docs/contract.md`.
+(float). Both primitives carry the static `options` and a `lowering`
+(`gshard_op/lowering.py`), read when they are bound, which picks the route:
+
+* `chunked`: the loops of `gshard-chunk-softmax`, emitted in place by the
+  lowering rule, so any `jax.jit` compiles the `[N, V]`-free form;
+* `composite`: one `stablehlo.composite` each (`jax.lax.composite`) whose
+  decomposition is the dense reference of `gshard_op/reference.py`, for the
+  whole-module passes; see `gshard_op/contract.py` and `docs/contract.md`.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax._src import core, dispatch
-from jax._src.interpreters import batching, mlir
-from jax._src.lib.mlir import ir
-from jax._src.lib.mlir.dialects import hlo
+from jax.core import ShapedArray
 from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
+from jaxlib.mlir import ir
 
 from gshard_op import contract, reference
+from gshard_op import lowering as lowering_lib
+from gshard_op.lowering import Lowering
 from gshard_op.options import SoftmaxOptions, logit_scale
 
 
@@ -58,40 +64,13 @@ def _token_aval(x, dtype):
   sharding = getattr(x, "sharding", None)
   if sharding is not None and getattr(sharding, "spec", None) is not None:
     spec = jax.sharding.PartitionSpec(*sharding.spec[:1])
-    return core.ShapedArray((x.shape[0],), dtype, sharding=sharding.update(spec=spec))
-  return core.ShapedArray((x.shape[0],), dtype)
+    return ShapedArray((x.shape[0],), dtype, sharding=sharding.update(spec=spec))
+  return ShapedArray((x.shape[0],), dtype)
 
 
-def _composite_lowering(ctx: mlir.LoweringRuleContext, *args, name: str,
-                        decomposition, options: SoftmaxOptions):
-  """Emits `stablehlo.composite name(args)` decomposing into `decomposition`."""
-  closed = jax.make_jaxpr(functools.partial(decomposition, opts=options))(*ctx.avals_in)
-  const_args = core.jaxpr_const_args(closed.jaxpr)
-  const_values = tuple(mlir.ir_constants(c, const_lowering=ctx.const_lowering, aval=aval)
-                       for c, aval in const_args)
-  func_op, _, _ = mlir.lower_called_computation(
-      name, closed, ctx.module_context, len(const_args),
-      (*(aval for _, aval in const_args), *ctx.avals_in), ctx.avals_out, ctx.tokens_in)
-  operands, _ = mlir.ir_tree_registry.flatten(const_values + args)
-  return hlo.CompositeOp(
-      func_op.type.results, operands,
-      name=ir.StringAttr.get(name),
-      decomposition=ir.FlatSymbolRefAttr.get(func_op.name.value),
-      composite_attributes=composite_attributes(options, in_features=ctx.avals_in[0].shape[1]),
-      version=mlir.i32_attr(contract.VERSION),
-  ).results
-
-
-def composite_attributes(options: SoftmaxOptions, in_features: int) -> ir.DictAttr:
-  """Every option, plus the logit scale, as the composite's attribute dict."""
-  f64 = ir.F64Type.get()
-  values = {name: getattr(options, name) for name in contract.FLOAT_ATTRIBUTES
-            if name != "logit_scale"}
-  values["logit_scale"] = logit_scale(in_features)
-  attrs = {k: ir.FloatAttr.get(f64, v) for k, v in values.items()}
-  for name in contract.BOOL_ATTRIBUTES:
-    attrs[name] = ir.BoolAttr.get(getattr(options, name))
-  return ir.DictAttr.get(attrs)
+def _jit_impl(prim: Primitive):
+  """Eager evaluation: the primitive alone, compiled once per signature."""
+  return jax.jit(prim.bind, static_argnames=("options", "lowering"))
 
 
 def _map_over_batch(prim, args, dims, **params):
@@ -107,39 +86,97 @@ def _map_over_batch(prim, args, dims, **params):
   return outs, (0,) * len(outs)
 
 
+# --- lowering ------------------------------------------------------------------
+
+def composite_attributes(options: SoftmaxOptions, in_features: int) -> dict:
+  """Every option, plus the logit scale, as the composite's attributes (f64 / bool)."""
+  attrs = {name: np.float64(getattr(options, name)) for name in contract.FLOAT_ATTRIBUTES
+           if name != "logit_scale"}
+  attrs["logit_scale"] = np.float64(logit_scale(in_features))
+  attrs.update({name: bool(getattr(options, name)) for name in contract.BOOL_ATTRIBUTES})
+  return attrs
+
+
+def _composite(name: str, decomposition, options: SoftmaxOptions, *args):
+  """`stablehlo.composite name(args)`, decomposing into the dense reference."""
+  def dense(*operands, **attributes):
+    del attributes  # the same options, as the composite's attributes
+    return decomposition(*operands, opts=options)
+
+  op = lax.composite(dense, name, version=contract.VERSION)
+  return op(*args, **composite_attributes(options, in_features=args[0].shape[1]))
+
+
+def _tag_new_loops(block: ir.Block, before: set, text: str) -> None:
+  """Marks the `stablehlo.while` ops added to `block` with `gshard.plan = text`."""
+  for op in block.operations:
+    if op.operation not in before and op.operation.name == "stablehlo.while":
+      op.operation.attributes["gshard.plan"] = ir.StringAttr.get(text)
+
+
+def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: SoftmaxOptions,
+             lowering: Lowering):
+  """The chunk pass's loops, emitted at the point JAX lowers the primitive."""
+  # Deferred: `passes` imports this package's contract, and only a lowering needs it.
+  from passes import chunk
+  from passes.softmax_ir import Softmax
+
+  (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
+  sm = Softmax(options=options, logit_scale=logit_scale(m), num_classes=v,
+               labels_are_ids=jnp.issubdtype(ctx.avals_in[2].dtype, jnp.integer))
+  plan = chunk.plan_chunks(n, v, memory_budget_mib=lowering.memory_budget_mib)
+  block = ir.InsertionPoint.current.block
+  before = {op.operation for op in block.operations}
+  emit = chunk.emit_grad if is_grad else chunk.emit_forward
+  results = emit(sm, plan, *args)
+  _tag_new_loops(block, before, f"gshard-lowering: {plan.attribute()}")
+  return results
+
+
+def _lowering_rule(name: str, decomposition, is_grad: bool):
+  composite = mlir.lower_fun(
+      lambda *args, options, lowering: _composite(name, decomposition, options, *args),
+      multiple_results=True)
+
+  def rule(ctx, *args, options: SoftmaxOptions, lowering: Lowering):
+    if lowering.mode == "composite":
+      return composite(ctx, *args, options=options, lowering=lowering)
+    return _chunked(ctx, *args, is_grad=is_grad, options=options, lowering=lowering)
+
+  return rule
+
+
 # --- forward -------------------------------------------------------------------
 
 shared_embedding_softmax_p = Primitive("gshard_shared_embedding_softmax")
 shared_embedding_softmax_p.multiple_results = True
-shared_embedding_softmax_p.def_impl(
-    functools.partial(dispatch.apply_primitive, shared_embedding_softmax_p))
+shared_embedding_softmax_p.def_impl(_jit_impl(shared_embedding_softmax_p))
 
 
-def _forward_abstract_eval(x, embedding, labels, *, options):
-  del options
+def _forward_abstract_eval(x, embedding, labels, *, options, lowering):
+  del options, lowering
   _check_operands(x, embedding, labels)
   f32 = _token_aval(x, np.float32)
   return f32, _token_aval(x, np.int32), f32, f32
 
 
-def _forward_batch_rule(args, dims, *, options):
+def _forward_batch_rule(args, dims, **params):
   x, embedding, labels = args
   x_dim, emb_dim, labels_dim = dims
   if emb_dim is not None:
-    return _map_over_batch(shared_embedding_softmax_p, args, dims, options=options)
+    return _map_over_batch(shared_embedding_softmax_p, args, dims, **params)
   # Per-token results of an unbatched embedding: fold the batch into the tokens.
   size = x.shape[x_dim] if x_dim is not None else labels.shape[labels_dim]
   x = batching.bdim_at_front(x, x_dim, size)
   labels = batching.bdim_at_front(labels, labels_dim, size)
   outs = shared_embedding_softmax_p.bind(
-      x.reshape(-1, x.shape[-1]), embedding, labels.reshape(-1, *labels.shape[2:]),
-      options=options)
+      x.reshape(-1, x.shape[-1]), embedding, labels.reshape(-1, *labels.shape[2:]), **params)
   return [o.reshape(size, -1) for o in outs], (0,) * len(outs)
 
 
 shared_embedding_softmax_p.def_abstract_eval(_forward_abstract_eval)
-mlir.register_lowering(shared_embedding_softmax_p, functools.partial(
-    _composite_lowering, name=contract.FORWARD, decomposition=reference.per_token_forward))
+mlir.register_lowering(shared_embedding_softmax_p, _lowering_rule(
+    contract.FORWARD, reference.per_token_forward, is_grad=False))
 batching.primitive_batchers[shared_embedding_softmax_p] = _forward_batch_rule
 
 
@@ -147,56 +184,64 @@ batching.primitive_batchers[shared_embedding_softmax_p] = _forward_batch_rule
 
 shared_embedding_softmax_grad_p = Primitive("gshard_shared_embedding_softmax_grad")
 shared_embedding_softmax_grad_p.multiple_results = True
-shared_embedding_softmax_grad_p.def_impl(
-    functools.partial(dispatch.apply_primitive, shared_embedding_softmax_grad_p))
+shared_embedding_softmax_grad_p.def_impl(_jit_impl(shared_embedding_softmax_grad_p))
 
 
-def _grad_abstract_eval(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *, options):
-  del options
+def _grad_abstract_eval(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *,
+                        options, lowering):
+  del options, lowering
   _check_operands(x, embedding, labels)
   for name, a in (("logsumexp", lse), ("g_per_example_xent", g_xent),
                   ("g_logsumexp", g_lse), ("g_logsumexp_squared", g_lse_squared)):
     if a.shape != (x.shape[0],) or a.dtype != np.float32:
       raise TypeError(f"{name} must be float32[{x.shape[0]}], got {a.dtype}{list(a.shape)}")
-  return (core.ShapedArray(x.shape, x.dtype, sharding=x.sharding),
-          core.ShapedArray(embedding.shape, embedding.dtype, sharding=embedding.sharding))
+  return (ShapedArray(x.shape, x.dtype, sharding=x.sharding),
+          ShapedArray(embedding.shape, embedding.dtype, sharding=embedding.sharding))
 
 
-def _grad_batch_rule(args, dims, *, options):
+def _grad_batch_rule(args, dims, **params):
   # d_embedding is per batch element even when the embedding is not batched,
   # so tokens cannot simply be folded together: map over the batch.
-  return _map_over_batch(shared_embedding_softmax_grad_p, args, dims, options=options)
+  return _map_over_batch(shared_embedding_softmax_grad_p, args, dims, **params)
 
 
 shared_embedding_softmax_grad_p.def_abstract_eval(_grad_abstract_eval)
-mlir.register_lowering(shared_embedding_softmax_grad_p, functools.partial(
-    _composite_lowering, name=contract.GRAD, decomposition=reference.per_token_grad))
+mlir.register_lowering(shared_embedding_softmax_grad_p, _lowering_rule(
+    contract.GRAD, reference.per_token_grad, is_grad=True))
 batching.primitive_batchers[shared_embedding_softmax_grad_p] = _grad_batch_rule
 
 
 # --- differentiation -----------------------------------------------------------
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def per_token_softmax(x, embedding, labels, options: SoftmaxOptions):
   """`(per_example_xent, per_example_argmax, logsumexp, logsumexp_squared)`.
 
   Flat operands as in the module docstring; differentiable in `x` and
-  `embedding` (labels, ids or probabilities, carry no gradient).
+  `embedding` (labels, ids or probabilities, carry no gradient). The lowering
+  route in force here (`gshard_op.lowering`) is fixed for the forward and its
+  gradient alike.
   """
-  return tuple(shared_embedding_softmax_p.bind(x, embedding, labels, options=options))
+  return _per_token_softmax(x, embedding, labels, options, lowering_lib.current())
 
 
-def _per_token_softmax_fwd(x, embedding, labels, options):
-  outs = per_token_softmax(x, embedding, labels, options)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _per_token_softmax(x, embedding, labels, options: SoftmaxOptions, lowering: Lowering):
+  return tuple(shared_embedding_softmax_p.bind(x, embedding, labels, options=options,
+                                               lowering=lowering))
+
+
+def _per_token_softmax_fwd(x, embedding, labels, options, lowering):
+  outs = _per_token_softmax(x, embedding, labels, options, lowering)
   return outs, (x, embedding, labels, outs[2])
 
 
-def _per_token_softmax_bwd(options, residuals, cotangents):
+def _per_token_softmax_bwd(options, lowering, residuals, cotangents):
   x, embedding, labels, lse = residuals
   g_xent, _, g_lse, g_lse_squared = cotangents  # argmax is integer: no cotangent
   d_x, d_embedding = shared_embedding_softmax_grad_p.bind(
-      x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, options=options)
+      x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, options=options,
+      lowering=lowering)
   return d_x, d_embedding, None
 
 
-per_token_softmax.defvjp(_per_token_softmax_fwd, _per_token_softmax_bwd)
+_per_token_softmax.defvjp(_per_token_softmax_fwd, _per_token_softmax_bwd)

@@ -22,7 +22,7 @@ from jaxlib.mlir import ir
 import gshard_op
 import passes
 from gshard_op import GShardSharedEmbeddingSoftmax, shared_embedding_softmax
-from gshard_op.jit import Jitted
+from gshard_op.pipelined_jit import Jitted
 
 PIPELINE = "gshard-chunk-softmax{vocab-chunk=8 token-chunk=5}"
 BATCH, M, V = (2, 6), 8, 19  # N = 12 tokens: 3 token blocks; V = 19: 3 vocab chunks
@@ -215,14 +215,20 @@ def test_lower_shows_the_rewritten_module_and_compiles():
   assert lowered.pipeline == PIPELINE
   assert lowered.compiler_ir("stablehlo").operation.verify()
   assert lowered.in_tree is not None  # the rest of jax.stages.Lowered is still there
-  # plain jax.jit keeps the composites (XLA inlines their decomposition)
+  # plain jax.jit gets the primitives' chunked lowering; the composites on request
   plain = jax.jit(jax.value_and_grad(_loss, (0, 1))).lower(*args).as_text()
+  assert "stablehlo.composite" not in plain and 'gshard.plan = "gshard-lowering:' in plain
+  with gshard_op.lowering("composite"):
+    plain = jax.jit(jax.value_and_grad(_loss, (0, 1))).lower(*args).as_text()
   assert "stablehlo.composite" in plain and "gshard.shared_embedding_softmax_grad" in plain
   compiled = lowered.compile()
   assert isinstance(compiled, jax.stages.Compiled)
   expected = jax.jit(jax.value_and_grad(_ref_loss, (0, 1)))(*args)
   assert_trees_close(compiled(*args), expected, rtol=1e-4)
-  assert step.cache_size() == 0  # lower() does not fill the call cache
+  # lower() and a call share JAX's lowering: the module is rewritten once
+  assert step.cache_size() == 1
+  assert_trees_close(step(*args), expected, rtol=1e-4)
+  assert step.lower(*args).as_text() == text and step.cache_size() == 1
 
 
 # --- pipelines and pass failures ---------------------------------------------------------------
@@ -245,8 +251,9 @@ def test_bad_pipeline_fails_at_jit_time(pipeline, named):
 
 def _lowered_text():
   a = _arrays()
-  return jax.jit(jax.value_and_grad(_loss, (0, 1))).lower(
-      a["x"], a["e"], a["ids"], a["w"]).as_text()
+  with gshard_op.lowering("composite"):
+    return jax.jit(jax.value_and_grad(_loss, (0, 1))).lower(
+        a["x"], a["e"], a["ids"], a["w"]).as_text()
 
 
 def _parse(text):

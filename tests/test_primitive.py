@@ -10,6 +10,10 @@
 (d) jax.checkpoint around the loss;
 (e) bfloat16 inputs and embedding against float64 with bf16 tolerances.
 Sharded inputs on 8 host devices are in `test_sharded_primitive.py`.
+
+Everything here runs on the composite route (`gshard_op.lowering("composite")`,
+what `gshard_op.jit` traces under); the chunked lowering that plain `jax.jit`
+gets is checked under the same transformations in `test_lowering.py`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ OPTION_SETS = {
 }
 OPTION_KEYS = ("soft_cap_logits", "logits_abs_max", "z_loss_weight", "label_smoothing_prob",
                "use_tgt_labels_size_as_loss_denominator")
+
+
+@pytest.fixture(autouse=True)
+def composite_route():
+  with gshard_op.lowering("composite"):
+    yield
 
 
 def op(case, options, **kw):

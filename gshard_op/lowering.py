@@ -1,0 +1,110 @@
+"""How the primitives lower: straight to chunked loops, or to the composite.
+
+Two routes reach XLA:
+
+* **chunked** (the default): the primitives' own lowering rules emit the
+  `[tokens, classes]`-free loops of `gshard-chunk-softmax` in place, sized by a
+  memory budget. Every compiler of JAX programs gets them with no change to how
+  it compiles: `jax.jit`, `nnx.jit`, pjit, Keras's trainer, `jax.export`.
+* **composite**: the primitives lower to `stablehlo.composite`s whose
+  decomposition is the dense reference, for whole-module passes to rewrite.
+  `gshard_op.jit` traces under this mode and then runs its pipeline (the fused
+  3-matmul training step, vocab sharding read from Shardy on Auto meshes);
+  `gshard-opt` research and `jax.export` of the composite ask for it with
+  `with gshard_op.lowering("composite"): ...`.
+
+The mode and budget are JAX configuration states that are part of the trace
+context, so `jax.jit` retraces when they change (like
+`jax_default_matmul_precision`), and they are read once, when the primitive is
+bound, into a `Lowering` parameter of the primitive: JAX caches lowerings by
+parameters, and the lowering rule reads nothing global.
+
+    with gshard_op.lowering("composite"):
+      print(jax.jit(step).lower(*args).as_text())    # the composites
+    jax.config.update("gshard_op_memory_budget_mib", 256.0)   # process-wide
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+
+import jax
+# JAX has no public way to declare a configuration option; one that is part of
+# the trace context is the only switch that jax.jit's caches key on.
+from jax._src import config as jax_config
+
+MODES = ("chunked", "composite")
+CPU_MEMORY_BUDGET_MIB = 64.0
+
+_mode = jax_config.enum_state(
+    "gshard_op_lowering", MODES, "chunked",
+    help="How gshard_op's primitives lower: 'chunked' loops that never build the "
+         "[tokens, classes] logits, or 'composite' for gshard_op's MLIR passes.",
+    include_in_jit_key=True, include_in_trace_context=True)
+
+
+def _check_budget(value):
+  if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                            or not math.isfinite(value) or value <= 0):
+    raise ValueError(f"memory_budget_mib must be a finite number > 0 or None, got {value!r}")
+  return None if value is None else float(value)
+
+
+_budget = jax_config.State(
+    "gshard_op_memory_budget_mib", None,
+    "MiB of float32 [tokens, classes] chunk buffers the chunked lowering may keep live "
+    "(None: 64 MiB on the CPU, 1/64 of an accelerator's memory).",
+    parser=_check_budget, include_in_jit_key=True, include_in_trace_context=True)
+jax.config.add_option("gshard_op_memory_budget_mib", _budget, float, meta_args=[],
+                      meta_kwargs={"help": _budget.__doc__})
+
+
+@dataclasses.dataclass(frozen=True)
+class Lowering:
+  """A primitive parameter: the route and, for `chunked`, the loops' budget."""
+
+  mode: str = "chunked"
+  memory_budget_mib: float = CPU_MEMORY_BUDGET_MIB
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"lowering mode must be one of {MODES}, got {self.mode!r}")
+    _check_budget(self.memory_budget_mib)
+
+
+def default_memory_budget_mib(backend: str | None = None) -> float:
+  """64 MiB on the CPU; on an accelerator 1/64 of its memory (256 MiB to 4 GiB)."""
+  device = jax.devices(backend)[0]
+  if device.platform == "cpu":
+    return CPU_MEMORY_BUDGET_MIB
+  limit = (device.memory_stats() or {}).get("bytes_limit")
+  if not limit:
+    return 1024.0
+  return float(min(4096.0, max(256.0, limit / 64 / 2**20)))
+
+
+def current() -> Lowering:
+  """The `Lowering` in force where the primitive is bound (trace time)."""
+  budget = _budget.value
+  return Lowering(_mode.value, default_memory_budget_mib() if budget is None else budget)
+
+
+@contextlib.contextmanager
+def lowering(mode: str | None = None, *, memory_budget_mib: float | None = None):
+  """Binds gshard_op's primitives traced inside to the `mode` route and budget.
+
+  Args:
+    mode: "composite" (for whole-module passes, `jax.export` of the composite)
+      or "chunked" (the default route); None keeps the one in force.
+    memory_budget_mib: the chunked loops' budget; None keeps the one in force.
+  """
+  if mode is not None and mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  with contextlib.ExitStack() as stack:
+    if mode is not None:
+      stack.enter_context(_mode(mode))
+    if memory_budget_mib is not None:
+      stack.enter_context(_budget(_check_budget(memory_budget_mib)))
+    yield
