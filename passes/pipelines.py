@@ -1,6 +1,7 @@
 """The default pipeline of `gshard_op.jit`, and its memory budget.
 
     gshard-shard-vocab     vocab-sharded composites -> per-shard loops + all-reduces
+    gshard-pallas          on a GPU or TPU: composites whose shapes suit -> Pallas kernels
     gshard-fuse-fwd-bwd    a forward+gradient pair -> one sweep over token blocks (3 matmuls)
     gshard-chunk-softmax   whatever is left -> vocab-chunked loops (recompute, 4 matmuls)
 
@@ -12,14 +13,27 @@ chunked form takes over, whose `[T, C]` chunks fit any budget.
 
 from __future__ import annotations
 
+import jax
+
 # One budget for both routes: the primitives' chunked lowering and these passes.
 from gshard_op.lowering import CPU_MEMORY_BUDGET_MIB, default_memory_budget_mib  # noqa: F401
 
 
-def default_pipeline(memory_budget_mib: float | None = None) -> str:
-  """Shard, else fuse, else chunk, all within the budget; then clean up."""
+# `jax.export` platform -> `gshard-pallas{platform=...}`; other platforms get no kernels.
+PALLAS_PLATFORMS = {"cuda": "cuda", "tpu": "tpu"}
+
+
+def default_pipeline(memory_budget_mib: float | None = None, platform: str | None = None) -> str:
+  """Shard, then the Pallas kernels (GPU, TPU), else fuse, else chunk, all within
+  the budget; then clean up. `platform` is a `jax.export` platform name
+  (default: the default backend's); on the CPU the pipeline has no kernels."""
   budget = default_memory_budget_mib() if memory_budget_mib is None else memory_budget_mib
+  if platform is None:
+    platform = jax.export.default_export_platform()
+  pallas = (f"gshard-pallas{{platform={PALLAS_PLATFORMS[platform]}}},"
+            if platform in PALLAS_PLATFORMS else "")
   return (f"gshard-shard-vocab{{memory-budget-mib={budget}}},"
+          f"{pallas}"
           f"gshard-fuse-fwd-bwd{{memory-budget-mib={budget}}},"
           f"gshard-chunk-softmax{{memory-budget-mib={budget}}},"
           "canonicalize,cse")
