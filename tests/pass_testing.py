@@ -12,6 +12,8 @@ import functools
 
 import numpy as np
 
+import arrays
+
 
 @contextlib.contextmanager
 def fast_xla():
@@ -53,18 +55,15 @@ def to_numpy(tree):
 
 
 def assert_close(actual, expected, *, rtol, atol_rel, what):
-  """`|a - e| <= atol_rel * max|e| + rtol * |e|`; integers must be equal."""
+  """`arrays.assert_close` with explicit tolerances, for a rewritten program
+  against the same program unrewritten: the dtypes must also match and every
+  value must be finite."""
   actual, expected = np.asarray(actual), np.asarray(expected)
   assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
   assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-  if np.issubdtype(expected.dtype, np.integer):
-    np.testing.assert_array_equal(actual, expected, err_msg=what)
-    return
-  actual, expected = actual.astype(np.float64), expected.astype(np.float64)
   assert np.all(np.isfinite(actual)), f"{what}: non-finite values {actual}"
-  scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-  np.testing.assert_allclose(actual, expected, rtol=rtol, atol=max(atol_rel * scale, 1e-30),
-                             err_msg=what)
+  arrays.assert_close(actual, expected, what=what, rtol=rtol, atol_rel=atol_rel,
+                      atol_floor=1e-30)
 
 
 def host_devices_env(devices: int) -> dict:
