@@ -11,8 +11,9 @@ A module is `jax.jit(f).lower(...).as_text()` or `gshard-opt`'s output: its
 local XLA client (`jax.extend.backend.get_backend`, CPU by default) for its
 `mhlo.num_partitions` devices, with Shardy or GSPMD partitioning as its
 annotations say; sharded operands are placed on the devices as the compiled
-executable asks. On the CPU, `gshard-run` asks XLA for enough host devices
-(`--xla_force_host_platform_device_count`) when XLA_FLAGS does not already.
+executable asks. On the CPU, `gshard-run` asks for enough host devices
+(`jax_num_cpu_devices`) unless XLA_FLAGS sets
+`--xla_force_host_platform_device_count` or JAX's CPU backend has started.
 
 Inputs are seeded: floats standard normal (times `--scale`), booleans fair
 coins, integers uniform in `[0, B)`, B being `--id-bound` or, by default, the
@@ -113,8 +114,9 @@ def _ranked(t):
 
 def _tensor_type(t, where: str) -> TensorType:
   rt = _ranked(t)
-  if rt is None:
-    raise UsageError(f"{where} has type {t}; only ranked tensors can be fed and compared")
+  if rt is None or not rt.has_static_shape:
+    raise UsageError(f"{where} has type {t}; only statically shaped tensors can be fed and "
+                     "compared")
   element = str(rt.element_type)
   if element not in _ELEMENT_TYPES:
     raise UsageError(f"{where} has element type {element}, which {PROG} does not handle")
@@ -310,7 +312,8 @@ def compare(name: str, t: TensorType, expected: np.ndarray, actual: np.ndarray, 
   nan_a, nan_b = np.isnan(a), np.isnan(b)
   misplaced = int(np.count_nonzero(nan_a != nan_b))
   same = (a == b) | (nan_a & nan_b)  # equal infinities too
-  diff = np.where(same, 0.0, np.abs(a - b))
+  with np.errstate(invalid="ignore"):  # inf - inf where `same` already decided
+    diff = np.where(same, 0.0, np.abs(a - b))
   diff = np.where(np.isnan(diff), np.inf, diff)
   finite = np.abs(a[np.isfinite(a)])
   scale = float(finite.max()) if finite.size else 0.0
@@ -360,10 +363,15 @@ def _read(path: str) -> str:
 
 
 def _ensure_host_devices(count: int) -> None:
-  """Asks XLA for `count` host devices, if JAX has not started and no flag says."""
+  """Asks for `count` host CPU devices unless the backend has started or the
+  environment already says how many (`jax_num_cpu_devices`, or the XLA flag)."""
+  import jax
+  from jax._src import xla_bridge
   flags = os.environ.get("XLA_FLAGS", "")
-  if count > 1 and "jax" not in sys.modules and "xla_force_host_platform_device_count" not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+  if (count > 1 and not xla_bridge.backends_are_initialized()
+      and "xla_force_host_platform_device_count" not in flags
+      and jax.config.jax_num_cpu_devices < 0):
+    jax.config.update("jax_num_cpu_devices", count)
 
 
 def run(args) -> int:
