@@ -234,3 +234,11 @@ def _site(n, m, v, dtype):
                              s((n, m), dtype), s((v, m), dtype), s((n,), jnp.int32))
   with module.context, ir.Location.unknown():
     return module, composites.match(composites.find(module.operation)[0])
+
+
+def test_driver_rejects_bad_platform_with_status_2(capsys):
+  from passes import driver
+  status = driver.main(["/nonexistent/input.mlir", "--pass-pipeline=gshard-pallas{platform=gpu}"])
+  err = capsys.readouterr().err
+  assert status == 2
+  assert "platform must be one of interpret, cuda, tpu, got 'gpu'" in err
