@@ -28,8 +28,9 @@ it with no `loss=`. Keras's JAX trainer compiles `train_step` with plain
 `jax.jit`, so the primitives' own lowering decides what XLA sees; a model that
 also mixes in `GShardJitTrainer` compiles its train and test steps with
 `gshard_op.jit` instead, which runs the pass pipeline (the fused forward and
-backward sweep) on the whole step. `compiled_train_step(model, x, y)` returns
-the executable Keras runs, to read its memory or HLO.
+backward sweep) on the whole step. `lowered_train_step(model, x, y)` and
+`compiled_train_step(model, x, y)` give the step Keras runs, to read its IR or
+memory.
 
 Only the JAX backend can run the op: constructing the layer under another
 Keras backend raises.
@@ -177,6 +178,23 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
       self.add_loss(out.total_xent / out.avg_xent_weight + out.z_loss)
     return dict(out)
 
+  def compute_output_spec(self, inputs, class_weights=None, class_ids=None,
+                          class_probabilities=None, training=None) -> dict:
+    # Written out rather than traced: a functional model's batch size is
+    # symbolic, and the loss denominator is a Python count of tokens.
+    batch, dtype = tuple(inputs.shape[:-1]), self.compute_dtype
+    spec = lambda shape, dtype: keras.KerasTensor(shape, dtype=dtype)
+    specs = {"logits": spec(batch + (self.num_classes,), dtype),
+             "log_probs": spec(batch + (self.num_classes,), dtype),
+             "per_example_argmax": spec(batch, "int32")}
+    if class_ids is None and class_probabilities is None:
+      return specs
+    return {**specs, "per_example_xent": spec(batch, dtype),
+            "per_example_weight": spec(batch + (1,), "float32"),
+            "total_xent": spec((), "float32"), "total_weight": spec((), "float32"),
+            "avg_xent": spec((), dtype), "avg_xent_weight": spec((), "float32"),
+            "z_loss": spec((), "float32")}
+
   def get_config(self) -> dict:
     opts = self.options
     return {
@@ -246,13 +264,14 @@ class GShardJitTrainer:
         self._gshard_jit(self.test_step, with_optimizer=False))
 
 
-def compiled_train_step(model: keras.Model, x, y=None, sample_weight=None) -> jax.stages.Compiled:
-  """The executable `model.fit` runs on the batch `(x, y, sample_weight)`.
+def lowered_train_step(model: keras.Model, x, y=None, sample_weight=None):
+  """The lowered (not yet compiled) step `model.fit` runs on the batch `(x, y, sample_weight)`.
 
   The model must be compiled; it is built from the batch if need be (as `fit`
-  builds it), and its `train_step` is compiled exactly as `fit` compiles it
-  (`make_train_function`, whatever jit it uses), without running it. Use
-  `.memory_analysis().temp_size_in_bytes` or `.as_text()` on the result.
+  builds it), and its `train_step` is jitted exactly as `fit` jits it
+  (`make_train_function`, with whatever jit the model uses) and lowered
+  without running. `.as_text()` is the StableHLO XLA gets (after the passes,
+  for a `GShardJitTrainer` model); `.compile()` the executable.
   """
   check_backend()
   if model.optimizer is None:
@@ -276,8 +295,15 @@ def compiled_train_step(model: keras.Model, x, y=None, sample_weight=None) -> ja
     del model._make_function
     model.train_function = previous
   if not hasattr(steps[-1], "lower"):
-    raise ValueError("the model's train step is not compiled (run_eagerly=True or jit_compile=False)")
+    raise ValueError("the model's train step is not compiled (run_eagerly=True or "
+                     "jit_compile=False)")
   state = tuple([v.value for v in variables] for variables in (
       model.trainable_variables, model.non_trainable_variables,
       model.optimizer.variables, model.metrics_variables))
-  return steps[-1].lower(state, data).compile()
+  return steps[-1].lower(state, data)
+
+
+def compiled_train_step(model: keras.Model, x, y=None, sample_weight=None) -> jax.stages.Compiled:
+  """`lowered_train_step(...).compile()`: the executable `fit` runs, for
+  `.memory_analysis().temp_size_in_bytes` or `.as_text()` (XLA's HLO)."""
+  return lowered_train_step(model, x, y, sample_weight).compile()
