@@ -12,7 +12,10 @@ types, options, platform, blocks) and spliced once per module: two composites
 of the same signature call one function.
 
 Composites that do not suit (see `PallasPass.unsuitable`) stay as they are, for
-the passes after this one (the default pipeline's fuse and chunk passes).
+the passes after this one (the default pipeline's fuse and chunk passes). So do
+all composites of a module XLA will partition (`mhlo.num_partitions > 1`): a
+kernel's custom call is opaque to the SPMD partitioner, which would replicate
+its operands on every device; the vocab-sharded pass runs before this one.
 """
 
 from __future__ import annotations
@@ -182,6 +185,11 @@ class PallasPass(ModulePass):
   def run(self, module: ir.Operation) -> None:
     backend, platform = PLATFORMS[self.platform]
     sites = [composites.match(op) for op in composites.find(module)]
+    partitions = module.attributes["mhlo.num_partitions"] if "mhlo.num_partitions" in module.attributes else None
+    if sites and partitions is not None and ir.IntegerAttr(partitions).value > 1:
+      log.info("%s: %d composites left for later passes: the module is partitioned over %d "
+               "devices", self.name, len(sites), ir.IntegerAttr(partitions).value)
+      return
     rewritten = 0
     for site in sites:
       kind = composites.composite_name(site.op)

@@ -137,12 +137,11 @@ class _Block:
     return v if self.owned is None else jnp.where(self.owned, v, fill)
 
 
-def _logits_block(cfg: KernelConfig, xs, e_ref, labels_ref, t_start, v_start, v_first,
-                  tokens: int, classes: int, num_classes: int) -> _Block:
-  """Loads the `[C, M]` embedding block at `v_start` and computes the block's
-  logits for the scaled token block `xs`; `v_first` is the first owned class
-  (None: all)."""
-  e = e_ref[pl.ds(v_start, classes), :]
+def _logits_block(cfg: KernelConfig, xs, e, labels_ref, t_start, v_start, v_first) -> _Block:
+  """The logits of the scaled token block `xs` (rows from `t_start`) against the
+  embedding block `e` (classes from `v_start`); `v_first` is the first class
+  the block owns (None: all)."""
+  tokens, classes = xs.shape[0], e.shape[0]
   z_raw = _dot_nt(xs, e)
   z = _transform(cfg.options, z_raw)
   cols = v_start + lax.broadcasted_iota(jnp.int32, (tokens, classes), 1)
@@ -157,7 +156,6 @@ def _logits_block(cfg: KernelConfig, xs, e_ref, labels_ref, t_start, v_start, v_
     target = labels_ref[pl.ds(t_start, tokens), pl.ds(v_start, classes)].astype(F32)
     if owned is not None:
       target = jnp.where(owned, target, 0.0)
-  del num_classes
   return _Block(z_raw=z_raw, z=z, classes=cols, owned=owned, target=target)
 
 
@@ -190,7 +188,8 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int,
   def body(k, carry):
     m, s, idx, t, zsum = carry
     v_start, v_first = _block_start(k, bv, v)
-    blk = _logits_block(cfg, xs, e_ref, labels_ref, t_start, v_start, v_first, bt, bv, v)
+    e = e_ref[pl.ds(v_start, bv), :]
+    blk = _logits_block(cfg, xs, e, labels_ref, t_start, v_start, v_first)
     z = blk.owned_or(blk.z, -jnp.inf)
     block_max = jnp.max(z, axis=1, keepdims=True)
     m_new = jnp.maximum(m, block_max)
@@ -230,9 +229,9 @@ def _d_x_kernel(cfg: KernelConfig, n: int, v: int,
 
   def body(k, acc):
     v_start, v_first = _block_start(k, bv, v)
-    blk = _logits_block(cfg, xs, e_ref, labels_ref, t_start, v_start, v_first, bt, bv, v)
+    e = e_ref[pl.ds(v_start, bv), :]  # loaded once for the logits and for d_x
+    blk = _logits_block(cfg, xs, e, labels_ref, t_start, v_start, v_first)
     dz = _cotangent(cfg, blk, *per_token, v)
-    e = e_ref[pl.ds(v_start, bv), :]
     return acc + _dot_nn(dz.astype(e.dtype), e)
 
   acc = lax.fori_loop(0, pl.cdiv(v, bv), body, jnp.zeros((bt, xs.shape[1]), F32))
@@ -245,6 +244,7 @@ def _d_emb_kernel(cfg: KernelConfig, n: int, v: int,
   # A clamped last vocab block recomputes rows an earlier block also wrote:
   # each row's sum over all tokens is the same, so nothing is masked here.
   v_start, _ = _block_start(pl.program_id(0), bv, v)
+  e = e_ref[pl.ds(v_start, bv), :]  # stays on chip for the whole token loop
 
   def body(j, acc):
     t_start, t_first = _block_start(j, bt, n)
@@ -254,7 +254,7 @@ def _d_emb_kernel(cfg: KernelConfig, n: int, v: int,
     if t_first is not None:  # tokens an earlier block had contribute nothing
       own = t_start + lax.broadcasted_iota(jnp.int32, (bt, 1), 0) >= t_first
       g_xent, g_p = jnp.where(own, g_xent, 0.0), jnp.where(own, g_p, 0.0)
-    blk = _logits_block(cfg, xs, e_ref, labels_ref, t_start, v_start, None, bt, bv, v)
+    blk = _logits_block(cfg, xs, e, labels_ref, t_start, v_start, None)
     dz = _cotangent(cfg, blk, lse, q_mass, g_xent, g_p, v)
     return acc + _dot_tn(dz.astype(xs.dtype), xs)
 
