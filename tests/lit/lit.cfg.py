@@ -1,9 +1,10 @@
 """lit configuration of the gshard-opt IR tests (`make lit`).
 
-`gshard-opt` and `FileCheck` in RUN lines resolve to the console script and the
-Python `filecheck` installed next to the Python running lit (the project's
-`.venv`), falling back to the checkout's `tools/gshard-opt` and
-`python -m filecheck`. `not` is lit's builtin.
+`gshard-opt`, `gshard-run` and `FileCheck` in RUN lines resolve to the console
+scripts and the Python `filecheck` installed next to the Python running lit
+(the project's `.venv`), falling back to the checkout's `tools/gshard-opt`,
+`tools/gshard-run` and `python -m filecheck`. `not` is lit's builtin; pass
+plugins used by the tests live in `tests/plugins/` (`%S/../plugins/`).
 """
 
 import os
@@ -35,10 +36,12 @@ def _tool(name: str, fallback: list[str]) -> str:
 
 
 gshard_opt = _tool("gshard-opt", [sys.executable, os.path.join(repo_root, "tools", "gshard-opt")])
+gshard_run = _tool("gshard-run", [sys.executable, os.path.join(repo_root, "tools", "gshard-run")])
 filecheck = _tool("filecheck", [sys.executable, "-m", "filecheck"])
 
 # Whole words only: `tools/gshard-opt` or `--check-prefix=FileCheck-ish` stay as they are.
 config.substitutions.append((r"(?<![\w./-])gshard-opt(?![\w.-])", gshard_opt))
+config.substitutions.append((r"(?<![\w./-])gshard-run(?![\w.-])", gshard_run))
 config.substitutions.append((r"(?<![\w./-])FileCheck(?![\w.-])", filecheck))
 
 # The tools import jax: keep them quiet and deterministic on any machine.
