@@ -142,23 +142,27 @@ def _composite_module(fn, *specs):
     return jax.jit(fn).lower(*specs).compiler_ir("stablehlo")
 
 
-def _step(x, e, w, ids):
+def _step(x, e, w, labels):
+  key = "class_ids" if labels.dtype == jnp.int32 else "class_probabilities"
   def loss(x, e):
-    return gshard_op.shared_embedding_softmax(x, e, w, class_ids=ids, z_loss_weight=0.1).avg_xent
+    return gshard_op.shared_embedding_softmax(x, e, w, **{key: labels},
+                                              z_loss_weight=0.1).avg_xent
   return jax.value_and_grad(loss, argnums=(0, 1))(x, e)
 
 
-def _specs(n, m, v, dtype):
+def _specs(n, m, v, dtype, labels="ids"):
   s = jax.ShapeDtypeStruct
-  return s((n, m), dtype), s((v, m), dtype), s((n, 1), jnp.float32), s((n, 1), jnp.int32)
+  y = s((n, 1), jnp.int32) if labels == "ids" else s((n, v), jnp.float32)
+  return s((n, m), dtype), s((v, m), dtype), s((n, 1), jnp.float32), y
 
 
-@pytest.mark.parametrize("platform,target,dtype,m", [
-    ("cuda", "__gpu$xla.gpu.triton", jnp.bfloat16, 32),
-    ("tpu", "tpu_custom_call", jnp.float32, 128),
+@pytest.mark.parametrize("platform,target,dtype,m,labels", [
+    ("cuda", "__gpu$xla.gpu.triton", jnp.bfloat16, 32, "ids"),
+    ("cuda", "__gpu$xla.gpu.triton", jnp.float32, 32, "probs"),
+    ("tpu", "tpu_custom_call", jnp.float32, 128, "ids"),
 ])
-def test_cross_lowering(platform, target, dtype, m):
-  module = _composite_module(_step, *_specs(32, m, 200, dtype))
+def test_cross_lowering(platform, target, dtype, m, labels):
+  module = _composite_module(_step, *_specs(32, m, 200, dtype, labels))
   passes.run_pipeline(module, f"gshard-pallas{{platform={platform}}}")
   text = str(module)
   assert "stablehlo.composite" not in text
