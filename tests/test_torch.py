@@ -10,7 +10,12 @@ loss is the classic bug.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -156,12 +161,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-@pytest.mark.parametrize("case_name", list(CASES))
+# bf16 on a subset: how the dtype flows does not depend on the options.
+DTYPE_CASES = ([(name, torch.float32) for name in CASES]
+               + [(name, torch.bfloat16) for name in ("ids", "z_loss")])
+
+
+@pytest.mark.parametrize("case_name,dtype", DTYPE_CASES,
+                         ids=[f"{n}-{str(d).removeprefix('torch.')}" for n, d in DTYPE_CASES])
 def test_matches_dense_torch(case_name, dtype, vjp_calls):
   kwargs, opts = CASES[case_name]
-  if dtype == torch.bfloat16 and case_name not in ("ids", "ignore_index", "z_loss"):
-    pytest.skip("bf16 on a subset: the dtype path does not depend on the options")
   x, e, w, ids, probs, coeffs = make_case(zlib.crc32(case_name.encode()), dtype, **kwargs)
   n = math.prod(BATCH)
   flat_w = torch.ones(n) if w is None else w.reshape(n)
@@ -342,10 +350,12 @@ def test_training_matches_dense_torch():
 
 
 def test_torch_compile_fullgraph():
-  """`torch.compile(fullgraph=True)` (inductor) traces the op without graph
-  breaks and trains like eager."""
+  """`torch.compile(fullgraph=True)` traces the op without graph breaks (Dynamo,
+  the fake kernels, AOTAutograd's joint graph) and trains like eager. The
+  backend is aot_eager to keep the test fast; `tools/bench.py --torch` runs
+  inductor (`test_bench_torch_quick`)."""
   ours, dense, batches = _lm_pair(seed=1, z_loss_weight=1e-3)
-  compiled = torch.compile(ours, fullgraph=True)
+  compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
   got, want = _train(compiled, batches, 4), _train(dense, batches, 4)
   np.testing.assert_allclose(got, want, rtol=2e-4)
 
@@ -404,3 +414,18 @@ def test_compiled_once_per_shape_and_dtype(compiles):
   assert count(x + 1, e, w, ids) == 0
   assert count(x[:2], e, w[:2], ids[:2]) == 1
   assert count(x.to(torch.bfloat16), e.to(torch.bfloat16), w, ids) == 1
+
+
+def test_bench_torch_quick(tmp_path):
+  """`tools/bench.py --torch --quick`: eager, torch.compile (inductor) and the op
+  in one run, all checked against eager, with times and peak memory."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, "tools/bench.py", "--torch", "--quick", "--out",
+                         str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+  for mode in ("torch eager", "torch.compile", "gshard_op.torch"):
+    assert re.search(rf"^{re.escape(mode)} +[\d.]+ .* ok$", proc.stdout, re.M), proc.stdout
+  with open(tmp_path / "bench_torch.json") as f:
+    (result,) = json.load(f)["results"]
+  for row in result["rows"]:
+    assert row["correct"] and row["median_ms"] > 0 and row["peak_rss_bytes"] > 0, row

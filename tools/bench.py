@@ -20,6 +20,7 @@ reported, with `compiled.memory_analysis().temp_size_in_bytes`.
   python tools/bench.py --shapes 2048x512x32768 --dtype bfloat16 --repeats 3
   python tools/bench.py --modes speed,memory --pipeline 'c1k=gshard-chunk-softmax{vocab-chunk=1024}'
   python tools/bench.py --quick                  # tiny shape (tests)
+  python tools/bench.py --torch --shapes 2048x512x32768   # PyTorch: eager, compile, ours
 
 Writes `bench.json` (every number, jax version, device) and `bench.png` to --out.
 Exits 1 when a mode fails to build or its loss/gradients differ from dense.
@@ -350,6 +351,173 @@ def plot(results: list[dict], path: str) -> bool:
   return True
 
 
+# --- --torch: the PyTorch op against torch's own dense step -------------------------
+#
+# Each candidate runs `loss.backward()` of the mean cross-entropy w.r.t. the
+# inputs and the embedding, on torch tensors:
+#   torch eager      F.cross_entropy(F.linear(x * M**-0.5, E), y), eager autograd;
+#   torch.compile    the same function under torch.compile(fullgraph=True) (inductor);
+#   gshard_op.torch  gshard_op.torch.shared_embedding_softmax(x, E, None, y)["avg_xent"].
+# Time: medians of interleaved rounds in this process. Memory: the peak resident
+# set of one step above the resident set before it, each candidate in a fresh
+# process after a warm-up step (VmHWM reset through /proc/self/clear_refs), so
+# that every allocator (torch's, XLA's) counts the same way.
+
+TORCH_CANDIDATES = ("torch eager", "torch.compile", "gshard_op.torch")
+
+
+def torch_loss_fns(in_features: int, names=TORCH_CANDIDATES) -> dict:
+  import torch
+  import torch.nn.functional as F
+
+  import gshard_op.torch as gt
+
+  def dense(x, embedding, ids):
+    return F.cross_entropy(F.linear(x * in_features**-0.5, embedding), ids)
+
+  def ours(x, embedding, ids):
+    return gt.shared_embedding_softmax(x, embedding, None, ids)["avg_xent"]
+
+  fns = {"torch eager": dense, "gshard_op.torch": ours}
+  if "torch.compile" in names:
+    fns["torch.compile"] = torch.compile(dense, fullgraph=True)
+  return {name: fns[name] for name in names}
+
+
+def torch_inputs(n: int, m: int, v: int, dtype_name: str, seed: int = 0):
+  import torch
+  g = torch.Generator().manual_seed(seed)
+  dtype = getattr(torch, dtype_name)
+  x = torch.randn((n, m), generator=g).to(dtype)
+  embedding = torch.randn((v, m), generator=g).to(dtype)
+  return x, embedding, torch.randint(0, v, (n,), generator=g)
+
+
+def torch_step(loss_fn, x, embedding, ids):
+  """`(loss, d_x, d_embedding)` of one forward and backward."""
+  x, embedding = x.detach().requires_grad_(), embedding.detach().requires_grad_()
+  loss = loss_fn(x, embedding, ids)
+  loss.backward()
+  return loss.detach(), x.grad, embedding.grad
+
+
+def _proc_status_kib(key: str) -> int:
+  with open("/proc/self/status") as f:
+    return int(re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def torch_memory_worker(name: str, shape, dtype_name: str) -> int:
+  """Prints `{"peak_rss_bytes": ...}`: one step's peak resident set above the one before."""
+  import gc
+  fn = torch_loss_fns(shape[1], (name,))[name]
+  args = torch_inputs(*shape, dtype_name)
+  torch_step(fn, *args)  # compiles
+  gc.collect()
+  before = _proc_status_kib("VmRSS")
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets VmHWM to the current resident set
+  out = torch_step(fn, *args)
+  peak = _proc_status_kib("VmHWM")
+  del out
+  print(json.dumps({"peak_rss_bytes": (peak - before) * 1024}))
+  return 0
+
+
+def torch_peak_rss(name: str, shape, dtype_name: str) -> int | None:
+  import subprocess
+  cmd = [sys.executable, os.path.abspath(__file__), "--torch-memory", name,
+         "--shapes", "x".join(map(str, shape)), "--dtype", dtype_name]
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  if proc.returncode != 0:
+    print(f"  memory of {name} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+    return None
+  return json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_bytes"]
+
+
+def torch_bench_shape(shape, dtype_name: str, repeats: int, log) -> dict:
+  import torch
+  n, m, v = shape
+  fns = torch_loss_fns(m)
+  args = torch_inputs(n, m, v, dtype_name)
+  rows = {name: {"mode": name, "times_ms": []} for name in fns}
+  ref = None
+  for name, fn in fns.items():  # warm-up (compiles), checked against eager
+    log(f"  warm-up {name:<16}", end="")
+    t0 = time.perf_counter()
+    out = [t.float().numpy() for t in torch_step(fn, *args)]
+    rows[name]["first_call_s"] = round(time.perf_counter() - t0, 2)
+    log(f" {rows[name]['first_call_s']:6.1f} s")
+    if ref is None:
+      ref = out
+    errors = {k: rel_error(a, b) for k, a, b in zip(("loss", "d_x", "d_embedding"), out, ref)}
+    rows[name]["max_rel_error"] = errors
+    rows[name]["correct"] = all(np.isfinite(e) and e <= TOLERANCE.get(dtype_name, 3e-2)
+                                for e in errors.values())
+  names = list(fns)
+  for r in range(repeats):
+    log(f"\r  round {r + 1}/{repeats}", end="")
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      t0 = time.perf_counter()
+      torch_step(fns[name], *args)
+      rows[name]["times_ms"].append((time.perf_counter() - t0) * 1e3)
+  log("")
+  for name in names:
+    log(f"  memory  {name}")
+    rows[name]["peak_rss_bytes"] = torch_peak_rss(name, shape, dtype_name)
+  eager = rows["torch eager"]
+  for row in rows.values():
+    row["median_ms"] = statistics.median(row["times_ms"])
+    row["ratio_to_eager"] = row["median_ms"] / statistics.median(eager["times_ms"])
+    if row["peak_rss_bytes"] and eager["peak_rss_bytes"]:
+      row["eager_over_peak"] = eager["peak_rss_bytes"] / row["peak_rss_bytes"]
+  return {"shape": {"N": n, "M": m, "V": v}, "dtype": dtype_name, "torch": torch.__version__,
+          "threads": torch.get_num_threads(), "rows": list(rows.values())}
+
+
+def print_torch_table(result: dict) -> None:
+  s = result["shape"]
+  print(f"\n{s['N']} x {s['M']} x {s['V']} {result['dtype']}, torch {result['torch']} "
+        f"({result['threads']} threads): loss.backward() of the mean cross-entropy")
+  head = (f"{'mode':<16} {'median ms':>10} {'min ms':>9} {'x eager':>8} {'peak MiB':>9} "
+          f"{'eager/ours':>10} {'max rel err':>11}  check")
+  print(head)
+  print("-" * len(head))
+  for r in result["rows"]:
+    err = max(r["max_rel_error"].values())
+    print(f"{r['mode']:<16} {r['median_ms']:>10.1f} {min(r['times_ms']):>9.1f} "
+          f"{r['ratio_to_eager']:>8.3f} {fmt_mib(r['peak_rss_bytes']):>9} "
+          f"{r.get('eager_over_peak', float('nan')):>9.1f}x {err:>11.1e}  "
+          f"{'ok' if r['correct'] else 'FAIL'}")
+
+
+def torch_main(shapes, dtype_name: str, repeats: int, out_dir: str) -> int:
+  import torch
+
+  def log(text, end="\n"):
+    print(text, end=end, file=sys.stderr, flush=True)
+
+  print(f"torch {torch.__version__}, jax {jax.__version__} on {jax.default_backend()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; dtype {dtype_name}; "
+        f"{repeats} interleaved rounds after 1 warm-up")
+  results = []
+  for shape in shapes:
+    log(f"{'x'.join(map(str, shape))} {dtype_name}")
+    res = torch_bench_shape(shape, dtype_name, repeats, log)
+    results.append(res)
+    print_torch_table(res)
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, "bench_torch.json")
+  with open(path, "w") as f:
+    json.dump({"platform": platform.platform(), "cpu_count": os.cpu_count(),
+               "jax_version": jax.__version__, "results": results}, f, indent=1)
+  print(f"\nwrote {path}")
+  bad = [(res["shape"], r["mode"]) for res in results for r in res["rows"] if not r["correct"]]
+  if bad:
+    print(f"FAILED: {bad}")
+    return 1
+  return 0
+
+
 # --- command line --------------------------------------------------------------
 
 def parse_shapes(text: str) -> list[tuple[int, int, int]]:
@@ -399,11 +567,19 @@ def main(argv=None) -> int:
                   help="an extra mode (repeatable)")
   ap.add_argument("--quick", action="store_true", help=f"tiny run: {QUICK[0]}, {QUICK[1]} rounds")
   ap.add_argument("--no-plot", action="store_true")
+  ap.add_argument("--torch", action="store_true",
+                  help="PyTorch: torch eager and torch.compile dense vs gshard_op.torch "
+                       "(time and peak resident memory); writes bench_torch.json")
+  ap.add_argument("--torch-memory", metavar="MODE", help=argparse.SUPPRESS)  # the worker
   args = ap.parse_args(argv)
 
   shapes = args.shapes or parse_shapes(QUICK[0] if args.quick else shapes_default)
   dtype_name = args.dtype or dtype_default
   repeats = args.repeats or (QUICK[1] if args.quick else repeats_default)
+  if args.torch_memory:
+    return torch_memory_worker(args.torch_memory, shapes[0], dtype_name)
+  if args.torch:
+    return torch_main(shapes, dtype_name, repeats, args.out)
   modes = select_modes(args.modes, args.pipeline)
   for md in modes:  # a typo fails here, before any compile
     try:
