@@ -91,12 +91,13 @@ class Jitted:
 
   def __init__(self, jitted, pipeline: str, *, fun: Callable,
                static_argnums=None, static_argnames=None):
+    # Name and docstring only: `fun.__dict__` may be another Jitted's state.
+    functools.update_wrapper(self, fun, updated=())
     self._jitted = jitted
     self.pipeline = pipeline
     self._static_argnums, self._static_argnames = _static_arguments(
         fun, static_argnums, static_argnames)
     self._lowerings = 0
-    functools.update_wrapper(self, fun)
 
   def trace(self, *args, **kwargs) -> Traced:
     with lowering("composite"):

@@ -8,6 +8,7 @@ and a failing pass says which pass and which op.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 
@@ -347,3 +348,176 @@ def test_nnx_layer_split_under_jit():
   (value2, _), grads2 = static_step(graphdef, state, a["x"], a["w"], a["ids"])
   np.testing.assert_allclose(value2, ref_value, rtol=1e-5)
   assert_trees_close(grads2, ref_grads, rtol=1e-4)
+
+
+# --- a drop-in for jax.jit ------------------------------------------------------------------------
+
+def _loss_only(x, e, ids, w):
+  return _loss(x, e, ids, w)
+
+
+def test_transformations_of_gshard_jit_equal_those_of_jax_jit():
+  a = _arrays()
+  args = (a["x"], a["e"], a["ids"], a["w"])
+  ours, theirs = gshard_op.jit(_loss_only), jax.jit(_loss_only)
+  assert_trees_close(jax.grad(ours, (0, 1))(*args), jax.grad(theirs, (0, 1))(*args), rtol=1e-5)
+  assert_trees_close(jax.jit(ours)(*args), theirs(*args), rtol=1e-6)
+  xs = jnp.stack([a["x"], 2 * a["x"]])
+  assert_trees_close(jax.vmap(ours, (0, None, None, None))(xs, *args[1:]),
+                     jax.vmap(theirs, (0, None, None, None))(xs, *args[1:]), rtol=1e-5)
+  assert jax.eval_shape(ours, *args) == jax.eval_shape(theirs, *args)
+  assert ours.eval_shape(*args) == jax.eval_shape(theirs, *args)
+  jaxpr = jax.make_jaxpr(ours)(*args)
+  assert [e.primitive.name for e in jaxpr.eqns] == ["jit"]
+  # grad of a gshard_op.jit lowers through the enclosing jax.jit's route
+  text = jax.jit(jax.grad(ours)).lower(*args).as_text()
+  assert "stablehlo.composite" not in text and "gshard-lowering" in text
+
+
+def test_nested_gshard_jit_keeps_composites_for_the_outer_pipeline():
+  a = _arrays()
+  args = (a["x"], a["e"], a["ids"], a["w"])
+  inner = gshard_op.jit(_loss_only)
+  outer = gshard_op.jit(jax.value_and_grad(inner, (0, 1)), pipeline=PIPELINE)
+  text = outer.lower(*args).as_text()
+  # the inner function's primitives were traced in the outer's composite mode
+  assert "stablehlo.composite" not in text and "gshard-chunk-softmax" in text
+  assert "gshard-lowering" not in text
+  assert_trees_close(outer(*args), jax.jit(jax.value_and_grad(_ref_loss, (0, 1)))(*args),
+                     rtol=1e-4)
+
+
+def test_trace_then_lower():
+  a = _arrays()
+  args = (a["x"], a["e"], a["ids"], a["w"])
+  step = gshard_op.jit(_loss_only, pipeline=PIPELINE)
+  traced = step.trace(*args)
+  assert "gshard_shared_embedding_softmax" in str(traced.jaxpr)
+  lowered = traced.lower()
+  assert "gshard-chunk-softmax" in lowered.as_text()
+  np.testing.assert_allclose(lowered.compile()(*args), _ref_loss(*args), rtol=1e-5)
+
+
+def test_decorated_method():
+  a = _arrays()
+
+  class Model:
+    def __init__(self, e):
+      self.e = e
+
+    @gshard_op.jit
+    def loss(self, x, ids, w):
+      return _loss(x, self.e, ids, w)
+
+  model = Model(a["e"])
+  with pytest.raises(TypeError):  # self is an argument like any other: not a pytree here
+    model.loss(a["x"], a["ids"], a["w"])
+
+  class StaticModel(Model):
+    __hash__ = object.__hash__
+
+    @functools.partial(gshard_op.jit, static_argnums=0)
+    def loss(self, x, ids, w):
+      return _loss(x, self.e, ids, w)
+
+  static_model = StaticModel(a["e"])
+  np.testing.assert_allclose(static_model.loss(a["x"], a["ids"], a["w"]),
+                             _ref_loss(a["x"], a["e"], a["ids"], a["w"]), rtol=1e-5)
+  assert StaticModel.loss.cache_size() == 1
+
+
+def test_negative_static_argnums():
+  a = _arrays()
+
+  def scaled(x, e, ids, w, scale):
+    return scale * _loss(x, e, ids, w)
+
+  f = gshard_op.jit(scaled, static_argnums=-1)
+  got = f(a["x"], a["e"], a["ids"], a["w"], 3.0)
+  np.testing.assert_allclose(got, 3.0 * _ref_loss(a["x"], a["e"], a["ids"], a["w"]), rtol=1e-5)
+  f(a["x"], a["e"], a["ids"], a["w"], 3.0)
+  assert f.cache_size() == 1
+  f(a["x"], a["e"], a["ids"], a["w"], 2.0)
+  assert f.cache_size() == 2
+
+
+def test_unhashable_static_argument_gives_jax_jits_error():
+  a = _arrays()
+
+  def f(x, e, ids, w, options):
+    return _loss(x, e, ids, w, **options)
+
+  args = (a["x"], a["e"], a["ids"], a["w"], {"z_loss_weight": 0.5})
+  with pytest.raises(ValueError) as theirs:
+    jax.jit(f, static_argnums=4)(*args)
+  with pytest.raises(ValueError) as ours:
+    gshard_op.jit(f, static_argnums=4)(*args)
+  assert str(ours.value) == str(theirs.value)
+  assert "Non-hashable static arguments" in str(ours.value)
+
+
+def test_precision_change_recompiles():
+  a = _arrays()
+  args = (a["x"], a["e"], a["ids"], a["w"])
+  f = gshard_op.jit(_loss_only)
+  f(*args)
+  f(*args)
+  assert f.cache_size() == 1
+  with jax.default_matmul_precision("highest"):
+    np.testing.assert_allclose(f(*args), _ref_loss(*args), rtol=1e-5)
+  assert f.cache_size() == 2
+  f(*args)
+  assert f.cache_size() == 2
+
+
+def test_pipeline_and_budget_together_is_an_error():
+  with pytest.raises(ValueError, match="pipeline.*memory_budget_mib"):
+    gshard_op.jit(_loss_only, pipeline=PIPELINE, memory_budget_mib=8.0)
+
+
+# --- gshard_op.nnx_jit ------------------------------------------------------------------------------
+
+def test_nnx_jit_trains_in_place_like_nnx_jit():
+  import optax
+  a = _arrays()
+  kwargs = dict(soft_cap_logits=4.0, z_loss_weight=0.1, label_smoothing_prob=0.1)
+
+  def run(jit, implementation):
+    layer = GShardSharedEmbeddingSoftmax(M, V, rngs=nnx.Rngs(0), implementation=implementation,
+                                         **kwargs)
+    optimizer = nnx.Optimizer(layer, optax.adam(1e-1), wrt=nnx.Param)
+
+    @jit
+    def step(layer, optimizer, x, w, ids):
+      def loss(layer):
+        out = layer(x, w, class_ids=ids)
+        return out.avg_xent + out.z_loss
+      value, grads = nnx.value_and_grad(loss)(layer)
+      optimizer.update(layer, grads)
+      return value
+
+    losses = [float(step(layer, optimizer, a["x"], a["w"], a["ids"])) for _ in range(4)]
+    return losses, layer, step
+
+  ours, layer, step = run(gshard_op.nnx_jit, "composite")
+  theirs, ref_layer, _ = run(nnx.jit, "reference")
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+  assert_trees_close(nnx.state(layer, nnx.Param), nnx.state(ref_layer, nnx.Param), rtol=1e-4)
+  assert step.jitted_fn.cache_size() == 1
+  optimizer = nnx.Optimizer(layer, optax.adam(1e-1), wrt=nnx.Param)
+  text = step.lower(layer, optimizer, a["x"], a["w"], a["ids"]).lowered.as_text()
+  assert "stablehlo.composite" not in text and "gshard-fuse-fwd-bwd" in text
+
+
+def test_nnx_jit_takes_a_pipeline():
+  a = _arrays()
+  layer = GShardSharedEmbeddingSoftmax(M, V, rngs=nnx.Rngs(0))
+
+  @gshard_op.nnx_jit(pipeline=PIPELINE)
+  def loss(layer, x, w, ids):
+    return layer(x, w, class_ids=ids).avg_xent
+
+  ref = GShardSharedEmbeddingSoftmax(M, V, rngs=nnx.Rngs(0), implementation="reference")
+  np.testing.assert_allclose(loss(layer, a["x"], a["w"], a["ids"]),
+                             ref(a["x"], a["w"], class_ids=a["ids"]).avg_xent, rtol=1e-5)
+  assert "gshard-chunk-softmax" in loss.lower(layer, a["x"], a["w"], a["ids"]).lowered.as_text()
