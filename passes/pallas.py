@@ -74,6 +74,13 @@ def _itemsize(value: ir.Value) -> int:
   return jnp.dtype(_spec(value).dtype).itemsize
 
 
+def _triton_on_chip_bytes(site: composites.SoftmaxComposite, t: int, c: int) -> int:
+  """What one Triton program keeps on chip: the `[T, M]` and `[C, M]` operand
+  blocks and three float32 `[T, C]` temporaries (logits before and after
+  cap/clip, their cotangent)."""
+  return (t + c) * site.in_features * _itemsize(site.operands[1]) + 3 * t * c * 4
+
+
 @functools.lru_cache(maxsize=64)
 def lower_kernel(is_grad: bool, specs: tuple[jax.ShapeDtypeStruct, ...],
                  config: kernels.KernelConfig, platform: str | None) -> str:
@@ -149,13 +156,13 @@ class PallasPass(ModulePass):
     t, c = min(t, n), min(c, v)
     if self.platform == "cuda":
       t, c = _floor_power_of_two(t), _floor_power_of_two(c)
-      itemsize = _itemsize(site.operands[1])
-      def on_chip(t, c):
-        return (t + c) * site.in_features * itemsize + 3 * t * c * 4
-      while on_chip(t, c) > TRITON_ON_CHIP_BYTES and max(t, c) > TRITON_MIN_BLOCK:
-        if c >= t and not self.block_vocab:
+      while _triton_on_chip_bytes(site, t, c) > TRITON_ON_CHIP_BYTES:
+        # Halve the larger of the blocks the options left free (vocab on ties).
+        shrink_c = not self.block_vocab and c > TRITON_MIN_BLOCK
+        shrink_t = not self.block_tokens and t > TRITON_MIN_BLOCK
+        if shrink_c and (c >= t or not shrink_t):
           c //= 2
-        elif not self.block_tokens:
+        elif shrink_t:
           t //= 2
         else:
           break
@@ -170,9 +177,9 @@ class PallasPass(ModulePass):
         return f"in_features {m} is not a power of two >= {TRITON_MIN_BLOCK} (Triton)"
       if min(t, c) < TRITON_MIN_BLOCK:
         return f"N={n} or V={v} below the Triton minimum block of {TRITON_MIN_BLOCK}"
-      itemsize = _itemsize(site.operands[1])
-      if (t + c) * m * itemsize > TRITON_ON_CHIP_BYTES:
-        return f"[{t}+{c}, {m}] blocks do not fit on chip"
+      if _triton_on_chip_bytes(site, t, c) > TRITON_ON_CHIP_BYTES:
+        return (f"blocks of {t} tokens and {c} classes by {m} features take more than "
+                f"{TRITON_ON_CHIP_BYTES} bytes on chip")
     if self.platform == "tpu":
       if (t % 8 and t != n) or (c % 128 and c != v):
         return f"blocks {t} x {c} are not multiples of (8, 128)"
