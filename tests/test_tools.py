@@ -26,9 +26,11 @@ def test_demo_quick():
   assert 'stablehlo.composite "gshard.shared_embedding_softmax_grad"' in out
   assert re.search(r"stablehlo\.while\(.*gshard\.plan = ", out)
   assert "0 composites left" in out
-  # Memory of both compilations, the loss curve, and the verdict.
-  assert re.search(r"jax\.jit, dense reference: +[\d.]+ MiB", out)
-  assert re.search(r"gshard_op\.jit \(passes\) +: +[\d.]+ MiB", out)
+  # Memory of the three compilations, the loss curve, and the verdict.
+  for route in (r"nnx\.jit, dense reference", r"nnx\.jit, the op \(chunked lowering\)",
+                r"gshard_op\.nnx_jit \(passes\)"):
+    assert re.search(route + r" *: +[\d.]+ MiB", out), route
+  assert "gshard-fuse-fwd-bwd" in out  # the step is the fused sweep
   assert "loss curve" in out and "held-out loss" in out
   assert out.rstrip().endswith("demo: OK")
 
