@@ -20,7 +20,6 @@ its operands on every device; the vocab-sharded pass runs before this one.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import logging

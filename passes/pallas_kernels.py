@@ -41,7 +41,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from gshard_op.options import SoftmaxOptions
-from gshard_op.reference import smoothing_coefficients
+from gshard_op.reference import smoothing_coefficients, transform_logits, transform_logits_vjp
 
 F32 = jnp.float32
 INT_MAX = int(np.iinfo(np.int32).max)
@@ -72,27 +72,7 @@ class KernelConfig:
     return 1.0, 0.0
 
 
-# --- block math (traced inside the kernels) ------------------------------------------
-
-
-def _transform(opts: SoftmaxOptions, z_raw):
-  """Soft cap, then clip (`reference.transform_logits`)."""
-  z = z_raw
-  if opts.soft_cap_logits > 0:
-    z = opts.soft_cap_logits * jnp.tanh(z / opts.soft_cap_logits)
-  if opts.logits_abs_max > 0:
-    z = jnp.clip(z, -opts.logits_abs_max, opts.logits_abs_max)
-  return z
-
-
-def _transform_cotangent(opts: SoftmaxOptions, z_raw, z, dz):
-  """`reference.transform_logits_vjp`."""
-  if opts.logits_abs_max > 0:
-    dz = jnp.where(jnp.abs(z) < opts.logits_abs_max, dz, 0.0)
-  if opts.soft_cap_logits > 0:
-    t = jnp.tanh(z_raw / opts.soft_cap_logits)
-    dz = dz * (1.0 - t * t)
-  return dz
+# --- block math (traced inside the kernels; cap and clip are the reference's own) -----
 
 
 def _block_start(k, block: int, total: int):
@@ -143,7 +123,7 @@ def _logits_block(cfg: KernelConfig, xs, e, labels_ref, t_start, v_start, v_firs
   the block owns (None: all)."""
   tokens, classes = xs.shape[0], e.shape[0]
   z_raw = _dot_nt(xs, e)
-  z = _transform(cfg.options, z_raw)
+  z = transform_logits(z_raw, cfg.options)
   cols = v_start + lax.broadcasted_iota(jnp.int32, (tokens, classes), 1)
   owned = None if v_first is None else cols >= v_first
   if cfg.labels_are_ids:
@@ -171,7 +151,7 @@ def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_cla
     q = q + off
   dz = g_xent * (p * q_mass - q) + g_p * p
   dz = blk.owned_or(dz, 0.0)
-  return _transform_cotangent(cfg.options, blk.z_raw, blk.z, dz)
+  return transform_logits_vjp(blk.z_raw, blk.z, dz, cfg.options)
 
 
 # --- kernels -------------------------------------------------------------------------
