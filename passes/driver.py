@@ -99,7 +99,7 @@ def _arg_parser() -> argparse.ArgumentParser:
                      help="verify the module after each pass (the default); with "
                           "--no-verify-each, once after the last pass")
   debug.add_argument("--show-traceback", action="store_true",
-                     default=bool(os.environ.get("GSHARD_DEBUG")),
+                     default=os.environ.get("GSHARD_DEBUG", "") not in ("", "0"),
                      help="show the full Python traceback of a failing pass (also when "
                           "GSHARD_DEBUG is set)")
   return p

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from passes import driver
+from passes import driver, framework
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -225,3 +226,200 @@ def test_tools_wrapper_runs_from_anywhere(tmp_path):
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, proc.stderr
   assert "gshard-inline" in proc.stdout
+
+
+@pytest.mark.parametrize("option", ["memory-budget-mib=nan", "memory-budget-mib=inf",
+                                    "memory-budget-mib=-inf"])
+def test_non_finite_budget_is_a_pipeline_error(capsys, option):
+  status, out, err = run(capsys, "/nonexistent/input.mlir",
+                         f"--pass-pipeline=gshard-chunk-softmax{{vocab-chunk=4 {option}}}")
+  assert (status, out) == (2, "")
+  assert err.startswith("gshard-opt: error: bad pass pipeline: pass 'gshard-chunk-softmax': "
+                        f"option {option} rejected: ")
+
+
+# --- pass plugins ----------------------------------------------------------------
+
+PLUGINS = os.path.join(REPO, "tests", "plugins")
+VOCAB_TILES = os.path.join(PLUGINS, "vocab_tiles.py")
+DEBUGGING = os.path.join(PLUGINS, "debugging.py")
+
+
+@pytest.fixture
+def isolated():
+  """Plugins loaded by a test are forgotten after it."""
+  with framework.isolated_registry():
+    yield
+
+
+def test_plugin_passes_are_listed_and_run(capsys, write, isolated):
+  status, out, err = run(capsys, f"--load-pass-plugin={VOCAB_TILES}",
+                         "--load-pass-plugin", DEBUGGING, "--list-passes")
+  assert (status, err) == (0, "")
+  assert f"example-vocab-tiles  {framework.REGISTRY['example-vocab-tiles'].summary}  " \
+         f"[pass plugin '{VOCAB_TILES}']" in out
+  assert "test-crash" in out and "tiles=4  (int)" in out
+  status, out, err = run(capsys, write(composite_module()), f"--load-pass-plugin={VOCAB_TILES}",
+                         "--pass-pipeline=example-vocab-tiles{tiles=5}")
+  assert (status, err) == (0, "")
+  assert "stablehlo.while" in out and "sizes = [10, 16]" in out  # 50 classes in 5 tiles
+  assert "stablehlo.composite" not in out and "@decomposition" not in out
+
+
+def test_plugin_pass_is_unknown_without_the_plugin(capsys, write):
+  status, _, err = run(capsys, write(composite_module()), "--pass-pipeline=example-vocab-tiles")
+  assert status == 2 and "unknown pass 'example-vocab-tiles'" in err
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("broken_import.py", "ModuleNotFoundError: No module named 'gshard_op.no_such_module'"),
+    ("clashing_name.py", "needs a unique name, got 'gshard-inline'"),
+    ("missing.py", "no such file"),
+])
+def test_plugin_that_cannot_load_exits_2(capsys, write, isolated, name, reason):
+  path = os.path.join(PLUGINS, name)
+  status, out, err = run(capsys, write(composite_module()), f"--load-pass-plugin={path}",
+                         "--pass-pipeline=gshard-inline")
+  assert (status, out) == (2, "")
+  assert err.startswith(f"gshard-opt: error: cannot load pass plugin '{path}': ")
+  assert reason in err and "Traceback" not in err
+  assert "test-clash-first" not in framework.REGISTRY
+
+
+_ENTRY_POINT_PLUGIN = '''
+from passes.framework import ModulePass, register
+
+@register
+class Counted(ModulePass):
+  name = "test-installed-pass"
+  summary = "From an installed distribution"
+  times: int = 1
+
+  def run(self, module):
+    pass
+'''
+
+
+def _install(site, dist: str, entry: str, module: str | None = None, text: str = ""):
+  """A distribution of one module with one `gshard_op.passes` entry point."""
+  info = site / f"{dist}-1.0.dist-info"
+  info.mkdir(parents=True)
+  (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+  (info / "entry_points.txt").write_text(f"[gshard_op.passes]\n{entry}\n")
+  if module:
+    (site / f"{module}.py").write_text(text)
+
+
+def test_entry_points_of_installed_distributions(tmp_path, write):
+  site = tmp_path / "site"
+  _install(site, "my_passes", "counted = my_passes_mod", "my_passes_mod", _ENTRY_POINT_PLUGIN)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "PYTHONPATH": os.pathsep.join([str(site), REPO])}
+  tool = [sys.executable, os.path.join(REPO, "tools", "gshard-opt")]
+  listed = subprocess.run([*tool, "--list-passes"], capture_output=True, text=True,
+                          timeout=300, env=env)
+  assert listed.returncode == 0, listed.stderr
+  assert ("test-installed-pass  From an installed distribution  [pass plugin entry point "
+          "'counted = my_passes_mod' of my_passes]") in listed.stdout
+  _install(site, "broken_passes", "broken = not_a_module_anywhere")
+  broken = subprocess.run([*tool, write(composite_module()), "--pass-pipeline=gshard-inline"],
+                          capture_output=True, text=True, timeout=300, env=env)
+  assert broken.returncode == 2 and broken.stdout == ""
+  assert ("gshard-opt: error: cannot load pass plugin entry point 'broken = "
+          "not_a_module_anywhere' of broken_passes: ModuleNotFoundError") in broken.stderr
+
+
+# --- printing, timing, verification, tracebacks ------------------------------------------
+
+def _dumps(text):
+  return re.findall(r"^// -----// IR Dump (Before|After) (.+) //----- //$", text, re.M)
+
+
+def test_print_ir_goes_to_stderr_for_every_piece(capsys, write):
+  text = composite_module() + "// -----\n" + composite_module()
+  status, out, err = run(capsys, write(text), "--split-input-file", "--mlir-print-ir-after-all",
+                         "--mlir-print-ir-before=gshard-inline",
+                         "--pass-pipeline=gshard-inline,symbol-dce")
+  assert status == 0 and "IR Dump" not in out
+  assert _dumps(err) == [("Before", "gshard-inline"), ("After", "gshard-inline"),
+                         ("After", "symbol-dce")] * 2
+  assert "call @decomposition" in err.split("IR Dump After gshard-inline")[1]
+
+
+def test_timing_is_reported_after_a_failure_too(capsys, write):
+  status, out, err = run(capsys, write(composite_module(version=7)), "--mlir-timing",
+                         "--pass-pipeline=cse,gshard-inline")
+  assert (status, out) == (1, "")
+  failure, report = err.split("===-", 1)
+  assert "has version 7" in failure
+  names = re.findall(r"^\s+\d+\.\d{4} \(\s*[\d.]+%\)  (\S+)$", report, re.M)
+  assert names == ["Parser", "cse", "gshard-inline", "Total"]  # nothing was printed
+
+
+def test_verify_each_and_no_verify_each(capsys, write, isolated):
+  path = write("func.func @f(%x: tensor<4xf32>) -> tensor<4xf32> {\n"
+               "  %y = stablehlo.multiply %x, %x : tensor<4xf32>\n"
+               "  %s = stablehlo.sine %y : tensor<4xf32>\n  return %s : tensor<4xf32>\n}\n")
+  plugin = f"--load-pass-plugin={DEBUGGING}"
+  status, out, err = run(capsys, path, plugin, "--pass-pipeline=test-break-dominance,cse")
+  assert (status, out) == (1, "")
+  assert err.startswith("pass 'test-break-dominance' left IR that does not verify")
+  status, out, err = run(capsys, path, plugin, "--no-verify-each",
+                         "--pass-pipeline=test-break-dominance,cse")
+  assert (status, out) == (1, "")
+  assert err.startswith("the pipeline left IR that does not verify")
+  assert "does not dominate" in err
+  status, out, err = run(capsys, path, "--no-verify-each", "--pass-pipeline=cse")
+  assert (status, err) == (0, "") and "stablehlo.sine" in out
+
+
+@pytest.mark.parametrize("how", ["flag", "environment", "neither"])
+def test_show_traceback(capsys, write, isolated, monkeypatch, how):
+  monkeypatch.delenv("GSHARD_DEBUG", raising=False)
+  argv = [write(composite_module()), f"--load-pass-plugin={DEBUGGING}", "--pass-pipeline=test-crash"]
+  if how == "flag":
+    argv.append("--show-traceback")
+  elif how == "environment":
+    monkeypatch.setenv("GSHARD_DEBUG", "1")
+  status, out, err = run(capsys, *argv)
+  assert (status, out) == (1, "")
+  assert re.search(r"^pass 'test-crash' raised ZeroDivisionError: division by zero$", err, re.M)
+  if how == "neither":
+    assert "Traceback" not in err
+  else:
+    assert err.startswith("Traceback (most recent call last):")
+    assert re.search(r'debugging\.py", line \d+, in run\n.*\n.*debugging\.py", line \d+, '
+                     r'in _divide\n', err), err
+
+
+# --- docs/writing-a-pass.md stays true ---------------------------------------------
+
+GUIDE = os.path.join(REPO, "docs", "writing-a-pass.md")
+
+
+def _guide_blocks(marker: str) -> list[tuple[str, str]]:
+  """`(argument, code)` of each fenced block right after `<!-- marker ARG -->`."""
+  text = open(GUIDE, encoding="utf-8").read()
+  return re.findall(rf"<!-- {marker}:? ?(\S*) -->\n```\w*\n(.*?)```", text, re.S)
+
+
+def test_guide_quotes_the_example_plugin_verbatim():
+  quotes = _guide_blocks("quote")
+  assert len(quotes) >= 3
+  for path, code in quotes:
+    assert path == "tests/plugins/vocab_tiles.py"
+    source = open(os.path.join(REPO, path), encoding="utf-8").read()
+    assert code in source, f"the guide's quote is not in {path}:\n{code}"
+  lines = _guide_blocks("quote lines")
+  assert lines
+  for path, code in lines:
+    source = open(os.path.join(REPO, path), encoding="utf-8").read().splitlines()
+    for line in code.splitlines():
+      assert line in source, f"{line!r} is not a line of {path}"
+
+
+def test_guide_python_example_runs(isolated, monkeypatch):
+  (code,) = [c for kind, c in _guide_blocks("run") if kind == "python"]
+  monkeypatch.chdir(REPO)  # the example names the plugin relative to the checkout
+  exec(compile(code, GUIDE, "exec"), {"__name__": "guide"})  # noqa: S102
+  assert "example-vocab-tiles" in framework.REGISTRY

@@ -29,7 +29,7 @@
 // CHECK:           stablehlo.constant dense<4> : tensor<i32>
 // CHECK:           stablehlo.compare LT
 // CHECK:           stablehlo.dynamic_slice %arg1, {{.*}} sizes = [13, 16]
-// CHECK-NOT:     stablehlo.composite "gshard.shared_embedding_softmax" 
+// CHECK-NOT:     stablehlo.composite "gshard.shared_embedding_softmax"
 // CHECK:         stablehlo.composite "gshard.shared_embedding_softmax_grad"
 // CHECK-NOT:   func.func private @gshard.shared_embedding_softmax(
 // CHECK:       func.func private @gshard.shared_embedding_softmax_grad(
