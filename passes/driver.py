@@ -91,6 +91,8 @@ def _arg_parser() -> argparse.ArgumentParser:
                      help="print the module before the passes named (repeatable, or comma-separated)")
   debug.add_argument("--mlir-print-ir-after", action="append", default=[], metavar="PASS",
                      help="print the module after the passes named (repeatable, or comma-separated)")
+  debug.add_argument("--mlir-print-ir-after-change", action="store_true",
+                     help="with the after flags: print only when the pass changed the module")
   debug.add_argument("--mlir-print-ir-after-failure", action="store_true",
                      help="print the module a failing pass left")
   debug.add_argument("--mlir-timing", action="store_true",
@@ -211,6 +213,7 @@ def instrumentation(args, where: "_Locations", timing) -> framework.Instrumentat
   return framework.Instrumentation(
       print_ir_before=args.mlir_print_ir_before_all or _names(args.mlir_print_ir_before),
       print_ir_after=args.mlir_print_ir_after_all or _names(args.mlir_print_ir_after),
+      print_ir_after_change=args.mlir_print_ir_after_change,
       print_ir_after_failure=args.mlir_print_ir_after_failure,
       verify_each=args.verify_each, timing=timing, print_options=_print_options(args),
       text_filter=where if args.mlir_print_debuginfo else None)

@@ -270,7 +270,8 @@ class Instrumentation:
 
   `print_ir_before` / `print_ir_after`: `True` for every pass, or the names of
   the passes to print around (a gshard pass's `name`, an MLIR pass's pipeline
-  name); `print_ir_after_failure` prints what a failing pass left. Each dump
+  name); `print_ir_after_change` keeps only the "after" dumps of passes that
+  changed the module; `print_ir_after_failure` prints what a failing pass left. Each dump
   goes to `stream` (stderr when None), headed as mlir-opt heads it:
   `// -----// IR Dump Before gshard-inline //----- //`, the whole module
   printed with `print_options` (`Operation.get_asm` keywords), then passed
@@ -281,6 +282,7 @@ class Instrumentation:
 
   print_ir_before: bool | frozenset[str] = False
   print_ir_after: bool | frozenset[str] = False
+  print_ir_after_change: bool = False
   print_ir_after_failure: bool = False
   verify_each: bool = True
   timing: PassTiming | None = None
@@ -288,10 +290,12 @@ class Instrumentation:
   print_options: dict = dataclasses.field(default_factory=dict)
   text_filter: typing.Callable[[str], str] | None = None
 
-  def dump(self, when: str, label: str, module: ir.Module) -> None:
+  def text(self, module: ir.Module) -> str:
     text = module.operation.get_asm(**self.print_options)
-    if self.text_filter is not None:
-      text = self.text_filter(text)
+    return text if self.text_filter is None else self.text_filter(text)
+
+  def dump(self, when: str, label: str, module: ir.Module, text: str | None = None) -> None:
+    text = self.text(module) if text is None else text
     stream = self.stream or sys.stderr
     stream.write(f"// -----// IR Dump {when} {label} //----- //\n{text.rstrip()}\n\n")
     stream.flush()
@@ -318,6 +322,8 @@ def run_pipeline(module: ir.Module, pipeline: str | list[ModulePass | str],
     label = element.split("{", 1)[0] if isinstance(element, str) else element.name
     if _selected(inst.print_ir_before, label):
       inst.dump("Before", label, module)
+    print_after = _selected(inst.print_ir_after, label)
+    unchanged = inst.text(module) if print_after and inst.print_ir_after_change else None
     start = time.perf_counter()
     try:
       _run_element(module, element, inst.verify_each)
@@ -328,8 +334,10 @@ def run_pipeline(module: ir.Module, pipeline: str | list[ModulePass | str],
     finally:
       if inst.timing is not None:
         inst.timing.add(("pass", position), label, time.perf_counter() - start)
-    if _selected(inst.print_ir_after, label):
-      inst.dump("After", label, module)
+    if print_after:
+      text = inst.text(module)
+      if text != unchanged:
+        inst.dump("After", label, module, text)
   if not inst.verify_each:
     try:
       module.operation.verify()

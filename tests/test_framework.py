@@ -655,3 +655,15 @@ def test_entry_point_that_fails_is_reported_on_every_parse(isolated, monkeypatch
     with pytest.raises(framework.PluginError,
                        match=r"entry point 'ep1 = test_ep_no_such_module_here'.*ModuleNotFound"):
       passes.parse_pipeline("cse")
+
+
+def test_print_ir_after_change_skips_passes_that_changed_nothing():
+  inst, stream = _instrumented(print_ir_after=True, print_ir_after_change=True)
+  # Nothing to inline, to merge or to remove: no pass prints.
+  module = _sin_module()
+  passes.run_pipeline(module, "gshard-inline,cse,symbol-dce", inst)
+  assert _dumps(stream.getvalue()) == []
+  inst, stream = _instrumented(print_ir_after=True, print_ir_after_change=True)
+  twice = jax.jit(lambda x: jnp.sin(x) + jnp.sin(x)).lower(jnp.ones(3)).compiler_ir("stablehlo")
+  passes.run_pipeline(twice, "gshard-inline,cse,symbol-dce", inst)
+  assert _dumps(stream.getvalue()) == [("After", "cse")]  # one sine fewer

@@ -5,6 +5,7 @@
 // RUN: gshard-opt %s --pass-pipeline='gshard-inline,symbol-dce' --mlir-print-ir-after=gshard-inline -o %t 2>&1 | FileCheck %s --check-prefix=AFTER
 // RUN: gshard-opt %s --pass-pipeline='gshard-inline,symbol-dce' --mlir-print-ir-before=symbol-dce,gshard-inline -o %t 2>&1 | FileCheck %s --check-prefix=BEFORE
 // RUN: gshard-opt %s --pass-pipeline='gshard-inline' --mlir-print-ir-after-all --mlir-print-debuginfo -o %t 2>&1 | FileCheck %s --check-prefix=DEBUGINFO
+// RUN: gshard-opt %s --pass-pipeline='gshard-inline,cse,symbol-dce' --mlir-print-ir-after-all --mlir-print-ir-after-change -o %t 2>&1 | FileCheck %s --check-prefix=CHANGE
 
 // ALL:      // -----// IR Dump Before gshard-inline //----- //
 // ALL-NEXT: module {
@@ -33,6 +34,11 @@
 // BEFORE:     // -----// IR Dump Before gshard-inline //----- //
 // BEFORE:     // -----// IR Dump Before symbol-dce //----- //
 // BEFORE-NOT: IR Dump
+
+// cse finds nothing to merge here: no dump after it.
+// CHANGE:     // -----// IR Dump After gshard-inline //----- //
+// CHANGE-NOT: IR Dump After cse
+// CHANGE:     // -----// IR Dump After symbol-dce //----- //
 
 // Locations in the dumps name this file, as in the output.
 // DEBUGINFO: // -----// IR Dump After gshard-inline //----- //
