@@ -277,9 +277,20 @@ def _pass_failed(e: passes.PassError, args) -> None:
   print(e, file=sys.stderr)
 
 
+def _check_print_flags(args) -> None:
+  for flag, values in (("--mlir-print-ir-before", args.mlir_print_ir_before),
+                       ("--mlir-print-ir-after", args.mlir_print_ir_after)):
+    for name in sorted(_names(values)):
+      try:
+        framework.check_pass_name(name)
+      except passes.PipelineError as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
 def run(args) -> int:
   for path in args.load_pass_plugin:
     framework.load_pass_plugin(path)
+  _check_print_flags(args)
   if args.list_passes:
     with _output(args.output) as out:
       out.write(list_passes())

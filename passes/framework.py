@@ -199,6 +199,14 @@ def _context() -> ir.Context:
   return mlir.make_ir_context()
 
 
+def check_pass_name(name: str) -> None:
+  """Raises `PipelineError` unless `name` is a registered gshard pass or a pass
+  of MLIR's registry (for flags that name passes outside a pipeline)."""
+  load_entry_point_plugins()
+  if name not in REGISTRY:
+    _check_mlir_pass(name)
+
+
 def _check_mlir_pass(element: str) -> None:
   """Raises PipelineError unless MLIR's registry knows `element` (with its options)."""
   def accepts(text):

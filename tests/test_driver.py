@@ -423,3 +423,14 @@ def test_guide_python_example_runs(isolated, monkeypatch):
   monkeypatch.chdir(REPO)  # the example names the plugin relative to the checkout
   exec(compile(code, GUIDE, "exec"), {"__name__": "guide"})  # noqa: S102
   assert "example-vocab-tiles" in framework.REGISTRY
+
+
+def test_print_flags_name_known_passes(capsys, write, isolated):
+  status, out, err = run(capsys, write(composite_module()), "--mlir-print-ir-after=cse,gshard-inlin",
+                         "--pass-pipeline=gshard-inline")
+  assert (status, out) == (2, "")
+  assert err.startswith("gshard-opt: error: --mlir-print-ir-after: unknown pass 'gshard-inlin'")
+  status, _, err = run(capsys, write(composite_module()), f"--load-pass-plugin={VOCAB_TILES}",
+                       "--mlir-print-ir-before=example-vocab-tiles,canonicalize",
+                       "--pass-pipeline=gshard-inline")
+  assert (status, err) == (0, "")  # known passes, not in this pipeline: nothing to print
