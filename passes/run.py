@@ -5,6 +5,7 @@ The differential check of a rewrite, with no JAX program around it:
   gshard-run before.mlir after.mlir --rtol 1e-5     # same inputs, compare results
   gshard-run step.mlir                              # run one module, summarise results
   gshard-run before.mlir after.mlir --inputs args.npz --save-inputs used.npz
+  gshard-opt before.mlir --pass-pipeline=gshard-chunk-softmax | gshard-run before.mlir -
 
 A module is `jax.jit(f).lower(...).as_text()` or `gshard-opt`'s output: its
 `@main` gives the operand and result types. Each module is compiled by the
@@ -338,7 +339,8 @@ def _arg_parser() -> argparse.ArgumentParser:
       "Run one StableHLO module, or two on the same inputs and compare their results."),
       epilog="Exit status: 0 results agree, 1 a result differs, 2 bad usage, module or inputs.")
   p.add_argument("modules", nargs="+", metavar="MODULE.mlir",
-                 help="one module to run, or the reference and the module to check")
+                 help="one module to run, or the reference and the module to check "
+                      "('-' reads one of them from stdin)")
   p.add_argument("--rtol", type=float, default=1e-5,
                  help="allowed max|a - b| relative to max|a| per float result (default 1e-5)")
   p.add_argument("--atol", type=float, default=0.0, help="allowed absolute error (default 0)")
@@ -355,6 +357,8 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 
 def _read(path: str) -> str:
+  if path == "-":
+    return sys.stdin.read()
   try:
     with open(path, encoding="utf-8") as f:
       return f.read()
@@ -377,7 +381,9 @@ def _ensure_host_devices(count: int) -> None:
 def run(args) -> int:
   if len(args.modules) > 2:
     raise UsageError(f"expected one or two modules, got {len(args.modules)}")
-  texts = [(path, _read(path)) for path in args.modules]
+  if args.modules.count("-") > 1:
+    raise UsageError("only one module can come from stdin ('-')")
+  texts = [("<stdin>" if path == "-" else path, _read(path)) for path in args.modules]
   if args.platform == "cpu":
     _ensure_host_devices(max(partition_count(text) for _, text in texts))
   modules = [parse(path, text) for path, text in texts]

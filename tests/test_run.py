@@ -9,6 +9,7 @@ before JAX's CPU backend starts, which in this process it already has.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -287,3 +288,12 @@ def test_tools_wrapper(tmp_path, before):
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, proc.stderr
   assert "#0 result[0][0]" in proc.stdout
+
+
+def test_module_from_stdin(capsys, monkeypatch, before, after):
+  monkeypatch.setattr(sys, "stdin", io.StringIO(open(after).read()))
+  status, out, err = runner(capsys, before, "-")
+  assert (status, err) == (0, "")
+  assert f"{before} (1 device(s)) vs <stdin> (1)" in out
+  status, _, err = runner(capsys, "-", "-")
+  assert status == 2 and "only one module can come from stdin" in err
