@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import math
 
 import jax
 import jax.numpy as jnp
@@ -42,12 +41,13 @@ PLATFORMS = {"interpret": ("interpret", None), "cuda": ("triton", "cuda"),
              "tpu": ("mosaic_tpu", "tpu")}
 # Triton: every array a power of two and dots at least 16 wide.
 TRITON_MIN_BLOCK = 16
-# Triton keeps the `[T, M]` token block and a `[C, M]` embedding block on chip,
-# with float32 `[T, C]` temporaries: blocks shrink until they fit this many bytes.
-TRITON_ON_CHIP_BYTES = 192 * 2**10
-# Mosaic TPU: the kernels read whole operands from VMEM (the same kernel body as
-# the GPU's); composites whose operands and results exceed this stay as they are.
-TPU_VMEM_BYTES = 16 * 2**20
+# Mosaic TPU: blocks in (8, 128) tiles (tokens, classes) unless a block is the
+# whole dimension.
+TPU_TILE = (8, 128)
+# What one program may keep on chip (see `on_chip_bytes`): blocks are halved
+# until they fit. Triton: registers and shared memory of one SM; Mosaic: the
+# default scoped VMEM limit.
+ON_CHIP_BYTES = {"cuda": 192 * 2**10, "tpu": 16 * 2**20}
 DEFAULT_BLOCKS = {"interpret": (128, 512), "cuda": (64, 128), "tpu": (128, 512)}
 
 _DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16, "f64": jnp.float64,
@@ -73,11 +73,17 @@ def _itemsize(value: ir.Value) -> int:
   return jnp.dtype(_spec(value).dtype).itemsize
 
 
-def _triton_on_chip_bytes(site: composites.SoftmaxComposite, t: int, c: int) -> int:
-  """What one Triton program keeps on chip: the `[T, M]` and `[C, M]` operand
-  blocks and three float32 `[T, C]` temporaries (logits before and after
-  cap/clip, their cotangent)."""
-  return (t + c) * site.in_features * _itemsize(site.operands[1]) + 3 * t * c * 4
+def on_chip_bytes(platform: str, site: composites.SoftmaxComposite, t: int, c: int) -> int:
+  """What one program of the kernels keeps on chip with blocks of `t` tokens and
+  `c` classes. Triton: the `[T, M]` and `[C, M]` operand blocks and three
+  float32 `[T, C]` temporaries (logits before and after cap/clip, their
+  cotangent). Mosaic TPU: also the float32 `[T, M]` or `[C, M]` gradient
+  accumulator, the VMEM copy buffers, and a probability block."""
+  m, itemsize = site.in_features, _itemsize(site.operands[1])
+  if platform == "cuda":
+    return (t + c) * m * itemsize + 3 * t * c * 4
+  labels = 0 if site.labels_are_ids else t * c * _itemsize(site.operands[2])
+  return (t + c) * m * (itemsize + 4) + 4 * t * c * 4 + labels
 
 
 @functools.lru_cache(maxsize=64)
@@ -148,44 +154,47 @@ class PallasPass(ModulePass):
 
   def blocks(self, site: composites.SoftmaxComposite) -> tuple[int, int]:
     """`(T, C)` for the site: the options, else the platform's defaults; never
-    larger than `N`, `V` (powers of two on cuda, shrunk to fit on chip)."""
+    larger than `N`, `V`; on cuda powers of two; on a GPU or TPU, blocks the
+    options leave free are halved (the larger first) until they fit on chip."""
     n, v = site.num_tokens, site.num_classes
     default_t, default_c = DEFAULT_BLOCKS[self.platform]
-    t, c = self.block_tokens or default_t, self.block_vocab or default_c
-    t, c = min(t, n), min(c, v)
+    t, c = min(self.block_tokens or default_t, n), min(self.block_vocab or default_c, v)
+    if self.platform == "interpret":
+      return t, c
     if self.platform == "cuda":
       t, c = _floor_power_of_two(t), _floor_power_of_two(c)
-      while _triton_on_chip_bytes(site, t, c) > TRITON_ON_CHIP_BYTES:
-        # Halve the larger of the blocks the options left free (vocab on ties).
-        shrink_c = not self.block_vocab and c > TRITON_MIN_BLOCK
-        shrink_t = not self.block_tokens and t > TRITON_MIN_BLOCK
-        if shrink_c and (c >= t or not shrink_t):
-          c //= 2
-        elif shrink_t:
-          t //= 2
-        else:
-          break
+    while on_chip_bytes(self.platform, site, t, c) > ON_CHIP_BYTES[self.platform]:
+      shrink_c = not self.block_vocab and self._halvable(c, 1)
+      shrink_t = not self.block_tokens and self._halvable(t, 0)
+      if shrink_c and (c >= t or not shrink_t):
+        c //= 2
+      elif shrink_t:
+        t //= 2
+      else:
+        break
     return t, c
+
+  def _halvable(self, block: int, dim: int) -> bool:
+    if self.platform == "cuda":
+      return block // 2 >= TRITON_MIN_BLOCK
+    return block % (2 * TPU_TILE[dim]) == 0
 
   def unsuitable(self, site: composites.SoftmaxComposite, blocks: tuple[int, int]) -> str | None:
     """Why the kernels cannot take this composite on this platform (None: they can)."""
     n, m, v = site.num_tokens, site.in_features, site.num_classes
     t, c = blocks
+    if self.platform == "interpret":
+      return None
     if self.platform == "cuda":
       if not _is_power_of_two(m) or m < TRITON_MIN_BLOCK:
         return f"in_features {m} is not a power of two >= {TRITON_MIN_BLOCK} (Triton)"
       if min(t, c) < TRITON_MIN_BLOCK:
         return f"N={n} or V={v} below the Triton minimum block of {TRITON_MIN_BLOCK}"
-      if _triton_on_chip_bytes(site, t, c) > TRITON_ON_CHIP_BYTES:
-        return (f"blocks of {t} tokens and {c} classes by {m} features take more than "
-                f"{TRITON_ON_CHIP_BYTES} bytes on chip")
-    if self.platform == "tpu":
-      if (t % 8 and t != n) or (c % 128 and c != v):
-        return f"blocks {t} x {c} are not multiples of (8, 128)"
-      values = list(site.operands) + list(site.op.results)
-      total = sum(_itemsize(x) * math.prod(b.shape_of(x)) for x in values)
-      if total > TPU_VMEM_BYTES:
-        return f"operands and results take {total} bytes, more than {TPU_VMEM_BYTES} of VMEM"
+    if self.platform == "tpu" and ((t % TPU_TILE[0] and t != n) or (c % TPU_TILE[1] and c != v)):
+      return f"blocks {t} x {c} are not in {TPU_TILE} tiles"
+    if on_chip_bytes(self.platform, site, t, c) > ON_CHIP_BYTES[self.platform]:
+      return (f"blocks of {t} tokens and {c} classes by {m} features take more than "
+              f"{ON_CHIP_BYTES[self.platform]} bytes on chip")
     return None
 
   def run(self, module: ir.Operation) -> None:

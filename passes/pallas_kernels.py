@@ -26,7 +26,9 @@ kernels (`forward`, `grad`).
 `backend` picks how `pallas_call` lowers: "interpret" (any platform, plain
 HLO), "triton" (GPU: `custom_call @__gpu$xla.gpu.triton`; every array in a
 kernel must have a power-of-two size, so `M`, and the blocks, must be powers of
-two) or "mosaic_tpu" (`custom_call @tpu_custom_call`).
+two) or "mosaic_tpu" (`custom_call @tpu_custom_call`; the operands stay in HBM
+and blocks are copied through VMEM buffers). The kernel bodies are the same for
+all three; only `_Blocks`, which reads and writes the blocks, differs.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+from jax.experimental.pallas import triton as plt
 
 from gshard_op.options import SoftmaxOptions
 from gshard_op.reference import smoothing_coefficients, transform_logits, transform_logits_vjp
@@ -117,7 +121,8 @@ class _Block:
     return v if self.owned is None else jnp.where(self.owned, v, fill)
 
 
-def _logits_block(cfg: KernelConfig, xs, e, labels_ref, t_start, v_start, v_first) -> _Block:
+def _logits_block(cfg: KernelConfig, io: "_Blocks", xs, e, labels_ref, t_start, v_start,
+                  v_first) -> _Block:
   """The logits of the scaled token block `xs` (rows from `t_start`) against the
   embedding block `e` (classes from `v_start`); `v_first` is the first class
   the block owns (None: all)."""
@@ -127,13 +132,14 @@ def _logits_block(cfg: KernelConfig, xs, e, labels_ref, t_start, v_start, v_firs
   cols = v_start + lax.broadcasted_iota(jnp.int32, (tokens, classes), 1)
   owned = None if v_first is None else cols >= v_first
   if cfg.labels_are_ids:
-    ids = labels_ref[pl.ds(t_start, tokens), :]
+    ids = io.read(labels_ref, "labels", pl.ds(t_start, tokens))
     hit = cols == ids
     if owned is not None:
       hit = jnp.logical_and(hit, owned)
     target = jnp.where(hit, 1.0, 0.0).astype(F32)
   else:
-    target = labels_ref[pl.ds(t_start, tokens), pl.ds(v_start, classes)].astype(F32)
+    target = io.read(labels_ref, "labels", pl.ds(t_start, tokens),
+                     pl.ds(v_start, classes)).astype(F32)
     if owned is not None:
       target = jnp.where(owned, target, 0.0)
   return _Block(z_raw=z_raw, z=z, classes=cols, owned=owned, target=target)
@@ -157,19 +163,49 @@ def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_cla
 # --- kernels -------------------------------------------------------------------------
 
 
-def _forward_kernel(cfg: KernelConfig, n: int, v: int,
+class _Blocks:
+  """Reads and writes of operand blocks: the one place the back ends differ.
+
+  Interpret and Triton index the refs directly (Triton: loads and stores from
+  global memory). On Mosaic TPU the operands stay in HBM (`pl.ANY`) and each
+  block goes through a VMEM scratch buffer of its kind (`pltpu.sync_copy`), so
+  no operand has to fit in VMEM.
+  """
+
+  def __init__(self, scratch: dict | None = None):
+    self.scratch = scratch
+
+  def read(self, ref, kind: str, rows, cols=None):
+    index = (rows, slice(None) if cols is None else cols)
+    if self.scratch is None:
+      return ref[index]
+    buffer = self.scratch[kind]
+    pltpu.sync_copy(ref.at[index], buffer)
+    return buffer[...]
+
+  def write(self, ref, kind: str, rows, value):
+    if self.scratch is None:
+      ref[rows, :] = value
+      return
+    buffer = self.scratch[kind]
+    buffer[...] = value
+    pltpu.sync_copy(buffer, ref.at[rows, :])
+
+
+def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
                     x_ref, e_ref, labels_ref, mass_ref,
                     xent_ref, argmax_ref, lse_ref, lse2_ref):
   bt, bv = cfg.block_tokens, cfg.block_vocab
   t_start, _ = _block_start(pl.program_id(0), bt, n)
-  xs = _scaled(cfg, x_ref[pl.ds(t_start, bt), :])
+  rows = pl.ds(t_start, bt)
+  xs = _scaled(cfg, io.read(x_ref, "x", rows))
   smoothing = cfg.options.label_smoothing_prob > 0
 
   def body(k, carry):
     m, s, idx, t, zsum = carry
     v_start, v_first = _block_start(k, bv, v)
-    e = e_ref[pl.ds(v_start, bv), :]
-    blk = _logits_block(cfg, xs, e, labels_ref, t_start, v_start, v_first)
+    e = io.read(e_ref, "e", pl.ds(v_start, bv))
+    blk = _logits_block(cfg, io, xs, e, labels_ref, t_start, v_start, v_first)
     z = blk.owned_or(blk.z, -jnp.inf)
     block_max = jnp.max(z, axis=1, keepdims=True)
     m_new = jnp.maximum(m, block_max)
@@ -187,73 +223,95 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int,
   init = (jnp.full((bt, 1), -jnp.inf, F32), zeros, jnp.zeros((bt, 1), jnp.int32), zeros, zeros)
   m, s, idx, t, zsum = lax.fori_loop(0, pl.cdiv(v, bv), body, init)
   lse = m + jnp.log(s)
-  mass = mass_ref[pl.ds(t_start, bt), :]
+  mass = io.read(mass_ref, "column", rows)
   a, off = cfg.smoothing(v)
   xent = (lse * mass - t) * a
   if off:
     xent = xent - (zsum - lse * float(v)) * off
-  rows = pl.ds(t_start, bt)
-  xent_ref[rows, :] = xent
-  argmax_ref[rows, :] = idx
-  lse_ref[rows, :] = lse
-  lse2_ref[rows, :] = lse * lse
+  io.write(xent_ref, "column", rows, xent)
+  io.write(argmax_ref, "ids", rows, idx)
+  io.write(lse_ref, "column", rows, lse)
+  io.write(lse2_ref, "column", rows, lse * lse)
 
 
-def _d_x_kernel(cfg: KernelConfig, n: int, v: int,
+def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
                 x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, d_x_ref):
   bt, bv = cfg.block_tokens, cfg.block_vocab
   t_start, _ = _block_start(pl.program_id(0), bt, n)
   rows = pl.ds(t_start, bt)
-  xs = _scaled(cfg, x_ref[rows, :])
-  per_token = [r[rows, :] for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
+  xs = _scaled(cfg, io.read(x_ref, "x", rows))
+  per_token = [io.read(r, "column", rows) for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
 
   def body(k, acc):
     v_start, v_first = _block_start(k, bv, v)
-    e = e_ref[pl.ds(v_start, bv), :]  # loaded once for the logits and for d_x
-    blk = _logits_block(cfg, xs, e, labels_ref, t_start, v_start, v_first)
+    e = io.read(e_ref, "e", pl.ds(v_start, bv))  # read once for the logits and for d_x
+    blk = _logits_block(cfg, io, xs, e, labels_ref, t_start, v_start, v_first)
     dz = _cotangent(cfg, blk, *per_token, v)
     return acc + _dot_nn(dz.astype(e.dtype), e)
 
   acc = lax.fori_loop(0, pl.cdiv(v, bv), body, jnp.zeros((bt, xs.shape[1]), F32))
-  d_x_ref[rows, :] = (acc * cfg.logit_scale).astype(d_x_ref.dtype)
+  io.write(d_x_ref, "x", rows, (acc * cfg.logit_scale).astype(d_x_ref.dtype))
 
 
-def _d_emb_kernel(cfg: KernelConfig, n: int, v: int,
+def _d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
                   x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, d_e_ref):
   bt, bv = cfg.block_tokens, cfg.block_vocab
   # A clamped last vocab block recomputes rows an earlier block also wrote:
   # each row's sum over all tokens is the same, so nothing is masked here.
   v_start, _ = _block_start(pl.program_id(0), bv, v)
-  e = e_ref[pl.ds(v_start, bv), :]  # stays on chip for the whole token loop
+  e = io.read(e_ref, "e", pl.ds(v_start, bv))  # stays on chip for the whole token loop
 
   def body(j, acc):
     t_start, t_first = _block_start(j, bt, n)
     rows = pl.ds(t_start, bt)
-    xs = _scaled(cfg, x_ref[rows, :])
-    lse, q_mass, g_xent, g_p = [r[rows, :] for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
+    xs = _scaled(cfg, io.read(x_ref, "x", rows))
+    lse, q_mass, g_xent, g_p = [io.read(r, "column", rows)
+                                for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
     if t_first is not None:  # tokens an earlier block had contribute nothing
       own = t_start + lax.broadcasted_iota(jnp.int32, (bt, 1), 0) >= t_first
       g_xent, g_p = jnp.where(own, g_xent, 0.0), jnp.where(own, g_p, 0.0)
-    blk = _logits_block(cfg, xs, e, labels_ref, t_start, v_start, None)
+    blk = _logits_block(cfg, io, xs, e, labels_ref, t_start, v_start, None)
     dz = _cotangent(cfg, blk, lse, q_mass, g_xent, g_p, v)
     return acc + _dot_tn(dz.astype(xs.dtype), xs)
 
   m = x_ref.shape[1]
   acc = lax.fori_loop(0, pl.cdiv(n, bt), body, jnp.zeros((bv, m), F32))
-  d_e_ref[pl.ds(v_start, bv), :] = acc.astype(d_e_ref.dtype)
+  io.write(d_e_ref, "e", pl.ds(v_start, bv), acc.astype(d_e_ref.dtype))
 
 
 # --- calls ---------------------------------------------------------------------------
 
 
-def _call(cfg: KernelConfig, kernel, grid: int, out_shape):
-  kwargs = {}
-  if cfg.backend == "interpret":
-    kwargs["interpret"] = True
-  elif cfg.backend == "triton":
-    from jax.experimental.pallas import triton as plt
-    kwargs["compiler_params"] = plt.CompilerParams(num_warps=4, num_stages=2)
-  return pl.pallas_call(kernel, out_shape=out_shape, grid=(grid,), **kwargs)
+def _call(cfg: KernelConfig, body, grid: int, out_shape, operands):
+  """`pallas_call` of `body(io, *operand_refs, *result_refs)` over a 1-D grid,
+  with each back end's parameters; on Mosaic TPU also the VMEM buffers `io`
+  copies blocks through (one per kind: rows of x, rows of the embedding,
+  labels, `[T, 1]` float and int columns)."""
+  bt, bv = cfg.block_tokens, cfg.block_vocab
+  x, embedding, labels = operands[:3]
+  if cfg.backend != "mosaic_tpu":
+    kernel = lambda *refs: body(_Blocks(), *refs)  # noqa: E731
+    kwargs = {"interpret": True} if cfg.backend == "interpret" else {
+        "compiler_params": plt.CompilerParams(num_warps=4, num_stages=2)}
+    return pl.pallas_call(kernel, out_shape=out_shape, grid=(grid,), **kwargs)(*operands)
+  scratch = {
+      "x": pltpu.VMEM((bt, x.shape[1]), x.dtype),
+      "e": pltpu.VMEM((bv, embedding.shape[1]), embedding.dtype),
+      "labels": pltpu.VMEM((bt, 1) if jnp.issubdtype(labels.dtype, jnp.integer) else (bt, bv),
+                           labels.dtype),
+      "column": pltpu.VMEM((bt, 1), F32),
+      "ids": pltpu.VMEM((bt, 1), jnp.int32),
+  }
+
+  def kernel(*refs):
+    split = len(refs) - len(scratch)
+    body(_Blocks(dict(zip(scratch, refs[split:]))), *refs[:split])
+
+  hbm = pl.BlockSpec(memory_space=pl.ANY)
+  return pl.pallas_call(
+      kernel, out_shape=out_shape, grid=(grid,), in_specs=[hbm] * len(operands),
+      out_specs=jax.tree.map(lambda _: hbm, out_shape), scratch_shapes=list(scratch.values()),
+      compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",)))(*operands)
 
 
 def label_mass(labels, num_classes: int):
@@ -286,9 +344,9 @@ def forward(x, embedding, labels, cfg: KernelConfig):
   check_shapes(cfg, n, v)
   col = jax.ShapeDtypeStruct((n, 1), F32)
   out_shape = (col, jax.ShapeDtypeStruct((n, 1), jnp.int32), col, col)
-  call = _call(cfg, functools.partial(_forward_kernel, cfg, n, v),
-               pl.cdiv(n, cfg.block_tokens), out_shape)
-  outs = call(x, embedding, _labels_operand(labels), _column(label_mass(labels, v)))
+  operands = (x, embedding, _labels_operand(labels), _column(label_mass(labels, v)))
+  outs = _call(cfg, functools.partial(_forward_kernel, cfg, n, v), pl.cdiv(n, cfg.block_tokens),
+               out_shape, operands)
   return tuple(o.reshape(n) for o in outs)
 
 
@@ -302,7 +360,7 @@ def grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, cfg: KernelCon
   operands = (x, embedding, _labels_operand(labels),
               *(_column(u) for u in (lse, q_mass, g_xent, g_p)))
   d_x = _call(cfg, functools.partial(_d_x_kernel, cfg, n, v), pl.cdiv(n, cfg.block_tokens),
-              jax.ShapeDtypeStruct(x.shape, x.dtype))(*operands)
+              jax.ShapeDtypeStruct(x.shape, x.dtype), operands)
   d_e = _call(cfg, functools.partial(_d_emb_kernel, cfg, n, v), pl.cdiv(v, cfg.block_vocab),
-              jax.ShapeDtypeStruct(embedding.shape, embedding.dtype))(*operands)
+              jax.ShapeDtypeStruct(embedding.shape, embedding.dtype), operands)
   return d_x, d_e

@@ -249,15 +249,23 @@ def test_default_pipeline_uses_kernels_on_gpu_and_tpu_only():
         < names.index("gshard-fuse-fwd-bwd")
 
 
-def test_blocks_fit_triton_constraints():
-  """cuda blocks are powers of two no larger than N, V and shrink to fit on chip."""
-  p = pallas_pass.PallasPass(platform="cuda")
+def test_blocks_fit_on_chip():
+  """cuda blocks are powers of two no larger than N, V; cuda and tpu blocks
+  shrink to fit on chip, tpu blocks stay in (8, 128) tiles."""
   module, site = _site(n=48, m=1024, v=100, dtype=jnp.bfloat16)
   with site.op.context:
-    t, c = p.blocks(site)
-    assert p.unsuitable(site, (t, c)) is None
+    t, c = pallas_pass.PallasPass(platform="cuda").blocks(site)
+    assert pallas_pass.PallasPass(platform="cuda").unsuitable(site, (t, c)) is None
   assert t & (t - 1) == 0 and c & (c - 1) == 0 and t <= 48 and c <= 100
-  assert (t + c) * 1024 * 2 + 3 * t * c * 4 <= pallas_pass.TRITON_ON_CHIP_BYTES
+  assert (t + c) * 1024 * 2 + 3 * t * c * 4 <= pallas_pass.ON_CHIP_BYTES["cuda"]
+
+  module, site = _site(n=4096, m=8192, v=32768, dtype=jnp.bfloat16)
+  tpu = pallas_pass.PallasPass(platform="tpu")
+  with site.op.context:
+    t, c = tpu.blocks(site)
+    assert tpu.unsuitable(site, (t, c)) is None
+  assert (t, c) == (128, 128)  # 512 classes halve to 256, then (a tie) to 128
+  assert pallas_pass.on_chip_bytes("tpu", site, t, c) <= pallas_pass.ON_CHIP_BYTES["tpu"]
 
 
 def _site(n, m, v, dtype):
