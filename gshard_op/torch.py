@@ -6,8 +6,9 @@
     (out["avg_xent"] + out["z_loss"]).backward()
 
 The compute is JAX's: the op's body hands the torch tensors to JAX with DLPack
-(zero-copy where the layout allows it: on the CPU always for contiguous
-tensors, on CUDA on the same device), runs `gshard_op.jit` (jax.jit plus the
+(zero-copy for contiguous tensors whose data is aligned as XLA wants it, as
+torch's own allocations are; JAX copies a misaligned view; on CUDA, on the
+same device), runs `gshard_op.jit` (jax.jit plus the
 gshard passes, so the `[tokens, classes]` logits never exist) and hands the
 results back the same way. Compiled executables are cached per option set
 (here) and per shape and dtype (`gshard_op.jit`).

@@ -263,13 +263,13 @@ def test_no_grad_and_eval_skip_the_gradient():
 def test_layer_parameters_and_lookup():
   torch.manual_seed(0)
   layer = gt.GShardSharedEmbeddingSoftmax(64, 1000)
-  p = dict(layer.named_parameters())
+  p = {k: v.detach() for k, v in layer.named_parameters()}
   assert list(p) == ["embedding"] and p["embedding"].shape == (1000, 64)
   assert abs(float(p["embedding"].mean())) < 0.02 and abs(float(p["embedding"].std()) - 1) < 0.02
   ids = torch.tensor([[0, 999, 1000, -1, 5]])
   rows = layer.emb_lookup(ids)
   assert rows.shape == (1, 5, 64)
-  assert torch.equal(rows[0, :2], p["embedding"][[0, 999]].detach())
+  assert torch.equal(rows[0, :2], p["embedding"][[0, 999]])
   assert torch.all(rows[0, 2:4] == 0)  # out of range: zero rows, as Praxis's one-hot
   with pytest.raises(ValueError, match="in_features"):
     gt.GShardSharedEmbeddingSoftmax(0, 10)
@@ -287,6 +287,26 @@ def test_argument_errors():
     gt.shared_embedding_softmax(x, e, w, ids[:1])
   with pytest.raises(TypeError, match="integers"):
     gt.shared_embedding_softmax(x, e, w, ids.float())
+
+
+def test_views_and_mixed_dtypes():
+  """Non-contiguous and offset views, and a bf16 embedding with float32 inputs
+  (promoted to float32, the embedding's gradient back in bf16)."""
+  x, e, w, ids, _, _ = make_case(5)
+  xt = x.transpose(0, 1).contiguous().transpose(0, 1)  # a non-contiguous view of x
+  assert not xt.is_contiguous()
+  e16 = e.to(torch.bfloat16)
+  big = torch.cat([torch.zeros(1, M, dtype=torch.bfloat16), e16])[1:]  # offset 32 bytes
+  eg = big.clone().requires_grad_()
+  out = gt.shared_embedding_softmax(xt, eg, w, ids, z_loss_weight=0.1)
+  ref = dense_fields(x.reshape(-1, M), e16.float(), w.reshape(-1), ids.reshape(-1), None,
+                     dict(z_loss_weight=0.1))
+  assert out["avg_xent"].dtype == torch.float32
+  assert_close(out["avg_xent"], ref["avg_xent"], 2e-5, 2e-5, "avg_xent")
+  (out["avg_xent"] + out["z_loss"]).backward()
+  assert eg.grad.dtype == torch.bfloat16
+  out = gt.shared_embedding_softmax(xt, big, w, ids, z_loss_weight=0.1)
+  assert_close(out["z_loss"], ref["z_loss"], 2e-5, 2e-5, "z_loss of an offset view")
 
 
 # --- a tiny tied-embedding language model ---------------------------------------------
@@ -383,6 +403,9 @@ def test_dlpack_is_zero_copy(dtype):
   b = jnp.ones((4, 4), a.dtype)
   (tb,) = gt._to_torch([b], ())
   assert tb.data_ptr() == b.unsafe_buffer_pointer()
+  # A view at an odd offset is copied by JAX (it wants aligned data), not misread.
+  view = t.reshape(-1)[1:]
+  assert torch.equal(torch.from_dlpack(gt._to_jax(view)), view)
   # An output that would alias an input (JAX forwards returned inputs) is copied.
   (same,) = gt._to_torch([a], (t,))
   assert same.data_ptr() != t.data_ptr() and torch.equal(same, t)
