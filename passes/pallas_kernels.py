@@ -121,24 +121,29 @@ class _Block:
     return v if self.owned is None else jnp.where(self.owned, v, fill)
 
 
-def _logits_block(cfg: KernelConfig, io: "_Blocks", xs, e, labels_ref, t_start, v_start,
+def _token_labels(cfg: KernelConfig, io: "_Blocks", labels_ref, rows):
+  """What `_logits_block` takes as labels: a token block's ids `[T, 1]`, read
+  once per token block, or the probabilities' ref (read a block at a time)."""
+  return io.read(labels_ref, "labels", rows) if cfg.labels_are_ids else labels_ref
+
+
+def _logits_block(cfg: KernelConfig, io: "_Blocks", xs, e, labels, t_start, v_start,
                   v_first) -> _Block:
   """The logits of the scaled token block `xs` (rows from `t_start`) against the
   embedding block `e` (classes from `v_start`); `v_first` is the first class
-  the block owns (None: all)."""
+  the block owns (None: all); `labels` from `_token_labels`."""
   tokens, classes = xs.shape[0], e.shape[0]
   z_raw = _dot_nt(xs, e)
   z = transform_logits(z_raw, cfg.options)
   cols = v_start + lax.broadcasted_iota(jnp.int32, (tokens, classes), 1)
   owned = None if v_first is None else cols >= v_first
   if cfg.labels_are_ids:
-    ids = io.read(labels_ref, "labels", pl.ds(t_start, tokens))
-    hit = cols == ids
+    hit = cols == labels
     if owned is not None:
       hit = jnp.logical_and(hit, owned)
     target = jnp.where(hit, 1.0, 0.0).astype(F32)
   else:
-    target = io.read(labels_ref, "labels", pl.ds(t_start, tokens),
+    target = io.read(labels, "labels", pl.ds(t_start, tokens),
                      pl.ds(v_start, classes)).astype(F32)
     if owned is not None:
       target = jnp.where(owned, target, 0.0)
@@ -199,13 +204,14 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
   t_start, _ = _block_start(pl.program_id(0), bt, n)
   rows = pl.ds(t_start, bt)
   xs = _scaled(cfg, io.read(x_ref, "x", rows))
+  labels = _token_labels(cfg, io, labels_ref, rows)
   smoothing = cfg.options.label_smoothing_prob > 0
 
   def body(k, carry):
     m, s, idx, t, zsum = carry
     v_start, v_first = _block_start(k, bv, v)
     e = io.read(e_ref, "e", pl.ds(v_start, bv))
-    blk = _logits_block(cfg, io, xs, e, labels_ref, t_start, v_start, v_first)
+    blk = _logits_block(cfg, io, xs, e, labels, t_start, v_start, v_first)
     z = blk.owned_or(blk.z, -jnp.inf)
     block_max = jnp.max(z, axis=1, keepdims=True)
     m_new = jnp.maximum(m, block_max)
@@ -240,12 +246,13 @@ def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
   t_start, _ = _block_start(pl.program_id(0), bt, n)
   rows = pl.ds(t_start, bt)
   xs = _scaled(cfg, io.read(x_ref, "x", rows))
+  labels = _token_labels(cfg, io, labels_ref, rows)
   per_token = [io.read(r, "column", rows) for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
 
   def body(k, acc):
     v_start, v_first = _block_start(k, bv, v)
     e = io.read(e_ref, "e", pl.ds(v_start, bv))  # read once for the logits and for d_x
-    blk = _logits_block(cfg, io, xs, e, labels_ref, t_start, v_start, v_first)
+    blk = _logits_block(cfg, io, xs, e, labels, t_start, v_start, v_first)
     dz = _cotangent(cfg, blk, *per_token, v)
     return acc + _dot_nn(dz.astype(e.dtype), e)
 
@@ -270,7 +277,8 @@ def _d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     if t_first is not None:  # tokens an earlier block had contribute nothing
       own = t_start + lax.broadcasted_iota(jnp.int32, (bt, 1), 0) >= t_first
       g_xent, g_p = jnp.where(own, g_xent, 0.0), jnp.where(own, g_p, 0.0)
-    blk = _logits_block(cfg, io, xs, e, labels_ref, t_start, v_start, None)
+    labels = _token_labels(cfg, io, labels_ref, rows)
+    blk = _logits_block(cfg, io, xs, e, labels, t_start, v_start, None)
     dz = _cotangent(cfg, blk, lse, q_mass, g_xent, g_p, v)
     return acc + _dot_tn(dz.astype(xs.dtype), xs)
 
