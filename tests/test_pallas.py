@@ -5,9 +5,11 @@ gradient kernels are compared with the float64 NumPy reference over the option
 matrix (soft cap, clip, z-loss and arbitrary cotangents, label smoothing, ids in
 and out of range, probabilities, blocks that do and do not divide N and V,
 float32 and bfloat16 operands), and the pass under `gshard_op.jit` on a
-value-and-grad. The GPU (Triton) and TPU (Mosaic) lowerings are produced here
-too (`jax.export` needs no device to lower a kernel) and checked for their
-custom calls; `tests/lit/pallas-*.mlir` check the same through `gshard-opt`.
+value-and-grad. The Mosaic TPU variant (operands in HBM, blocks copied through
+VMEM) runs in Pallas's TPU interpreter. The GPU (Triton) and TPU (Mosaic)
+lowerings are produced here too (`jax.export` needs no device to lower a
+kernel) and checked for their custom calls; `tests/lit/pallas-*.mlir` check the
+same through `gshard-opt`.
 
 Shapes are small (Pallas's interpreter is slow) and `M = 16`, so the logit
 scale `M**-0.5 = 1/4` is exact in bfloat16 and the reference's argmax is the
