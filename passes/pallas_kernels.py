@@ -12,6 +12,15 @@ Three kernels, each recomputing blocks of logits in on-chip memory so that no
   d_emb    grid over vocab blocks; a loop over token blocks accumulates
            `dz.T @ x_block` in float32.
 
+Each gradient kernel recomputes the logits (five matmuls in all, counting the
+forward's). One kernel over vocab blocks that also added each block's `dz @ E`
+into `d_x` with atomics would save a matmul, but its `N * V * M / C` atomic adds
+cost more than the `2 * N * V * M` flops of the recompute at any useful `C`;
+and no `[V, M]` float32 accumulator ever exists: each `d_embedding` block is
+summed on chip and written once. The price is that the `[T, M]` and `[C, M]`
+blocks, and a float32 accumulator of one of them, sit on chip: `M` is bounded
+(see `passes/pallas.py`'s `on_chip_bytes`).
+
 Blocks never read out of bounds: the last block of an uneven split starts at
 `size - block` and masks what an earlier block already covered (the chunk
 pass's scheme, see `passes/chunk.py`), so every load has a static shape and no
