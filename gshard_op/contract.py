@@ -3,7 +3,13 @@
 The primitives (`gshard_op/primitive.py`) emit it and every pass (`passes/`)
 checks it before rewriting; `docs/contract.md` is its prose. Bump `VERSION` on
 any change of operands, results, attributes or semantics.
+
+Operands and results are positional in the IR; the named tuples below give
+them their contract names (`ForwardOperands(*op.operands).labels`), so code
+reading a composite never indexes it by number.
 """
+
+import collections
 
 FORWARD = "gshard.shared_embedding_softmax"
 GRAD = "gshard.shared_embedding_softmax_grad"
@@ -20,3 +26,11 @@ FORWARD_RESULTS = ("per_example_xent", "per_example_argmax", "logsumexp",
 GRAD_OPERANDS = ("x", "embedding", "labels", "logsumexp", "g_per_example_xent",
                  "g_logsumexp", "g_logsumexp_squared")
 GRAD_RESULTS = ("d_x", "d_embedding")
+
+ForwardOperands = collections.namedtuple("ForwardOperands", FORWARD_OPERANDS)
+ForwardResults = collections.namedtuple("ForwardResults", FORWARD_RESULTS)
+GradOperands = collections.namedtuple("GradOperands", GRAD_OPERANDS)
+GradResults = collections.namedtuple("GradResults", GRAD_RESULTS)
+
+# Class ids, argmax and loop positions are int32: V and N must stay below this.
+MAX_SIZE = 2**31 - 1

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gshard_op import reference
+from gshard_op import contract, reference
 from gshard_op.options import SoftmaxOptions
 from gshard_op.outputs import SoftmaxOutput
 from gshard_op.primitive import per_token_softmax
@@ -31,13 +31,15 @@ def _flat_labels(inputs, num_classes, class_ids, class_probabilities):
     raise ValueError("exactly one of class_ids and class_probabilities must be given, got "
                      + ("both" if class_ids is not None else "neither"))
   if class_ids is not None:
-    class_ids = jnp.asarray(class_ids)
-    if not jnp.issubdtype(class_ids.dtype, jnp.integer):
+    # Not jnp.asarray first: with x64 off it would wrap int64 ids to int32.
+    np_or_jnp = jnp if isinstance(class_ids, jax.Array) else np
+    class_ids = np_or_jnp.asarray(class_ids)
+    if not np.issubdtype(class_ids.dtype, np.integer):
       raise TypeError(f"class_ids must be integers, got {class_ids.dtype}")
     if class_ids.shape not in (batch, batch + (1,)):
       raise ValueError(f"class_ids must have shape {list(batch + (1,))} (or {list(batch)}) "
                        f"for inputs{list(inputs.shape)}, got {list(class_ids.shape)}")
-    return class_ids.reshape(-1).astype(jnp.int32)
+    return _int32_ids(np_or_jnp, class_ids.reshape(-1), num_classes)
   class_probabilities = jnp.asarray(class_probabilities)
   if not jnp.issubdtype(class_probabilities.dtype, jnp.floating):
     raise TypeError(f"class_probabilities must be floating point, got {class_probabilities.dtype}")
@@ -46,6 +48,17 @@ def _flat_labels(inputs, num_classes, class_ids, class_probabilities):
                      f"for inputs{list(inputs.shape)} and num_classes={num_classes}, "
                      f"got {list(class_probabilities.shape)}")
   return class_probabilities.reshape(-1, num_classes)
+
+
+def _int32_ids(np_or_jnp, ids, num_classes: int):
+  """Ids of any integer dtype as int32, those outside `[0, V)` as -1 (still
+  out of range: an all-zero target) rather than wrapped into range."""
+  info = np.iinfo(ids.dtype)
+  if info.min >= np.iinfo(np.int32).min and info.max <= np.iinfo(np.int32).max:
+    return ids.astype(np.int32)
+  inside = (ids >= 0) & (ids < num_classes)
+  in_range = np_or_jnp.where(inside, ids, 0).astype(np.int32)  # exact: V < 2**31
+  return np_or_jnp.where(inside, in_range, np.int32(-1))
 
 
 def _flat_weights(inputs, class_weights):
@@ -67,9 +80,15 @@ def check_inputs(inputs, embedding):
   if embedding.ndim != 2 or 0 in embedding.shape:
     raise ValueError(f"embedding must be [num_classes, in_features] with both > 0, "
                      f"got {list(embedding.shape)}")
+  if embedding.shape[0] > contract.MAX_SIZE:
+    raise ValueError(f"num_classes = {embedding.shape[0]} exceeds 2**31 - 1: class ids "
+                     "and per_example_argmax are int32")
   if inputs.ndim < 1 or inputs.shape[-1] != embedding.shape[1]:
     raise ValueError(f"inputs must be [..., in_features={embedding.shape[1]}], "
                      f"got {list(inputs.shape)}")
+  if math.prod(inputs.shape[:-1]) > contract.MAX_SIZE:
+    raise ValueError(f"inputs hold {math.prod(inputs.shape[:-1])} tokens, more than "
+                     "2**31 - 1 (token positions are int32)")
   for name, a in (("inputs", inputs), ("embedding", embedding)):
     if not jnp.issubdtype(a.dtype, jnp.floating):
       raise TypeError(f"{name} must be floating point, got {a.dtype}")

@@ -10,10 +10,15 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class SoftmaxOptions:
   """Static options of one shared-embedding softmax.
+
+  Each float option is finite, >= 0 and representable in float32 (the
+  softmax math is float32: 1e39 there is inf, 1e-46 is 0).
 
   Attributes:
     soft_cap_logits: if > 0, logits become `cap * tanh(logits / cap)`.
@@ -37,9 +42,18 @@ class SoftmaxOptions:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a Python float, got {value!r}")
+      try:
+        value = float(value)
+      except OverflowError:  # an int past float64
+        value = math.inf
       if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-      object.__setattr__(self, name, float(value))
+      with np.errstate(over="ignore"):
+        in_f32 = float(np.float32(value))
+      if math.isinf(in_f32) or (in_f32 == 0) != (value == 0):
+        raise ValueError(f"{name} = {value!r} is not representable in float32, where the "
+                         "softmax math runs (it would become inf or 0)")
+      object.__setattr__(self, name, value)
     if self.label_smoothing_prob > 1:
       raise ValueError("label_smoothing_prob must be in [0, 1], got "
                        f"{self.label_smoothing_prob!r}")

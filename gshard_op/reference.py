@@ -101,11 +101,32 @@ def per_token_forward(x, embedding, labels, opts: SoftmaxOptions):
   """
   z = logits(x, embedding, opts)
   lse = jax.nn.logsumexp(z, axis=-1)
-  log_probs = z - lse[:, None]
   q = target_distribution(labels, embedding.shape[0], opts)
-  xent = -jnp.sum(log_probs * q, axis=-1)
-  argmax = jnp.argmax(z, axis=-1).astype(jnp.int32)
+  xent = cross_entropy(z - lse[:, None], q)
+  argmax = jnp.argmax(z, axis=-1).astype(jnp.int32)  # a NaN's first index if any
   return xent, argmax, lse, lse * lse
+
+
+def cross_entropy(log_probs: jax.Array, q: jax.Array) -> jax.Array:
+  """`-sum(q * log_probs, -1)`, where a class with `q = 0` adds 0 even if its
+  log-probability is infinite or NaN (an id out of range, a `-inf` logit):
+  what XLA makes of Praxis's one-hot product, stated rather than left to its
+  simplifier. `passes/softmax_ir.py` (`weighted_by`) follows the same rule."""
+  return -jnp.sum(jnp.where(q == 0, 0.0, log_probs * q), axis=-1)
+
+
+def probability_cotangent(lse, g_lse, g_lse_squared):
+  """`g_p = g_lse + 2 * lse * g_lse_squared`: the coefficient of the softmax
+  `p` in the logits' cotangent (`softmax_ir.probability_cotangent` in IR)."""
+  return g_lse + 2.0 * lse * g_lse_squared
+
+
+def logits_cotangent(p, q, g_xent, g_p):
+  """`dz = g_xent * (p * Q - q) + g_p * p`, `[N, V]`, with the softmax `p`, the
+  target `q` of mass `Q` and `g_p` from `probability_cotangent`
+  (`softmax_ir.logits_cotangent` in IR, one chunk at a time)."""
+  total_mass = jnp.sum(q, axis=-1, keepdims=True)
+  return g_xent[:, None] * (p * total_mass - q) + g_p[:, None] * p
 
 
 def _sharded_like(like, *operands):
@@ -124,17 +145,14 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
   """The gradient composite: `(d_x, d_embedding)` of `per_token_forward`.
 
   `lse` is the forward's saved logsumexp; `g_*` are the cotangents of
-  `per_example_xent`, `logsumexp` and `logsumexp_squared`. With `p` the softmax
-  and `q` the target distribution (total mass `Q`), the logits' cotangent is
-  `g_xent * (p * Q - q) + (g_lse + 2 * lse * g_lse_squared) * p`.
+  `per_example_xent`, `logsumexp` and `logsumexp_squared`; the logits'
+  cotangent is `logits_cotangent`, pulled back through cap and clip.
   """
   z_raw = raw_logits(x, embedding)
   z = transform_logits(z_raw, opts)
   p = jnp.exp(z - lse[:, None])
   q = target_distribution(labels, embedding.shape[0], opts)
-  total_mass = jnp.sum(q, axis=-1, keepdims=True)
-  g_p = (g_lse + 2.0 * lse * g_lse_squared)[:, None]
-  dz = g_xent[:, None] * (p * total_mass - q) + g_p * p
+  dz = logits_cotangent(p, q, g_xent, probability_cotangent(lse, g_lse, g_lse_squared))
   dz_raw = transform_logits_vjp(z_raw, z, dz, opts)
   scale = logit_scale(x.shape[-1])
   d_x = scale * jnp.einsum("nv,vm->nm", dz_raw.astype(embedding.dtype), embedding,

@@ -135,9 +135,16 @@ def minimum(a, b) -> Value: return _binary(hlo.minimum, a, b)
 def exp(a: Value) -> Value: return hlo.exponential(a)
 def log(a: Value) -> Value: return hlo.log(a)
 def tanh(a: Value) -> Value: return hlo.tanh(a)
-def neg(a: Value) -> Value: return hlo.negate(a)
 def abs_(a: Value) -> Value: return hlo.abs(a)
 def and_(a: Value, b: Value) -> Value: return hlo.and_(a, b)
+def or_(a: Value, b: Value) -> Value: return hlo.or_(a, b)
+def not_(a: Value) -> Value: return hlo.not_(a)
+def is_finite(a: Value) -> Value: return hlo.is_finite(a)
+
+
+def is_nan(a: Value) -> Value:
+  """i1: where `a` is NaN (the one value unequal to itself)."""
+  return compare(a, a, "NE")
 
 
 def compare(a, b, direction: str) -> Value:

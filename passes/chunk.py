@@ -1,229 +1,28 @@
 """`gshard-chunk-softmax`: composites -> loops over vocab (and token) chunks.
 
-Forward, for each block of T tokens (one block unless the budget says more):
-
-    stats = OnlineStats.initial()
-    for k in range(ceil(V / C)):                 # stablehlo.while
-      chunk = logits of the block vs classes [start_k, start_k + C)
-      stats = stats.update(chunk)                # online max / sum-exp / argmax / target
-    xent, argmax, lse, lse**2 = stats.finalize()
-
-Gradient, same loops: recompute the chunk's logits, `dz` from the saved
-logsumexp, then `d_x += dz @ E_chunk` and `d_E[chunk] += dz.T @ x`, both in
-float32. No `[N, V]` tensor is created. The last chunk of an uneven split starts
-at `V - C` and masks the classes an earlier chunk already covered, so nothing
-is padded or copied; token blocks do the same with tokens.
+Each composite becomes the loops of `passes/loops.py` (`emit_forward` /
+`emit_grad`: an online softmax over vocab chunks, token blocks when the
+budget says so), sized by `ChunkingOptions.plan`; the plan is recorded as a
+`gshard.plan` attribute on the loops. The loop kit is re-exported here for
+the callers that know it by this module (the primitives' lowering).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
-import math
 
 from jaxlib.mlir import ir
 
-from passes import builders as b
 from passes import composites
-from passes.framework import ModulePass, register
-from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent, owned,
-                               per_token_outputs, target_logits, write_owned_rows)
+from passes.framework import register
+from passes.loops import (LIVE_CHUNK_BUFFERS, MIN_VOCAB_CHUNK, ChunkingOptions, ChunkPlan,
+                          emit_forward, emit_grad, plan_chunks, replace, tagging_new_loops)
+from passes.softmax_ir import Softmax
+
+__all__ = ["ChunkSoftmaxPass", "ChunkingOptions", "ChunkPlan", "LIVE_CHUNK_BUFFERS",
+           "MIN_VOCAB_CHUNK", "emit_forward", "emit_grad", "plan_chunks"]
 
 log = logging.getLogger("gshard.passes")
-
-MIN_VOCAB_CHUNK = 128
-# Live float32 [T, C] buffers in the gradient's loop body (z_raw, z, p, dz).
-LIVE_CHUNK_BUFFERS = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class ChunkPlan:
-  token_chunk: int   # T, tokens per block (== N: no token loop)
-  vocab_chunk: int   # C, classes per chunk (== V: one chunk)
-
-  def attribute(self) -> str:
-    return f"token_chunk={self.token_chunk} vocab_chunk={self.vocab_chunk}"
-
-
-def plan_chunks(num_tokens: int, num_classes: int, *, vocab_chunk: int = 0,
-                token_chunk: int = 0, memory_budget_mib: float = 32.0) -> ChunkPlan:
-  """Chunk sizes: the ones given, else the largest that keep the loop body's
-  `[T, C]` float32 buffers within the budget (power-of-two vocab chunks of at
-  least 128 classes; tokens are split only when even that does not fit)."""
-  budget = memory_budget_mib * 2**20 / (4 * LIVE_CHUNK_BUFFERS)  # elements of one [T, C]
-  tokens = min(token_chunk, num_tokens) if token_chunk > 0 else num_tokens
-  if vocab_chunk > 0:
-    vocab = min(vocab_chunk, num_classes)
-  else:
-    fit = max(1, int(budget // tokens))
-    vocab = min(num_classes, max(MIN_VOCAB_CHUNK, 1 << (fit.bit_length() - 1)))
-  if token_chunk <= 0 and tokens * vocab > budget:
-    tokens = max(1, min(num_tokens, int(budget // vocab)))
-  return ChunkPlan(token_chunk=tokens, vocab_chunk=vocab)
-
-
-def _trip_count(total: int, chunk: int) -> int:
-  return math.ceil(total / chunk)
-
-
-def chunk_start(i: ir.Value, chunk: int, total: int) -> tuple[ir.Value, ir.Value | None]:
-  """`(start, first_owned)` of chunk i: starts clamp to `total - chunk`, and an
-  uneven split masks what lies below `i * chunk` (None: nothing to mask)."""
-  nominal = b.mul(i, chunk)
-  if total % chunk == 0:
-    return nominal, None
-  return b.minimum(nominal, total - chunk), nominal
-
-
-def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
-                 labels: ir.Value, *, label_mass: ir.Value | None = None,
-                 class_offset: ir.Value | None = None, reduce_stats=None) -> list[ir.Value]:
-  """The forward composite's four `[N]` results, computed in chunks.
-
-  `label_mass`, `class_offset` and `reduce_stats` serve the vocab-sharded
-  pass: the labels' per-token mass when this shard sees only some classes,
-  the global id of this shard's first class, and a function combining
-  `OnlineStats` across shards before they are finalised.
-  """
-  n, _ = b.shape_of(x)
-  v = b.shape_of(embedding)[0]
-  if label_mass is None:
-    label_mass = sm.label_mass(labels)
-
-  def block(x_blk: ir.Value, labels_blk: ir.Value, mass_blk: ir.Value) -> list[ir.Value]:
-    tokens = b.shape_of(x_blk)[0]
-    loop = b.Loop(_trip_count(v, plan.vocab_chunk), **OnlineStats.initial(tokens).as_dict())
-    with loop.body() as (k, carried):
-      start, first_owned = chunk_start(k, plan.vocab_chunk, v)
-      chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
-                           plan.vocab_chunk, class_offset)
-      loop.yield_(**OnlineStats(**vars(carried)).update(sm, chunk).as_dict())
-    stats = OnlineStats(**vars(loop.results))
-    if sm.labels_are_ids:
-      stats.t = target_logits(sm, x_blk, embedding, labels_blk, class_offset)
-    if reduce_stats is not None:
-      stats = reduce_stats(stats)
-    return stats.finalize(sm, mass_blk)
-
-  if plan.token_chunk >= n:
-    return block(x, labels, label_mass)
-
-  zeros = per_token_outputs(n)
-  loop = b.Loop(_trip_count(n, plan.token_chunk), **zeros)
-  with loop.body() as (j, out):
-    start, _ = chunk_start(j, plan.token_chunk, n)  # overlap recomputes equal values
-    x_blk, labels_blk = token_block(x, labels, start, plan.token_chunk)
-    results = block(x_blk, labels_blk, b.dynamic_slice(label_mass, [start], [plan.token_chunk]))
-    loop.yield_(**{name: b.dynamic_update_slice(getattr(out, name), r, [start])
-                   for name, r in zip(zeros, results)})
-  return [getattr(loop.results, name) for name in zeros]
-
-
-def token_block(x: ir.Value, labels: ir.Value, start: ir.Value, tokens: int):
-  zero = b.scalar(0, b.i32())
-  x_blk = b.dynamic_slice(x, [start, zero], [tokens, b.shape_of(x)[1]])
-  if len(b.shape_of(labels)) == 1:
-    labels_blk = b.dynamic_slice(labels, [start], [tokens])
-  else:
-    labels_blk = b.dynamic_slice(labels, [start, zero], [tokens, b.shape_of(labels)[1]])
-  return x_blk, labels_blk
-
-
-def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
-              labels: ir.Value, lse: ir.Value, g_xent: ir.Value, g_lse: ir.Value,
-              g_lse_squared: ir.Value, *, label_mass: ir.Value | None = None,
-              class_offset: ir.Value | None = None, reduce_d_x=None,
-              reduce_d_emb=None) -> list[ir.Value]:
-  """The gradient composite's `[d_x, d_embedding]`, computed in chunks.
-
-  `label_mass` and `class_offset` as for `emit_forward`; `reduce_d_x` and
-  `reduce_d_emb` (sharded pass) sum each token block's float32 `d_x` over the
-  vocab shards and each chunk's `d_embedding` update over the token shards, so
-  that no `[V, M]`-sized collective buffer is ever needed.
-  """
-  n, m = b.shape_of(x)
-  v = b.shape_of(embedding)[0]
-  q_mass = sm.target_mass(sm.label_mass(labels) if label_mass is None else label_mass)
-  g_p = b.add(g_lse, b.mul(b.mul(lse, g_lse_squared), 2.0))
-  zero = b.scalar(0, b.i32())
-
-  def block(x_blk, labels_blk, lse_blk, q_blk, g_xent_blk, g_p_blk, d_emb):
-    """One token block: returns (float32 d_x of the block, updated d_emb)."""
-    tokens = b.shape_of(x_blk)[0]
-    loop = b.Loop(_trip_count(v, plan.vocab_chunk),
-                d_x=b.full((tokens, m), b.f32(), 0.0), d_emb=d_emb)
-    with loop.body() as (k, acc):
-      start, first_owned = chunk_start(k, plan.vocab_chunk, v)
-      chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
-                           plan.vocab_chunk, class_offset)
-      dz = logits_cotangent(sm, chunk, lse_blk, q_blk, g_xent_blk, g_p_blk)
-      # chunk.embedding carries the logit scale, so d_x needs no scaling after.
-      d_x = b.add(acc.d_x, b.dot(b.convert(dz, b.element_of(embedding)), chunk.embedding,
-                                 (1, 0), b.f32()))
-      d_emb_chunk = b.mul(b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0), b.f32()),
-                          sm.logit_scale)
-      if reduce_d_emb is not None:
-        d_emb_chunk = reduce_d_emb(d_emb_chunk)
-      old = b.dynamic_slice(acc.d_emb, [start, zero], [plan.vocab_chunk, m])
-      loop.yield_(d_x=d_x, d_emb=b.dynamic_update_slice(
-          acc.d_emb, b.add(old, d_emb_chunk), [start, zero]))
-    d_x = loop.results.d_x
-    if reduce_d_x is not None:
-      d_x = reduce_d_x(d_x)
-    return d_x, loop.results.d_emb
-
-  d_emb0 = b.full((v, m), b.f32(), 0.0)
-  if plan.token_chunk >= n:
-    d_x, d_emb = block(x, labels, lse, q_mass, g_xent, g_p, d_emb0)
-  else:
-    t = plan.token_chunk
-    outer = b.Loop(_trip_count(n, t), d_x=b.full((n, m), b.f32(), 0.0), d_emb=d_emb0)
-    with outer.body() as (j, acc):
-      start, first_owned = chunk_start(j, t, n)
-      x_blk, labels_blk = token_block(x, labels, start, t)
-      per_token = [b.dynamic_slice(a, [start], [t]) for a in (lse, q_mass, g_xent, g_p)]
-      own = None
-      if first_owned is not None:  # tokens an earlier block had: no contribution
-        own = owned(start, first_owned, (t,), 0)
-        per_token[2] = b.select(own, per_token[2], 0.0)
-        per_token[3] = b.select(own, per_token[3], 0.0)
-      d_x_blk, d_emb = block(x_blk, labels_blk, *per_token, acc.d_emb)
-      outer.yield_(d_x=write_owned_rows(acc.d_x, d_x_blk, start, own), d_emb=d_emb)
-    d_x, d_emb = outer.results.d_x, outer.results.d_emb
-  return [b.convert(d_x, b.element_of(x)), b.convert(d_emb, b.element_of(embedding))]
-
-
-
-def softmax_of(site: composites.SoftmaxComposite) -> Softmax:
-  return Softmax(options=site.options, logit_scale=site.logit_scale,
-                 num_classes=site.num_classes, labels_are_ids=site.labels_are_ids)
-
-
-def replace(op: ir.Operation, new_results: list[ir.Value]) -> None:
-  for old, new in zip(op.results, new_results):
-    old.replace_all_uses_with(new)
-  op.erase()
-
-
-@dataclasses.dataclass
-class ChunkingOptions(ModulePass):
-  """The loop-sizing options shared by the passes that emit chunked loops:
-  `vocab-chunk` and `token-chunk` (0: from the budget) and
-  `memory-budget-mib` (the loop body's `[T, C]` float32 buffers)."""
-
-  vocab_chunk: int = 0
-  token_chunk: int = 0
-  memory_budget_mib: float = 32.0
-
-  def __post_init__(self):
-    if self.vocab_chunk < 0 or self.token_chunk < 0 or self.memory_budget_mib <= 0:
-      raise ValueError("vocab-chunk and token-chunk must be >= 0 and memory-budget-mib > 0")
-
-  def plan(self, num_tokens: int, num_classes: int, budget_share: float = 1.0) -> ChunkPlan:
-    return plan_chunks(num_tokens, num_classes, vocab_chunk=self.vocab_chunk,
-                       token_chunk=self.token_chunk,
-                       memory_budget_mib=self.memory_budget_mib * budget_share)
 
 
 @register
@@ -241,19 +40,7 @@ class ChunkSoftmaxPass(ChunkingOptions):
       with (tagging_new_loops(site.op, f"{self.name}: {plan.attribute()}"),
             site.op.location, ir.InsertionPoint(site.op)):
         emit = emit_grad if site.is_grad else emit_forward
-        results = emit(softmax_of(site), plan, *site.operands)
+        results = emit(Softmax.of(site), plan, *site.args)
       replace(site.op, results)
     if sites:
       composites.erase_dead_functions(module)
-
-
-@contextlib.contextmanager
-def tagging_new_loops(anchor: ir.Operation, text: str):
-  """Marks each `stablehlo.while` emitted before `anchor` inside the block with
-  `gshard.plan = text`, so the choice a pass made is visible in the IR."""
-  block = anchor.block
-  before = {o.operation for o in block.operations}
-  yield
-  for o in block.operations:
-    if o.operation not in before and o.operation.name == "stablehlo.while":
-      o.operation.attributes["gshard.plan"] = ir.StringAttr.get(text)

@@ -2,18 +2,22 @@
 
 A pass never rewrites a composite it does not understand: `match` returns a
 `SoftmaxComposite` for a well-formed op and raises `RewriteError` (with the op)
-for one with the right name but an unknown version, missing attributes or
-operand/result types that break `gshard_op/contract.py`.
+for one with the right name but an unknown version, a missing attribute or one
+of the wrong type (named, with the type expected), options `SoftmaxOptions`
+rejects, a `logit_scale` other than `in_features**-0.5` (the decomposition's),
+sizes beyond i32, or operand/result types that break `gshard_op/contract.py`.
+Its operands and results are then read by name (`site.args.labels`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from jaxlib.mlir import ir
 
 from gshard_op import contract
-from gshard_op.options import SoftmaxOptions
+from gshard_op.options import SoftmaxOptions, logit_scale
 from passes import builders as b
 from passes.framework import RewriteError, walk
 
@@ -29,13 +33,30 @@ class SoftmaxComposite:
   options: SoftmaxOptions
   logit_scale: float
   num_tokens: int
-  in_features: int
   num_classes: int
   labels_are_ids: bool
 
   @property
   def operands(self) -> list[ir.Value]:
+    """The operands in contract order; prefer `args`, which names them."""
     return list(self.op.operands)
+
+  @property
+  def in_features(self) -> int:
+    """`M`, from `x`'s type."""
+    return b.shape_of(self.args.x)[1]
+
+  @property
+  def args(self) -> contract.ForwardOperands | contract.GradOperands:
+    """The operands by their contract names (`site.args.labels`), in order."""
+    named = contract.GradOperands if self.is_grad else contract.ForwardOperands
+    return named(*self.op.operands)
+
+  @property
+  def results(self) -> contract.ForwardResults | contract.GradResults:
+    """The results by their contract names (`site.results.logsumexp`), in order."""
+    named = contract.GradResults if self.is_grad else contract.ForwardResults
+    return named(*self.op.results)
 
   @property
   def decomposition(self) -> str:
@@ -53,10 +74,27 @@ def find(module: ir.Operation, names=NAMES) -> list[ir.Operation]:
   return walk(module, lambda op: composite_name(op.operation) in names)
 
 
-def _float_attr(op, attrs, key) -> float:
+def _attribute(op, attrs, key, kind, what: str):
+  """`kind(attrs[key])` (an MLIR attribute class); RewriteError naming the key
+  and the expected type when it is missing or of another type."""
   if key not in attrs:
-    raise RewriteError(op, f"composite_attributes lacks '{key}'")
-  return ir.FloatAttr(attrs[key]).value
+    raise RewriteError(op, f"{composite_name(op)}: composite_attributes lacks '{key}' ({what})")
+  try:
+    return kind(attrs[key]).value
+  except ValueError:
+    raise RewriteError(op, f"{composite_name(op)}: composite attribute '{key}' must be "
+                           f"{what}, got {attrs[key]}") from None
+
+
+def _op_attribute(op, key, kind, what: str):
+  """`kind(op.attributes[key])`, with a RewriteError as `_attribute` gives."""
+  if key not in op.attributes:
+    raise RewriteError(op, f"{composite_name(op)}: lacks the '{key}' attribute ({what})")
+  try:
+    return kind(op.attributes[key])
+  except ValueError:
+    raise RewriteError(op, f"{composite_name(op)}: attribute '{key}' must be {what}, "
+                           f"got {op.attributes[key]}") from None
 
 
 def match(op: ir.Operation) -> SoftmaxComposite:
@@ -64,22 +102,21 @@ def match(op: ir.Operation) -> SoftmaxComposite:
   name = composite_name(op)
   if name not in NAMES:
     raise RewriteError(op, f"not a gshard composite: {op.name} {name or ''}")
-  version = ir.IntegerAttr(op.attributes["version"]).value if "version" in op.attributes else 0
+  version = _op_attribute(op, "version", ir.IntegerAttr, "an i32 integer").value
   if version != contract.VERSION:
     raise RewriteError(op, f"{name} has version {version}; this build of the passes "
                            f"understands version {contract.VERSION} only")
-  attrs = ir.DictAttr(op.attributes["composite_attributes"])
-  values = {k: _float_attr(op, attrs, k) for k in contract.FLOAT_ATTRIBUTES}
-  for k in contract.BOOL_ATTRIBUTES:
-    if k not in attrs:
-      raise RewriteError(op, f"composite_attributes lacks '{k}'")
+  _op_attribute(op, "decomposition", ir.FlatSymbolRefAttr, "a symbol reference")
+  attrs = _op_attribute(op, "composite_attributes", ir.DictAttr, "a dictionary")
+  values = {k: _attribute(op, attrs, k, ir.FloatAttr, "an f64 float")
+            for k in contract.FLOAT_ATTRIBUTES}
+  flags = {k: _attribute(op, attrs, k, ir.BoolAttr, "a bool") for k in contract.BOOL_ATTRIBUTES}
   try:
     options = SoftmaxOptions(
         soft_cap_logits=values["soft_cap_logits"], logits_abs_max=values["logits_abs_max"],
         z_loss_weight=values["z_loss_weight"],
         label_smoothing_prob=values["label_smoothing_prob"],
-        use_tgt_labels_size_as_loss_denominator=ir.BoolAttr(
-            attrs["use_tgt_labels_size_as_loss_denominator"]).value)
+        use_tgt_labels_size_as_loss_denominator=flags["use_tgt_labels_size_as_loss_denominator"])
   except (TypeError, ValueError) as e:
     raise RewriteError(op, f"bad composite_attributes: {e}") from None
 
@@ -91,12 +128,16 @@ def match(op: ir.Operation) -> SoftmaxComposite:
     raise RewriteError(op, f"{name} takes {len(expected_operands)} operands "
                            f"({', '.join(expected_operands)}) and gives {len(expected_results)} "
                            f"results, got {len(operands)} and {len(results)}")
-  x, embedding, labels = operands[:3]
+  args = (contract.GradOperands if is_grad else contract.ForwardOperands)(*operands)
+  x, embedding, labels = args.x, args.embedding, args.labels
   _require(op, len(b.shape_of(x)) == 2 and b.is_float(b.element_of(x)), "x must be a float [N, M] tensor")
   n, m = b.shape_of(x)
   _require(op, b.shape_of(embedding)[1:] == (m,) and len(b.shape_of(embedding)) == 2
            and b.is_float(b.element_of(embedding)), f"embedding must be a float [V, {m}] tensor")
   v = b.shape_of(embedding)[0]
+  _require(op, v <= contract.MAX_SIZE and n <= contract.MAX_SIZE,
+           f"N={n} tokens and V={v} classes must be at most 2**31 - 1 (class ids, "
+           "argmax and loop positions are i32)")
   labels_are_ids = not b.is_float(b.element_of(labels))
   if labels_are_ids:
     _require(op, b.shape_of(labels) == (n,) and b.element_of(labels) == b.i32(),
@@ -106,17 +147,22 @@ def match(op: ir.Operation) -> SoftmaxComposite:
              f"labels must be i32[{n}] ids or float [{n}, {v}] probabilities")
   vec_f32 = b.tensor((n,), b.f32())
   if is_grad:
-    for value, what in zip(operands[3:], expected_operands[3:]):
-      _require(op, value.type == vec_f32, f"{what} must be {vec_f32}")
+    for what in expected_operands[3:]:
+      _require(op, getattr(args, what).type == vec_f32, f"{what} must be {vec_f32}")
     _require(op, results[0].type == x.type and results[1].type == embedding.type,
              "results must be d_x like x and d_embedding like embedding")
   else:
     want = [vec_f32, b.tensor((n,), b.i32()), vec_f32, vec_f32]
     _require(op, [r.type for r in results] == want,
              f"results must be {', '.join(str(t) for t in want)}")
-  return SoftmaxComposite(op=op, is_grad=is_grad, options=options,
-                          logit_scale=values["logit_scale"], num_tokens=n, in_features=m,
-                          num_classes=v, labels_are_ids=labels_are_ids)
+  # The decomposition scales by M**-0.5 whatever the attribute says: a rewrite
+  # using another scale would give a second answer.
+  scale = logit_scale(m)
+  _require(op, math.isclose(values["logit_scale"], scale, rel_tol=1e-6),
+           f"logit_scale = {values['logit_scale']!r} disagrees with in_features**-0.5 = "
+           f"{scale!r} (M = {m}), which the decomposition uses")
+  return SoftmaxComposite(op=op, is_grad=is_grad, options=options, logit_scale=scale,
+                          num_tokens=n, num_classes=v, labels_are_ids=labels_are_ids)
 
 
 def _require(op, condition: bool, message: str) -> None:

@@ -20,16 +20,17 @@ block fits, the pass leaves the composites to `gshard-chunk-softmax`.
 from __future__ import annotations
 
 import logging
-import math
 
 from jaxlib.mlir import ir
 
+from gshard_op import contract
 from passes import builders as b
 from passes import composites
-from passes.chunk import chunk_start, token_block, replace, softmax_of, tagging_new_loops
 from passes.framework import ModulePass, register
-from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent, owned,
-                               per_token_outputs, target_logits, write_owned_rows)
+from passes.loops import (check_budget, chunk_start, owned, per_token_outputs, replace,
+                          tagging_new_loops, token_block, trip_count, write_owned_rows)
+from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
+                               probability_cotangent, target_logits)
 
 log = logging.getLogger("gshard.passes")
 
@@ -41,7 +42,10 @@ MIN_TOKEN_CHUNK = 8
 def plan_token_chunk(num_tokens: int, num_classes: int, *, token_chunk: int = 0,
                      memory_budget_mib: float = 256.0) -> int | None:
   """Tokens per block: as given, else the largest power of two whose `[T, V]`
-  buffers fit the budget; None when fewer than `MIN_TOKEN_CHUNK` would fit."""
+  buffers fit the (finite) budget; None when fewer than `MIN_TOKEN_CHUNK` would
+  fit, or when there are no tokens (the chunked rewrite handles N = 0)."""
+  if num_tokens == 0:
+    return None
   if token_chunk > 0:
     return min(token_chunk, num_tokens)
   fit = int(memory_budget_mib * 2**20 // (4 * LIVE_BLOCK_BUFFERS * num_classes))
@@ -61,7 +65,7 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
   q_mass = sm.target_mass(label_mass)
   zero = b.scalar(0, b.i32())
   outputs = per_token_outputs(n)
-  loop = b.Loop(math.ceil(n / tokens), **outputs,
+  loop = b.Loop(trip_count(n, tokens), **outputs,
                 d_x=b.full((n, m), b.element_of(x), 0.0),
                 d_emb=b.full((v, m), accumulator, 0.0))
   with loop.body() as (j, acc):
@@ -80,8 +84,8 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
     if sm.labels_are_ids:
       stats.t = target_logits(sm, x_blk, embedding, labels_blk, scaled_x=True)
     results = stats.finalize(sm, mass_blk)
-    lse = results[2]
-    g_p = b.add(g_lse_blk, b.mul(b.mul(lse, g_sq_blk), 2.0))
+    lse = results[contract.FORWARD_RESULTS.index("logsumexp")]
+    g_p = probability_cotangent(lse, g_lse_blk, g_sq_blk)
     dz = logits_cotangent(sm, chunk, lse, q_blk, g_xent_blk, g_p)
     d_x_blk = b.mul(b.dot(b.convert(dz, b.element_of(embedding)), embedding, (1, 0), b.f32()),
                     sm.logit_scale)
@@ -105,7 +109,7 @@ def accumulate_rows(d_emb: ir.Value, dz: ir.Value, x_blk: ir.Value, rows: int) -
   v, m = b.shape_of(d_emb)
   tokens = b.shape_of(dz)[0]
   zero = b.scalar(0, b.i32())
-  inner = b.Loop(math.ceil(v / rows), d_emb=d_emb)
+  inner = b.Loop(trip_count(v, rows), d_emb=d_emb)
   with inner.body() as (k, acc):
     start, first_owned = chunk_start(k, rows, v)
     dz_rows = b.dynamic_slice(dz, [zero, start], [tokens, rows])
@@ -149,18 +153,18 @@ def cotangent_slice(forward: ir.Operation, values: list[ir.Value]) -> list[ir.Op
 def find_pairs(module: ir.Operation):
   """`(forward site, gradient site)` pairs of the same op in the same block."""
   forwards = {}
-  for op in composites.find(module, (composites.NAMES[0],)):
+  for op in composites.find(module, (contract.FORWARD,)):
     forwards.setdefault(op.block, []).append(op)
   pairs = []
-  for op in composites.find(module, (composites.NAMES[1],)):
+  for op in composites.find(module, (contract.GRAD,)):
     grad = composites.match(op)
-    lse = grad.operands[3]
+    lse = grad.args.logsumexp
     fwd_op = _producer(lse)
-    if fwd_op is None or composites.composite_name(fwd_op) != composites.NAMES[0]:
+    if fwd_op is None or composites.composite_name(fwd_op) != contract.FORWARD:
       continue
     fwd = composites.match(fwd_op)
-    if (fwd_op.block != op.block or list(fwd_op.results).index(lse) != 2
-        or any(a != b_ for a, b_ in zip(fwd.operands, grad.operands[:3]))
+    if (fwd_op.block != op.block or lse != fwd.results.logsumexp
+        or any(a != b_ for a, b_ in zip(fwd.args, grad.args))  # x, embedding, labels
         or fwd.options != grad.options):
       continue
     pairs.append((fwd, grad))
@@ -182,8 +186,10 @@ class FuseForwardBackwardPass(ModulePass):
   update_rows: int = 4096
 
   def __post_init__(self):
-    if self.token_chunk < 0 or self.memory_budget_mib <= 0 or self.update_rows <= 0:
-      raise ValueError("token-chunk must be >= 0, memory-budget-mib and update-rows > 0")
+    if self.token_chunk < 0 or self.update_rows <= 0:
+      raise ValueError("token-chunk must be >= 0 and update-rows > 0, got "
+                       f"{self.token_chunk} and {self.update_rows}")
+    check_budget(self.memory_budget_mib)
 
   def run(self, module: ir.Operation) -> None:
     fused = False
@@ -194,7 +200,8 @@ class FuseForwardBackwardPass(ModulePass):
         log.info("%s: budget %s MiB too small for [%d, %d] blocks; left to chunking",
                  self.name, self.memory_budget_mib, MIN_TOKEN_CHUNK, fwd.num_classes)
         continue
-      cotangents = grad.operands[4:]
+      cotangents = [grad.args.g_per_example_xent, grad.args.g_logsumexp,
+                    grad.args.g_logsumexp_squared]
       movable = cotangent_slice(fwd.op, cotangents)
       if movable is None:
         log.info("%s: cotangents depend on the forward's results; not fused", self.name)
@@ -205,7 +212,7 @@ class FuseForwardBackwardPass(ModulePass):
       plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
       log.info("%s", plan)
       with tagging_new_loops(fwd.op, plan), fwd.op.location, ir.InsertionPoint(fwd.op):
-        forward, gradient = emit_fused(softmax_of(fwd), tokens, *fwd.operands, *cotangents,
+        forward, gradient = emit_fused(Softmax.of(fwd), tokens, *fwd.args, *cotangents,
                                        accumulator=accumulator,
                                        update_rows=min(self.update_rows, fwd.num_classes))
       replace(grad.op, gradient)

@@ -23,7 +23,7 @@ class InlinePass(ModulePass):
       site = composites.match(op)
       with op.location, ir.InsertionPoint(op):
         call = func.CallOp([r.type for r in op.results],
-                           ir.FlatSymbolRefAttr.get(site.decomposition), site.operands)
+                           ir.FlatSymbolRefAttr.get(site.decomposition), list(site.args))
       for old, new in zip(op.results, call.results):
         old.replace_all_uses_with(new)
       op.erase()

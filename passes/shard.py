@@ -32,11 +32,12 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import sdy
 from jaxlib.mlir.dialects import stablehlo as hlo
 
+from gshard_op import contract
 from passes import builders as b
 from passes import composites
-from passes.chunk import ChunkingOptions, emit_forward, emit_grad, replace, softmax_of
 from passes.framework import register, walk
-from passes.softmax_ir import INT_MAX, OnlineStats
+from passes.loops import ChunkingOptions, emit_forward, emit_grad, replace
+from passes.softmax_ir import Softmax
 
 log = logging.getLogger("gshard.passes")
 
@@ -160,7 +161,7 @@ class Layout:
 
 def layout_of(module: ir.Operation, site: composites.SoftmaxComposite) -> Layout | None:
   """The layout of `site`, None when the vocab is not sharded."""
-  x, embedding = site.operands[:2]
+  x, embedding = site.args.x, site.args.embedding
   emb_sharding = sharding_of(embedding)
   if emb_sharding is None:
     return None
@@ -246,7 +247,7 @@ class ShardVocabPass(ChunkingOptions):
     vectors, then (probabilities) the labels' per-token mass, which a shard
     holding only its classes' columns cannot compute alone.
     """
-    sm = softmax_of(site)
+    sm = Softmax.of(site)
     tok, voc = layout.token_axes, layout.vocab_axes
     per_token = layout.sharding(tok)
     operands = list(site.operands)
@@ -259,7 +260,7 @@ class ShardVocabPass(ChunkingOptions):
       out_shardings = [per_token] * 4
     with site.op.location, ir.InsertionPoint(site.op):
       if not site.labels_are_ids:
-        operands.append(sm.label_mass(operands[2]))
+        operands.append(sm.label_mass(site.args.labels))
         shardings.append(per_token)
       manual = sdy.ManualComputationOp(
           [r.type for r in site.op.results], operands,
@@ -277,38 +278,27 @@ class ShardVocabPass(ChunkingOptions):
 
   def _emit_shard(self, module, site, sm, layout: Layout, args: list[ir.Value]) -> list[ir.Value]:
     collectives = _Collectives(module, layout)
-    x, embedding, labels = args[:3]
+    named = contract.GradOperands if site.is_grad else contract.ForwardOperands
+    local = named(*args[:len(named._fields)])
     label_mass = None if site.labels_are_ids else args[-1]
-    v_local = b.shape_of(embedding)[0]
-    plan = self.plan(b.shape_of(x)[0], v_local, budget_share=1 / layout.mesh.device_ids.size)
+    v_local = b.shape_of(local.embedding)[0]
+    plan = self.plan(b.shape_of(local.x)[0], v_local,
+                     budget_share=1 / layout.mesh.device_ids.size)
     class_offset = b.mul(collectives.axis_index(layout.vocab_axes), v_local)
     vocab = layout.vocab_axes
 
     if not site.is_grad:
-      def combine(stats: OnlineStats) -> OnlineStats:
-        m = collectives(stats.m, b.maximum, vocab)
-        s = collectives(b.mul(stats.s, b.exp(b.sub(stats.m, m))), b.add, vocab)
-        t = collectives(stats.t, b.add, vocab)
-        zsum = stats.zsum
-        if sm.options.label_smoothing_prob > 0:
-          zsum = collectives(zsum, b.add, vocab)
-        # The first class reaching the global max: the lowest index among shards at it.
-        first = b.select(b.compare(stats.m, m, "EQ"), stats.idx, INT_MAX)
-        idx = collectives(first, b.minimum, vocab)
-        return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum)
+      return emit_forward(
+          sm, plan, *local, label_mass=label_mass, class_offset=class_offset,
+          reduce_stats=lambda stats: stats.combine(
+              sm, lambda value, combiner: collectives(value, combiner, vocab)))
 
-      return emit_forward(sm, plan, x, embedding, labels, label_mass=label_mass,
-                          class_offset=class_offset, reduce_stats=combine)
-
-    lse, g_xent, g_lse, g_sq = args[3:7]
-    d_x, d_emb = emit_grad(
-        sm, plan, x, embedding, labels, lse, g_xent, g_lse, g_sq, label_mass=label_mass,
-        class_offset=class_offset,
+    return emit_grad(
+        sm, plan, *local, label_mass=label_mass, class_offset=class_offset,
         reduce_d_x=lambda d: collectives(d, b.add, vocab),
         # Each token shard saw only its tokens: sum each chunk's update over them.
         reduce_d_emb=(lambda d: collectives(d, b.add, layout.token_axes))
         if layout.token_axes else None)
-    return [d_x, d_emb]
 
 
 def _local_type(value: ir.Value, sharding: sdy.TensorShardingAttr, layout: Layout) -> ir.Type:

@@ -8,9 +8,20 @@ quantities are built one `[T, C]` chunk of logits at a time, so that every pass
   class ids and a mask of the classes this chunk owns;
 * `OnlineStats`: the running per-token max, sum of exponentials, argmax,
   target logit and sum of logits (the online softmax), its `update` by one
-  chunk, its cross-shard `combine`, and the per-token results it finalises;
-* `logits_cotangent`: the gradient of the per-token results w.r.t. the
-  chunk's raw logits, from the saved logsumexp.
+  chunk, its `combine` across vocab shards (given the all-reduce to use), and
+  the per-token results it finalises;
+* `probability_cotangent` and `logits_cotangent`: the gradient of the
+  per-token results w.r.t. the chunk's raw logits, from the saved logsumexp.
+  They are the IR form of `reference.probability_cotangent` and
+  `reference.logits_cotangent`; the chunked and fused loops both use them.
+
+Non-finite logits give what the dense reference gives (`jax.nn.logsumexp`,
+`jnp.argmax`, `-sum(q * log_softmax(z))`): the running max is shifted by 0
+where it is not finite, as `jax.nn.logsumexp` shifts, so a chunk of `-inf`
+logits or a `+inf` logit do not turn `exp(m_old - m_new)` into NaN; NaN is the
+largest value for the argmax (its first index wins); and a class with a zero
+target adds nothing to the cross-entropy, even where its log-probability is
+infinite or NaN (`reference.cross_entropy`).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from gshard_op.reference import smoothing_coefficients
 from passes import builders as b
 
 INT_MAX = int(np.iinfo(np.int32).max)
+INT_MIN = int(np.iinfo(np.int32).min)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +47,12 @@ class Softmax:
   logit_scale: float
   num_classes: int        # the global V (label smoothing and Q use it)
   labels_are_ids: bool
+
+  @classmethod
+  def of(cls, site) -> "Softmax":
+    """The description of a checked composite (`composites.SoftmaxComposite`)."""
+    return cls(options=site.options, logit_scale=site.logit_scale,
+               num_classes=site.num_classes, labels_are_ids=site.labels_are_ids)
 
   @property
   def smoothing(self) -> tuple[float, float]:
@@ -77,9 +95,33 @@ class Softmax:
     return b.row_sum(b.convert(labels, b.f32()))
 
   def target_mass(self, label_mass: ir.Value) -> ir.Value:
-    """`Q`, the total mass of the smoothed target: `a * P + b * V`."""
+    """`Q`, the total mass of the smoothed target: `a * P + b * V`
+    (`reference.target_distribution` summed over the classes)."""
     a, off = self.smoothing
     return b.add(b.mul(label_mass, a), off * self.num_classes)
+
+
+def weighted_by(weight: ir.Value, v: ir.Value) -> ir.Value:
+  """`weight * v`, and 0 where `weight` is 0 even if `v` is infinite or NaN:
+  a class with a zero target contributes nothing to the cross-entropy."""
+  return b.select(b.compare(weight, 0.0, "EQ"), 0.0, b.mul(weight, v))
+
+
+def shift(m: ir.Value) -> ir.Value:
+  """The exponent shift of a running max: `m` where finite, else 0 (as
+  `jax.nn.logsumexp` shifts), so `exp(z - shift)` is never `inf - inf`."""
+  return b.select(b.is_finite(m), m, 0.0)
+
+
+def rescale(m_old: ir.Value, m_new: ir.Value) -> ir.Value:
+  """The factor taking a sum of `exp(z - shift(m_old))` to `exp(z - shift(m_new))`.
+
+  0 while nothing but `-inf` was seen (the sum is 0 then, and `exp(0 - m_new)`
+  may overflow); `m_new` only grows, so the factor is otherwise at most 1 or,
+  past a `+inf`, the sum is infinite anyway.
+  """
+  factor = b.exp(b.sub(shift(m_old), shift(m_new)))
+  return b.select(b.compare(m_old, -np.inf, "EQ"), 0.0, factor)
 
 
 def owned(start: ir.Value, first_owned: ir.Value, shape, dim: int) -> ir.Value:
@@ -87,24 +129,6 @@ def owned(start: ir.Value, first_owned: ir.Value, shape, dim: int) -> ir.Value:
   positions an overlapping (clamped) last chunk or block owns."""
   positions = b.add(b.iota(shape, dim), b.broadcast(start, shape, []))
   return b.compare(positions, b.broadcast(first_owned, shape, []), "GE")
-
-
-def write_owned_rows(acc: ir.Value, block: ir.Value, start: ir.Value,
-                     own: ir.Value | None) -> ir.Value:
-  """`acc` with rows `[start, start + T)` set to `block` where `own` (i1 `[T]`;
-  None: all rows), keeping what an earlier block wrote elsewhere."""
-  zero = b.scalar(0, b.i32())
-  if own is not None:
-    kept = b.dynamic_slice(acc, [start, zero], b.shape_of(block))
-    block = b.select(b.broadcast(own, b.shape_of(block), [0]), block, kept)
-  return b.dynamic_update_slice(acc, block, [start, zero])
-
-
-def per_token_outputs(tokens: int) -> dict[str, ir.Value]:
-  """Zero carries for the forward composite's four `[N]` results, in order."""
-  return {"xent": b.full((tokens,), b.f32(), 0.0), "argmax": b.full((tokens,), b.i32(), 0),
-          "lse": b.full((tokens,), b.f32(), 0.0),
-          "lse_squared": b.full((tokens,), b.f32(), 0.0)}
 
 
 @dataclasses.dataclass
@@ -170,9 +194,10 @@ def chunk_logits(sm: Softmax, x: ir.Value, embedding: ir.Value, labels: ir.Value
 class OnlineStats:
   """Per-token running statistics over the classes seen so far (all `[T]`).
 
-  `m` max logit, `s` sum of `exp(z - m)`, `idx` first class reaching `m`,
-  `t` sum of label-weighted logits (for probabilities; class ids get theirs
-  from `target_logits`), `zsum` sum of logits (label smoothing only).
+  `m` max logit (NaN once a NaN was seen), `s` sum of `exp(z - shift(m))`,
+  `idx` first class reaching `m` (the first NaN once there is one), `t` sum of
+  label-weighted logits (for probabilities; class ids get theirs from
+  `target_logits`), `zsum` sum of logits (label smoothing only).
   """
 
   m: ir.Value
@@ -196,20 +221,44 @@ class OnlineStats:
     """The statistics after also seeing `chunk`."""
     shape = b.shape_of(chunk.z)
     z = chunk.owned_or(chunk.z, -np.inf)
-    chunk_max = b.row_max(z)
+    chunk_max = b.row_max(z)  # NaN if the chunk has one
     m = b.maximum(self.m, chunk_max)
-    s = b.add(b.mul(self.s, b.exp(b.sub(self.m, m))),
-              b.row_sum(b.exp(b.sub(z, b.rows(m, shape)))))
-    # First class of the chunk reaching its max; an earlier chunk wins ties.
-    at_max = b.compare(z, b.rows(chunk_max, shape), "EQ")
+    s = b.add(b.mul(self.s, rescale(self.m, m)),
+              b.row_sum(b.exp(b.sub(z, b.rows(shift(m), shape)))))
+    # First class of the chunk reaching its max (NaN: its first NaN, as
+    # jnp.argmax); an earlier chunk wins ties and keeps an earlier NaN.
+    at_max = b.or_(b.compare(z, b.rows(chunk_max, shape), "EQ"), b.is_nan(z))
     chunk_idx = b.row_min(b.select(at_max, chunk.classes, INT_MAX))
-    idx = b.select(b.compare(chunk_max, self.m, "GT"), chunk_idx, self.idx)
+    first_nan = b.and_(b.is_nan(chunk_max), b.not_(b.is_nan(self.m)))
+    better = b.or_(b.compare(chunk_max, self.m, "GT"), first_nan)
+    idx = b.select(better, chunk_idx, self.idx)
     t = self.t
     if not sm.labels_are_ids:  # ids: `target_logits` reads the label's row instead
-      t = b.add(t, b.row_sum(b.mul(chunk.target(sm), chunk.owned_or(chunk.z, 0.0))))
+      t = b.add(t, b.row_sum(weighted_by(chunk.target(sm), chunk.owned_or(chunk.z, 0.0))))
     zsum = self.zsum
     if sm.options.label_smoothing_prob > 0:
       zsum = b.add(zsum, b.row_sum(chunk.owned_or(chunk.z, 0.0)))
+    return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum)
+
+  def combine(self, sm: Softmax, all_reduce) -> "OnlineStats":
+    """The statistics of all vocab shards from this shard's: `all_reduce(value,
+    combiner)` reduces a `[T]` value over the shards with `b.maximum`,
+    `b.add` or `b.minimum`. The argmax is the lowest class among the shards
+    at the global max or, when a shard holds a NaN, the first NaN."""
+    m = all_reduce(self.m, b.maximum)
+    s = all_reduce(b.mul(self.s, rescale(self.m, m)), b.add)
+    t = all_reduce(self.t, b.add)
+    zsum = self.zsum
+    if sm.options.label_smoothing_prob > 0:
+      zsum = all_reduce(zsum, b.add)
+    # One min-reduce of a key: a shard's first NaN as idx - 2**31 (below any
+    # other key), a shard at the global max as idx, else INT_MAX. (The max
+    # all-reduce need not propagate NaN on every backend; `s` does, as a sum.)
+    nan_key = b.add(self.idx, INT_MIN)
+    key = b.select(b.is_nan(self.m), nan_key,
+                   b.select(b.compare(self.m, m, "EQ"), self.idx, INT_MAX))
+    key = all_reduce(key, b.minimum)
+    idx = b.select(b.compare(key, 0, "LT"), b.sub(key, INT_MIN), key)
     return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum)
 
   def finalize(self, sm: Softmax, label_mass: ir.Value) -> list[ir.Value]:
@@ -217,10 +266,15 @@ class OnlineStats:
 
     With target `q = a * labels + b` and `P = label_mass` (`Softmax.label_mass`):
     `xent = -sum(q * (z - lse)) = -(a * (t - lse * P) + b * (zsum - V * lse))`.
+    A zero target weight contributes 0 whatever it multiplies (as in
+    `reference.cross_entropy`): `lse * P` is 0 for an out-of-range id even
+    where `lse` is infinite, and `t` skips the classes with a zero target.
     """
-    lse = b.add(self.m, b.log(self.s))
+    lse = b.add(shift(self.m), b.log(self.s))
     a, off = sm.smoothing
-    xent = b.mul(b.sub(b.mul(lse, label_mass), self.t), a)
+    xent = b.full(b.shape_of(lse), b.f32(), 0.0)
+    if a:
+      xent = b.mul(b.sub(weighted_by(label_mass, lse), self.t), a)
     if off:
       xent = b.sub(xent, b.mul(b.sub(self.zsum, b.mul(lse, float(sm.num_classes))), off))
     return [xent, self.idx, lse, b.mul(lse, lse)]
@@ -244,13 +298,21 @@ def target_logits(sm: Softmax, x: ir.Value, embedding: ir.Value, ids: ir.Value,
   return b.select(inside, sm.transform(z_raw), 0.0)
 
 
+def probability_cotangent(lse: ir.Value, g_lse: ir.Value, g_lse_squared: ir.Value) -> ir.Value:
+  """`g_p = g_lse + 2 * lse * g_lse_squared`, `[T]`: the coefficient of the
+  softmax `p` in the logits' cotangent (`reference.probability_cotangent`)."""
+  return b.add(g_lse, b.mul(b.mul(lse, g_lse_squared), 2.0))
+
+
 def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
                      g_xent: ir.Value, g_p: ir.Value) -> ir.Value:
-  """The cotangent of the chunk's raw logits, f32 `[T, C]`.
+  """The cotangent of the chunk's raw logits, f32 `[T, C]`
+  (`reference.logits_cotangent`, then `transform_cotangent`).
 
   `dz = g_xent * (p * Q - q) + g_p * p` with `p = exp(z - lse)`, the target
-  `q = a * labels + b`, its mass `Q` and `g_p = g_lse + 2 lse g_lse_squared`;
-  then back through clip and cap. Columns the chunk does not own get 0.
+  `q = a * labels + b`, its mass `Q = Softmax.target_mass` and
+  `g_p = probability_cotangent(...)`; then back through clip and cap. Columns
+  the chunk does not own get 0.
   """
   shape = b.shape_of(chunk.z)
   p = b.exp(b.sub(chunk.z, b.rows(lse, shape)))
