@@ -14,7 +14,7 @@ compilation: `Lowered.compiler_ir("stablehlo")` is the live module that
 Caching is JAX's own: the trace (keyed on argument types and the trace context,
 e.g. `jax_default_matmul_precision` or `jax_enable_x64`), the lowering (keyed
 on the jaxpr) and the executable compiled from it. A module that has been
-rewritten carries a `gshard.pipeline` attribute, so it is rewritten once.
+rewritten carries a `gshard.rewritten` attribute, so it is rewritten once.
 
 Called with tracers, under `jax.jit`, `jax.grad`, `jax.vmap`, `jax.eval_shape`
 or another `gshard_op.jit`, it traces through as `jax.jit` does and the
@@ -36,21 +36,21 @@ import passes
 from gshard_op.lowering import lowering
 from passes.pipelines import default_pipeline
 
-_REWRITTEN = "gshard.pipeline"
+# Set on a module once the pipeline has rewritten it. Each Jitted traces a
+# function of its own (nnx.jit: a JitFn of its own), so one lowering only ever
+# meets one pipeline.
+_REWRITTEN = "gshard.rewritten"
 
 
 def rewrite(lowered: jax.stages.Lowered, pipeline: str) -> bool:
   """Runs `pipeline` on `lowered`'s module unless that module was already
   rewritten (JAX hands back the same module for the same lowering); True if it ran."""
   module = lowered.compiler_ir("stablehlo").operation
-  done = module.attributes[_REWRITTEN] if _REWRITTEN in module.attributes else None
-  if done is not None:
-    if ir.StringAttr(done).value != pipeline:
-      raise RuntimeError(f"this lowering was already rewritten by {ir.StringAttr(done).value!r}")
+  if _REWRITTEN in module.attributes:
     return False
   passes.run_pipeline(module, pipeline)
   with module.context:
-    module.attributes[_REWRITTEN] = ir.StringAttr.get(pipeline)
+    module.attributes[_REWRITTEN] = ir.UnitAttr.get()
   return True
 
 

@@ -1,13 +1,21 @@
 """The two primitives, their lowerings, and how they differentiate.
 
-`per_token_softmax(x, embedding, labels, options)` is differentiable through a
-`custom_vjp` tying two primitives:
+`per_token_softmax(x, embedding, labels, options)` is differentiable in both
+modes through three primitives:
 
 * `shared_embedding_softmax_p`: `(x[N,M], embedding[V,M], labels) ->
   (per_example_xent[N] f32, per_example_argmax[N] i32, logsumexp[N] f32,
   logsumexp_squared[N] f32)`;
+* `shared_embedding_softmax_tangent_p`: `(x, embedding, labels, logsumexp,
+  t_x, t_embedding) -> tangents of (xent, logsumexp, logsumexp_squared)`,
+  linear in `t_x`, `t_embedding`: the forward's JVP (a `custom_jvp`);
 * `shared_embedding_softmax_grad_p`: `(x, embedding, labels, logsumexp,
-  g_xent, g_lse, g_lse_squared) -> (d_x[N,M], d_embedding[V,M])`.
+  g_xent, g_lse, g_lse_squared) -> (d_x[N,M], d_embedding[V,M])`, the
+  tangent's transpose: reverse mode is the JVP, linearised and transposed.
+
+Forward mode (`jax.jvp`, `jax.linearize`, `jacfwd`) evaluates the tangent
+densely through the reference, as do second derivatives (the gradient's JVP);
+reverse mode never builds `[N, V]` on the chunked route.
 
 `labels` is either class ids `[N]` (int32) or class probabilities `[N,V]`
 (float). Both primitives carry the static `options` and a `lowering`
@@ -30,7 +38,7 @@ import numpy as np
 from jax import lax
 from jax.core import ShapedArray
 from jax.extend.core import Primitive
-from jax.interpreters import batching, mlir
+from jax.interpreters import ad, batching, mlir
 from jaxlib.mlir import ir
 
 from gshard_op import contract, reference
@@ -211,6 +219,71 @@ mlir.register_lowering(shared_embedding_softmax_grad_p, _lowering_rule(
 batching.primitive_batchers[shared_embedding_softmax_grad_p] = _grad_batch_rule
 
 
+# --- tangent (linear in t_x, t_embedding; transposes to the gradient) ----------
+
+shared_embedding_softmax_tangent_p = Primitive("gshard_shared_embedding_softmax_tangent")
+shared_embedding_softmax_tangent_p.multiple_results = True
+shared_embedding_softmax_tangent_p.def_impl(_jit_impl(shared_embedding_softmax_tangent_p))
+
+
+def _tangent_abstract_eval(x, embedding, labels, lse, t_x, t_embedding, *, options, lowering):
+  del options, lowering
+  _check_operands(x, embedding, labels)
+  for name, t, like in (("t_x", t_x, x), ("t_embedding", t_embedding, embedding)):
+    if t.shape != like.shape or t.dtype != like.dtype:
+      raise TypeError(f"{name} must be {like.dtype}{list(like.shape)}, got {t.dtype}{list(t.shape)}")
+  f32 = _token_aval(x, np.float32)
+  return f32, f32, f32
+
+
+def _dense_tangent(x, embedding, labels, lse, t_x, t_embedding, *, options, lowering):
+  """The tangents of (xent, logsumexp, logsumexp**2), by JAX's JVP of the reference."""
+  del lse, lowering
+
+  def smooth_outputs(x, embedding):
+    xent, _, lse, lse_squared = reference.per_token_forward(x, embedding, labels, options)
+    return xent, lse, lse_squared
+
+  return list(jax.jvp(smooth_outputs, (x, embedding), (t_x, t_embedding))[1])
+
+
+def _tangent_transpose(cotangents, x, embedding, labels, lse, t_x, t_embedding, *, options,
+                       lowering):
+  g_xent, g_lse, g_lse_squared = (ad.instantiate_zeros(c) for c in cotangents)
+  d_x, d_embedding = shared_embedding_softmax_grad_p.bind(
+      x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, options=options,
+      lowering=lowering)
+  return (None, None, None, None, d_x if ad.is_undefined_primal(t_x) else None,
+          d_embedding if ad.is_undefined_primal(t_embedding) else None)
+
+
+def _tangent_batch_rule(args, dims, **params):
+  return _map_over_batch(shared_embedding_softmax_tangent_p, args, dims, **params)
+
+
+shared_embedding_softmax_tangent_p.def_abstract_eval(_tangent_abstract_eval)
+mlir.register_lowering(shared_embedding_softmax_tangent_p,
+                       mlir.lower_fun(_dense_tangent, multiple_results=True))
+ad.primitive_transposes[shared_embedding_softmax_tangent_p] = _tangent_transpose
+batching.primitive_batchers[shared_embedding_softmax_tangent_p] = _tangent_batch_rule
+
+
+def _grad_jvp(primals, tangents, *, options, lowering):
+  """Second derivatives: the gradient's JVP, through the reference (dense)."""
+  x, embedding, labels, *per_token = primals
+  tangents = [ad.instantiate_zeros(t) for i, t in enumerate(tangents) if i != 2]
+
+  def grad(x, embedding, lse, g_xent, g_lse, g_lse_squared):
+    return reference.per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
+                                    opts=options)
+
+  out = shared_embedding_softmax_grad_p.bind(*primals, options=options, lowering=lowering)
+  return out, list(jax.jvp(grad, (x, embedding, *per_token), tuple(tangents))[1])
+
+
+ad.primitive_jvps[shared_embedding_softmax_grad_p] = _grad_jvp
+
+
 # --- differentiation -----------------------------------------------------------
 
 def per_token_softmax(x, embedding, labels, options: SoftmaxOptions):
@@ -219,29 +292,23 @@ def per_token_softmax(x, embedding, labels, options: SoftmaxOptions):
   Flat operands as in the module docstring; differentiable in `x` and
   `embedding` (labels, ids or probabilities, carry no gradient). The lowering
   route in force here (`gshard_op.lowering`) is fixed for the forward and its
-  gradient alike.
+  derivatives alike.
   """
   return _per_token_softmax(x, embedding, labels, options, lowering_lib.current())
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def _per_token_softmax(x, embedding, labels, options: SoftmaxOptions, lowering: Lowering):
   return tuple(shared_embedding_softmax_p.bind(x, embedding, labels, options=options,
                                                lowering=lowering))
 
 
-def _per_token_softmax_fwd(x, embedding, labels, options, lowering):
+@_per_token_softmax.defjvp
+def _per_token_softmax_jvp(options, lowering, primals, tangents):
+  x, embedding, labels = primals
+  t_x, t_embedding, _ = tangents  # labels carry no gradient
   outs = _per_token_softmax(x, embedding, labels, options, lowering)
-  return outs, (x, embedding, labels, outs[2])
-
-
-def _per_token_softmax_bwd(options, lowering, residuals, cotangents):
-  x, embedding, labels, lse = residuals
-  g_xent, _, g_lse, g_lse_squared = cotangents  # argmax is integer: no cotangent
-  d_x, d_embedding = shared_embedding_softmax_grad_p.bind(
-      x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, options=options,
-      lowering=lowering)
-  return d_x, d_embedding, None
-
-
-_per_token_softmax.defvjp(_per_token_softmax_fwd, _per_token_softmax_bwd)
+  t_xent, t_lse, t_lse_squared = shared_embedding_softmax_tangent_p.bind(
+      x, embedding, labels, outs[2], t_x, t_embedding, options=options, lowering=lowering)
+  t_argmax = np.zeros(outs[1].shape, jax.dtypes.float0)  # integer: no tangent
+  return outs, (t_xent, t_argmax, t_lse, t_lse_squared)

@@ -453,7 +453,10 @@ def test_one_function_under_two_pipelines():
   chunked = gshard_op.jit(f, pipeline="gshard-chunk-softmax{vocab-chunk=16}").lower(
       a["x"], a["e"]).as_text()
   assert not FUSE_PLAN.findall(chunked) and len(CHUNK_PLAN.findall(chunked)) == 2
-  plain = jax.jit(f).lower(a["x"], a["e"]).as_text()
+  plain = jax.jit(f).lower(a["x"], a["e"]).as_text()  # the primitives' own lowering
+  assert "stablehlo.composite" not in plain and "gshard.plan = \"gshard-lowering" in plain
+  with gshard_op.lowering("composite"):
+    plain = jax.jit(f).lower(a["x"], a["e"]).as_text()
   assert plain.count("stablehlo.composite") == 2 and "gshard.plan" not in plain
 
 

@@ -232,3 +232,35 @@ def test_bfloat16(rng):
   with gshard_op.lowering(memory_budget_mib=TINY_BUDGET):
     check_against_numpy(case, dict(soft_cap_logits=3.0, z_loss_weight=0.1,
                                    label_smoothing_prob=0.1), "composite", rng)
+
+
+@pytest.mark.parametrize("route", ["chunked", "composite"])
+def test_forward_mode_and_second_derivatives(route, rng):
+  """jvp, linearize and hessian (forward over reverse) equal JAX's own
+  derivatives of the dense reference: the tangent is evaluated densely and
+  transposes to the gradient primitive."""
+  case = make_arrays(rng, batch=(2, 3), in_features=4, num_classes=300, labels="probs")
+  options = OPTION_SETS["everything"]
+  c = jnp.asarray(rng.standard_normal(case.batch), jnp.float32)
+
+  def loss_fn(implementation):
+    def loss(x, e):
+      out = gshard_op.shared_embedding_softmax(
+          x, e, case.class_weights, class_probabilities=case.class_probabilities,
+          implementation=implementation, **options)
+      return out.avg_xent + out.z_loss + jnp.sum(c * out.per_example_xent)
+    return loss
+
+  ours, ref = loss_fn("composite"), loss_fn("reference")
+  x, e = case.inputs, case.embedding
+  t_x = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+  t_e = jnp.asarray(rng.standard_normal(e.shape), jnp.float32)
+  with gshard_op.lowering(route, memory_budget_mib=TINY_BUDGET):
+    value, tangent = jax.jit(lambda x, e: jax.jvp(ours, (x, e), (t_x, t_e)))(x, e)
+    _, linear = jax.linearize(ours, x, e)
+    hessian = jax.jit(jax.hessian(ours))(x, e)
+  want_value, want_tangent = jax.jvp(ref, (x, e), (t_x, t_e))
+  assert_close(value, want_value, np.float32, "jvp primal")
+  assert_close(tangent, want_tangent, np.float32, "jvp tangent", kind="grads")
+  assert_close(linear(t_x, t_e), want_tangent, np.float32, "linearize", kind="grads")
+  assert_close(hessian, jax.hessian(ref)(x, e), np.float32, "hessian", kind="grads")
