@@ -37,6 +37,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+import gshard_op  # noqa: E402
 from gshard_op import SoftmaxOptions  # noqa: E402
 from gshard_op.functional import shared_embedding_softmax  # noqa: E402
 from gshard_op.primitive import per_token_softmax  # noqa: E402
@@ -154,7 +155,8 @@ def lower(name: str) -> str:
   fn, args = CASES[name]
   if callable(args):
     args = args()
-  return strip_locations(jax.jit(fn).lower(*args).as_text())
+  with gshard_op.lowering("composite"):  # the composites, as gshard_op.jit traces them
+    return strip_locations(jax.jit(fn).lower(*args).as_text())
 
 
 def trim(name: str, text: str) -> str:
