@@ -190,14 +190,6 @@ def parse_module(text: str, context: ir.Context, where: _Locations) -> ir.Module
 
 # --- running ---------------------------------------------------------------------
 
-def make_context(allow_unregistered_dialect: bool = False) -> ir.Context:
-  """jax's MLIR context: every dialect a lowered jax program uses."""
-  from jax._src.interpreters import mlir  # jax is heavy: import it only when needed
-  context = mlir.make_ir_context()
-  context.allow_unregistered_dialects = allow_unregistered_dialect
-  return context
-
-
 def _print_options(args) -> dict:
   return dict(enable_debug_info=args.mlir_print_debuginfo,
               print_generic_op_form=args.mlir_print_op_generic,
@@ -295,7 +287,7 @@ def run(args) -> int:
     with _output(args.output) as out:
       out.write(list_passes())
     return EXIT_OK
-  context = make_context(args.allow_unregistered_dialect)
+  context = framework.make_context(args.allow_unregistered_dialect)
   if args.pass_pipeline is not None:
     check_pipeline(args.pass_pipeline, context)
   text = _read(args.input)

@@ -193,10 +193,17 @@ def parse_pipeline(text: str) -> list[ModulePass | str]:
   return elements
 
 
+def make_context(allow_unregistered_dialects: bool = False) -> ir.Context:
+  """jax's MLIR context: every dialect a lowered jax program uses."""
+  from jax.interpreters import mlir  # jax is heavy: import it only when needed
+  context = mlir.make_ir_context()
+  context.allow_unregistered_dialects = allow_unregistered_dialects
+  return context
+
+
 @functools.cache
 def _context() -> ir.Context:
-  from jax._src.interpreters import mlir  # jax's context: every dialect jax emits
-  return mlir.make_ir_context()
+  return make_context()
 
 
 def check_pass_name(name: str) -> None:

@@ -126,10 +126,10 @@ def _tensor_type(t, where: str) -> TensorType:
 
 def parse(path: str, text: str) -> Module:
   """Parses `text` (read from `path`) in jax's MLIR context and reads `@main`."""
-  from jax._src.interpreters import mlir
   from jaxlib.mlir import ir
   from gshard_op import contract
-  with mlir.make_ir_context():
+  from passes.framework import make_context
+  with make_context():
     try:
       module = ir.Module.parse(text)
     except ir.MLIRError as e:
@@ -239,10 +239,11 @@ def describe_inputs(types: Sequence[TensorType], bound: int) -> str:
 def execute(module: Module, inputs: Sequence[np.ndarray], platform: str = "cpu") -> list[np.ndarray]:
   """Compiles `module` for its partitions on `platform` and runs it on `inputs`."""
   import jax
-  from jax._src import compiler
-  from jax._src.lib import xla_client as xc
+  from jax.extend.backend import get_backend, get_compile_options
+  # jaxlib's own client: the device list compile_and_load takes.
+  from jaxlib import xla_client as xc
+  # No public sharding wraps an executable's HloSharding to place arrays by it.
   from jax._src.sharding_impls import GSPMDSharding
-  from jax.extend.backend import get_backend
 
   backend = get_backend(platform)
   if module.num_replicas != 1:
@@ -253,7 +254,7 @@ def execute(module: Module, inputs: Sequence[np.ndarray], platform: str = "cpu")
     raise UsageError(f"{module.path} needs {count} devices, {platform} has {len(devices)}"
                      + (f" (XLA_FLAGS=--xla_force_host_platform_device_count={count})"
                         if platform == "cpu" else ""))
-  options = compiler.get_compile_options(num_replicas=1, num_partitions=count,
+  options = get_compile_options(num_replicas=1, num_partitions=count,
                                          device_assignment=np.array(devices).reshape(1, count),
                                          backend=backend)
   if module.shardy is not None:
@@ -370,6 +371,7 @@ def _ensure_host_devices(count: int) -> None:
   """Asks for `count` host CPU devices unless the backend has started or the
   environment already says how many (`jax_num_cpu_devices`, or the XLA flag)."""
   import jax
+  # No public way to ask whether the backends are up without starting them.
   from jax._src import xla_bridge
   flags = os.environ.get("XLA_FLAGS", "")
   if (count > 1 and not xla_bridge.backends_are_initialized()
