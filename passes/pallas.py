@@ -159,7 +159,7 @@ class PallasPass(ModulePass):
     n, v = site.num_tokens, site.num_classes
     default_t, default_c = DEFAULT_BLOCKS[self.platform]
     t, c = min(self.block_tokens or default_t, n), min(self.block_vocab or default_c, v)
-    if self.platform == "interpret":
+    if self.platform == "interpret" or min(t, c) == 0:
       return t, c
     if self.platform == "cuda":
       t, c = _floor_power_of_two(t), _floor_power_of_two(c)
@@ -183,6 +183,8 @@ class PallasPass(ModulePass):
     """Why the kernels cannot take this composite on this platform (None: they can)."""
     n, m, v = site.num_tokens, site.in_features, site.num_classes
     t, c = blocks
+    if n == 0 or v == 0:
+      return "empty batch or vocabulary"
     if self.platform == "interpret":
       return None
     if self.platform == "cuda":

@@ -26,7 +26,8 @@ Blocks never read out of bounds: the last block of an uneven split starts at
 pass's scheme, see `passes/chunk.py`), so every load has a static shape and no
 operand is padded. Overlapping programs write identical values.
 
-The math is `gshard_op/reference.py`'s: the inputs are scaled by `M**-0.5` in
+The math is `gshard_op/reference.py`'s, non-finite logits included (the online
+softmax follows `passes/softmax_ir.py`'s rules): the inputs are scaled by `M**-0.5` in
 their own dtype, matmuls take the operand dtype (bf16 or f32) and accumulate in
 float32, all softmax statistics are float32. Per-token label mass and the
 `g_lse + 2 lse g_lse_squared` cotangent are `[N]` vectors computed around the
@@ -95,6 +96,24 @@ def _block_start(k, block: int, total: int):
   if total % block == 0:
     return nominal, None
   return jnp.minimum(nominal, total - block), nominal
+
+
+def _shift(m):
+  """The exponent shift of a running max: `m` where finite, else 0, as
+  `jax.nn.logsumexp` shifts (`softmax_ir.shift`)."""
+  return jnp.where(jnp.isfinite(m), m, 0.0)
+
+
+def _rescale(m_old, m_new):
+  """Takes a sum of `exp(z - _shift(m_old))` to `exp(z - _shift(m_new))`; 0 while
+  only `-inf` was seen (`softmax_ir.rescale`)."""
+  return jnp.where(m_old == -jnp.inf, 0.0, jnp.exp(_shift(m_old) - _shift(m_new)))
+
+
+def _weighted(weight, v):
+  """`weight * v`, 0 where the weight is 0 even if `v` is not finite: a zero
+  target adds nothing to the cross-entropy (`reference.cross_entropy`)."""
+  return jnp.where(weight == 0, 0.0, weight * v)
 
 
 def _scaled(cfg: KernelConfig, x):
@@ -222,14 +241,16 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     e = io.read(e_ref, "e", pl.ds(v_start, bv))
     blk = _logits_block(cfg, io, xs, e, labels, t_start, v_start, v_first)
     z = blk.owned_or(blk.z, -jnp.inf)
-    block_max = jnp.max(z, axis=1, keepdims=True)
+    block_max = jnp.max(z, axis=1, keepdims=True)  # NaN if the block has one
     m_new = jnp.maximum(m, block_max)
-    s = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new), axis=1, keepdims=True)
-    # First class reaching the block's max; an earlier block wins ties.
-    block_idx = jnp.min(jnp.where(z == block_max, blk.classes, INT_MAX), axis=1,
-                        keepdims=True)
-    idx = jnp.where(block_max > m, block_idx, idx)
-    t = t + jnp.sum(blk.target * blk.owned_or(blk.z, 0.0), axis=1, keepdims=True)
+    s = s * _rescale(m, m_new) + jnp.sum(jnp.exp(z - _shift(m_new)), axis=1, keepdims=True)
+    # First class reaching the block's max (NaN: its first NaN, as jnp.argmax);
+    # an earlier block wins ties and keeps an earlier NaN.
+    at_max = jnp.logical_or(z == block_max, jnp.isnan(z))
+    block_idx = jnp.min(jnp.where(at_max, blk.classes, INT_MAX), axis=1, keepdims=True)
+    first_nan = jnp.logical_and(jnp.isnan(block_max), jnp.logical_not(jnp.isnan(m)))
+    idx = jnp.where(jnp.logical_or(block_max > m, first_nan), block_idx, idx)
+    t = t + jnp.sum(_weighted(blk.target, blk.owned_or(blk.z, 0.0)), axis=1, keepdims=True)
     if smoothing:
       zsum = zsum + jnp.sum(blk.owned_or(blk.z, 0.0), axis=1, keepdims=True)
     return m_new, s, idx, t, zsum
@@ -237,10 +258,10 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
   zeros = jnp.zeros((bt, 1), F32)
   init = (jnp.full((bt, 1), -jnp.inf, F32), zeros, jnp.zeros((bt, 1), jnp.int32), zeros, zeros)
   m, s, idx, t, zsum = lax.fori_loop(0, pl.cdiv(v, bv), body, init)
-  lse = m + jnp.log(s)
+  lse = _shift(m) + jnp.log(s)
   mass = io.read(mass_ref, "column", rows)
   a, off = cfg.smoothing(v)
-  xent = (lse * mass - t) * a
+  xent = (_weighted(mass, lse) - t) * a if a else jnp.zeros_like(lse)
   if off:
     xent = xent - (zsum - lse * float(v)) * off
   io.write(xent_ref, "column", rows, xent)

@@ -165,6 +165,19 @@ def test_pass_under_jit_matches_reference(rng):
   assert_close(d_e, want_e, np.float32, "d_embedding", kind="grads")
 
 
+@pytest.mark.parametrize("name", [
+    "empty_batch", "neg_inf_chunk_smoothing", "neg_inf_chunk_probs", "pos_inf_logit",
+    "pos_inf_logit_probs_smoothing", "pos_inf_logit_soft_cap", "nan_embedding_rows_clip"])
+def test_hostile_inputs_give_the_reference_answer(name, monkeypatch):
+  """Issue 14's cases (`test_hardening.py`) on one more route: -inf and +inf
+  logits, NaN embedding rows, an empty batch (left to the decomposition). Vocab
+  blocks of 5 put the -inf classes 0..4 in a block of their own."""
+  import test_hardening as hardening
+  monkeypatch.setitem(hardening.PIPELINES, "pallas", "gshard-pallas{block-tokens=4 block-vocab=5}")
+  result = hardening.run_route("pallas", hardening.case_arrays(name), hardening.CASES[name][1])
+  hardening.assert_route_matches(result, hardening.reference_result(name), "pallas")
+
+
 # --- cross-lowering: the module the pass leaves for a GPU or a TPU ------------------------
 
 
