@@ -5,9 +5,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lit pytest bench clean
 
+# The test extra needs torch; its default wheel pulls ~5 GB of CUDA libraries.
+# These machines carry a CPU build of 2.13.0 that pip takes from disk: install
+# it first, and the extra's range then installs nothing more. Elsewhere, point
+# TORCH at a CPU wheel or index (e.g. TORCH='torch --index-url URL').
+TORCH ?= torch==2.13.0
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet $(TORCH)
 	$(VENV)/bin/pip install --quiet -e '.[test,tools]'
 	touch $(STAMP)
 
