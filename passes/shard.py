@@ -23,9 +23,12 @@ left to `gshard-chunk-softmax` with a warning saying why.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import logging
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from jaxlib.mlir import ir
@@ -53,6 +56,17 @@ class Mesh:
   name: str
   axes: dict[str, int]
   device_ids: np.ndarray  # shape = axis sizes
+  # The mesh written inline (a lowering rule has no symbol to refer to), else None.
+  inline: sdy.MeshAttr | None = None
+
+  @classmethod
+  def of_axes(cls, axes: dict[str, int]) -> "Mesh":
+    """A mesh of `axes` whose device at each position is its row-major index
+    (JAX's: partition i is the i-th device of the mesh), written inline."""
+    axes = dict(axes)
+    inline = sdy.MeshAttr.get([sdy.MeshAxisAttr.get(n, s) for n, s in axes.items()])
+    ids = np.arange(math.prod(axes.values())).reshape(tuple(axes.values()))
+    return cls("", axes, ids, inline)
 
   def axis_positions(self, axis: str) -> np.ndarray:
     """`table[device_id]` = the device's index along `axis`."""
@@ -154,7 +168,7 @@ class Layout:
 
   def sharding(self, *dims: list[str]) -> sdy.TensorShardingAttr:
     return sdy.TensorShardingAttr.get(
-        self.mesh.name,
+        self.mesh.inline or self.mesh.name,
         [sdy.DimensionShardingAttr.get([sdy.AxisRefAttr.get(a) for a in axes], True)
          for axes in dims])
 
@@ -186,16 +200,15 @@ def layout_of(module: ir.Operation, site: composites.SoftmaxComposite) -> Layout
 
 
 class _Collectives:
-  """All-reduces over the mesh with fresh channel ids."""
+  """All-reduces over the mesh, each with a fresh channel id from `new_channel`."""
 
-  def __init__(self, module: ir.Operation, layout: Layout):
+  def __init__(self, layout: Layout, new_channel: Callable[[], int]):
     self.layout = layout
-    self.next_channel = 1 + max([_channel(op) for op in walk(
-        module, lambda o: "channel_handle" in o.attributes)] or [0])
+    self.new_channel = new_channel
 
   def __call__(self, value: ir.Value, combiner, axes: list[str]) -> ir.Value:
-    channel, self.next_channel = self.next_channel, self.next_channel + 1
-    return b.all_reduce(value, combiner, self.layout.mesh.replica_groups(axes), channel)
+    return b.all_reduce(value, combiner, self.layout.mesh.replica_groups(axes),
+                        self.new_channel())
 
   def axis_index(self, axes: list[str]) -> ir.Value:
     """This device's linear index over `axes` (major to minor), i32 scalar."""
@@ -209,8 +222,76 @@ class _Collectives:
     return index
 
 
-def _channel(op: ir.Operation) -> int:
-  return hlo.ChannelHandle(op.attributes["channel_handle"]).handle
+def channels_after(module: ir.Operation) -> Callable[[], int]:
+  """Fresh channel ids: past every channel the module already uses."""
+  used = [hlo.ChannelHandle(op.attributes["channel_handle"]).handle
+          for op in walk(module, lambda o: "channel_handle" in o.attributes)]
+  return functools.partial(next, itertools.count(1 + max(used, default=0)))
+
+
+def emit_manual(sm: Softmax, layout: Layout, is_grad: bool, operands: list[ir.Value],
+                result_types: list[ir.Type], plan, new_channel: Callable[[], int]
+                ) -> list[ir.Value]:
+  """An `sdy.manual_computation` over the mesh in which each device runs the
+  chunked loops on its shard; returns its results. At the current insertion
+  point; `plan(n_local, v_local)` sizes each device's loops.
+
+  Operands: x, embedding, labels, then (gradient) the four `[N]` per-token
+  vectors; the labels' per-token mass is added for probabilities, which a
+  shard holding only its classes' columns cannot compute alone.
+  """
+  tok, voc = layout.token_axes, layout.vocab_axes
+  per_token = layout.sharding(tok)
+  operands = list(operands)
+  shardings = [layout.sharding(tok, []), layout.sharding(voc, []),
+               per_token if sm.labels_are_ids else layout.sharding(tok, voc)]
+  shardings += [per_token] * (len(operands) - 3)
+  if is_grad:
+    out_shardings = [layout.sharding(tok, []), layout.sharding(voc, [])]
+  else:
+    out_shardings = [per_token] * 4
+  if not sm.labels_are_ids:
+    operands.append(sm.label_mass(operands[2]))
+    shardings.append(per_token)
+  manual = sdy.ManualComputationOp(
+      result_types, operands,
+      sdy.TensorShardingPerValueAttr.get(shardings),
+      sdy.TensorShardingPerValueAttr.get(out_shardings),
+      sdy.ManualAxesAttr.get([ir.StringAttr.get(a) for a in layout.mesh.axes]))
+  local_types = [_local_type(v, s, layout) for v, s in zip(operands, shardings)]
+  block = manual.body.blocks.append(*local_types)
+  with ir.InsertionPoint(block):
+    sdy.return_(_emit_shard(sm, layout, is_grad, list(block.arguments), plan, new_channel))
+  manual.operation.attributes["gshard.plan"] = ir.StringAttr.get(
+      f"{ShardVocabPass.name}: vocab over {voc} ({layout.vocab_shards} shards), "
+      f"tokens over {tok or 'none'}")
+  return list(manual.results)
+
+
+def _emit_shard(sm: Softmax, layout: Layout, is_grad: bool, args: list[ir.Value], plan,
+                new_channel: Callable[[], int]) -> list[ir.Value]:
+  """One device's loops on its local operands, combined across the shards."""
+  collectives = _Collectives(layout, new_channel)
+  named = contract.GradOperands if is_grad else contract.ForwardOperands
+  local = named(*args[:len(named._fields)])
+  label_mass = None if sm.labels_are_ids else args[-1]
+  v_local = b.shape_of(local.embedding)[0]
+  chunks = plan(b.shape_of(local.x)[0], v_local)
+  class_offset = b.mul(collectives.axis_index(layout.vocab_axes), v_local)
+  vocab = layout.vocab_axes
+
+  if not is_grad:
+    return emit_forward(
+        sm, chunks, *local, label_mass=label_mass, class_offset=class_offset,
+        reduce_stats=lambda stats: stats.combine(
+            sm, lambda value, combiner: collectives(value, combiner, vocab)))
+
+  return emit_grad(
+      sm, chunks, *local, label_mass=label_mass, class_offset=class_offset,
+      reduce_d_x=lambda d: collectives(d, b.add, vocab),
+      # Each token shard saw only its tokens: sum each chunk's update over them.
+      reduce_d_emb=(lambda d: collectives(d, b.add, layout.token_axes))
+      if layout.token_axes else None)
 
 
 @register
@@ -241,64 +322,14 @@ class ShardVocabPass(ChunkingOptions):
       composites.erase_dead_functions(module)
 
   def _rewrite(self, module, site: composites.SoftmaxComposite, layout: Layout) -> None:
-    """Wraps the shard-local loops in an `sdy.manual_computation` over the mesh.
-
-    Operands: x, embedding, labels, then (gradient) the four `[N]` per-token
-    vectors, then (probabilities) the labels' per-token mass, which a shard
-    holding only its classes' columns cannot compute alone.
-    """
-    sm = Softmax.of(site)
-    tok, voc = layout.token_axes, layout.vocab_axes
-    per_token = layout.sharding(tok)
-    operands = list(site.operands)
-    shardings = [layout.sharding(tok, []), layout.sharding(voc, []),
-                 per_token if site.labels_are_ids else layout.sharding(tok, voc)]
-    shardings += [per_token] * (len(operands) - 3)
-    if site.is_grad:
-      out_shardings = [layout.sharding(tok, []), layout.sharding(voc, [])]
-    else:
-      out_shardings = [per_token] * 4
+    """Replaces `site` by its manual computation over the mesh (`emit_manual`)."""
+    share = 1 / layout.mesh.device_ids.size
     with site.op.location, ir.InsertionPoint(site.op):
-      if not site.labels_are_ids:
-        operands.append(sm.label_mass(site.args.labels))
-        shardings.append(per_token)
-      manual = sdy.ManualComputationOp(
-          [r.type for r in site.op.results], operands,
-          sdy.TensorShardingPerValueAttr.get(shardings),
-          sdy.TensorShardingPerValueAttr.get(out_shardings),
-          sdy.ManualAxesAttr.get([ir.StringAttr.get(a) for a in layout.mesh.axes]))
-      local_types = [_local_type(v, s, layout) for v, s in zip(operands, shardings)]
-      block = manual.body.blocks.append(*local_types)
-      with ir.InsertionPoint(block):
-        results = self._emit_shard(module, site, sm, layout, list(block.arguments))
-        sdy.return_(results)
-    manual.operation.attributes["gshard.plan"] = ir.StringAttr.get(
-        f"{self.name}: vocab over {voc} ({layout.vocab_shards} shards), tokens over {tok or 'none'}")
-    replace(site.op, list(manual.results))
-
-  def _emit_shard(self, module, site, sm, layout: Layout, args: list[ir.Value]) -> list[ir.Value]:
-    collectives = _Collectives(module, layout)
-    named = contract.GradOperands if site.is_grad else contract.ForwardOperands
-    local = named(*args[:len(named._fields)])
-    label_mass = None if site.labels_are_ids else args[-1]
-    v_local = b.shape_of(local.embedding)[0]
-    plan = self.plan(b.shape_of(local.x)[0], v_local,
-                     budget_share=1 / layout.mesh.device_ids.size)
-    class_offset = b.mul(collectives.axis_index(layout.vocab_axes), v_local)
-    vocab = layout.vocab_axes
-
-    if not site.is_grad:
-      return emit_forward(
-          sm, plan, *local, label_mass=label_mass, class_offset=class_offset,
-          reduce_stats=lambda stats: stats.combine(
-              sm, lambda value, combiner: collectives(value, combiner, vocab)))
-
-    return emit_grad(
-        sm, plan, *local, label_mass=label_mass, class_offset=class_offset,
-        reduce_d_x=lambda d: collectives(d, b.add, vocab),
-        # Each token shard saw only its tokens: sum each chunk's update over them.
-        reduce_d_emb=(lambda d: collectives(d, b.add, layout.token_axes))
-        if layout.token_axes else None)
+      results = emit_manual(
+          Softmax.of(site), layout, site.is_grad, list(site.operands),
+          [r.type for r in site.op.results],
+          lambda n, v: self.plan(n, v, budget_share=share), channels_after(module))
+    replace(site.op, results)
 
 
 def _local_type(value: ir.Value, sharding: sdy.TensorShardingAttr, layout: Layout) -> ir.Type:
