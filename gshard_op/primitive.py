@@ -122,19 +122,66 @@ def _tag_new_loops(block: ir.Block, before: set, text: str) -> None:
       op.operation.attributes["gshard.plan"] = ir.StringAttr.get(text)
 
 
+def _spec_axes(entry) -> tuple[str, ...]:
+  """The mesh axes of one PartitionSpec entry (None, an axis, or a tuple of them)."""
+  if entry is None:
+    return ()
+  return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
+
+
+def _vocab_layout(x_aval, embedding_aval):
+  """The vocab-sharded layout of an Explicit mesh, from the avals' shardings;
+  None where the embedding's vocab is not sharded over Explicit axes (or its
+  model dimension is, or the shards do not divide V), as `gshard-shard-vocab`
+  decides from Shardy's annotations."""
+  from passes.shard import Layout, Mesh  # deferred, as in _chunked
+
+  sharding = embedding_aval.sharding
+  mesh, spec = getattr(sharding, "mesh", None), getattr(sharding, "spec", None)
+  if mesh is None or spec is None or mesh.empty or not len(spec):
+    return None
+  vocab = _spec_axes(spec[0])
+  explicit = dict(zip(mesh.axis_names, mesh.axis_types))
+  if (not vocab or any(explicit[a] != jax.sharding.AxisType.Explicit for a in vocab)
+      or (len(spec) > 1 and _spec_axes(spec[1]))):
+    return None
+  layout = Layout(Mesh.of_axes(mesh.shape), list(vocab), [])
+  if embedding_aval.shape[0] % layout.vocab_shards:
+    return None
+  x_spec = getattr(x_aval.sharding, "spec", None)
+  if x_spec is not None and len(x_spec):
+    layout.token_axes = [a for a in _spec_axes(x_spec[0]) if a not in vocab]
+    if x_aval.shape[0] % layout.token_shards:
+      layout.token_axes = []
+  return layout
+
+
 def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: SoftmaxOptions,
              lowering: Lowering):
-  """The chunk pass's loops, emitted at the point JAX lowers the primitive."""
+  """The chunk pass's loops, emitted at the point JAX lowers the primitive;
+  under an Explicit mesh that shards the vocab, per-device loops in a manual
+  computation, as `gshard-shard-vocab` emits them."""
   # Deferred: `passes` imports this package's contract, and only a lowering needs it.
-  from passes import chunk
+  from passes import chunk, shard
   from passes.softmax_ir import Softmax
 
   (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
   sm = Softmax(options=options, logit_scale=logit_scale(m), num_classes=v,
                labels_are_ids=jnp.issubdtype(ctx.avals_in[2].dtype, jnp.integer))
-  plan = chunk.plan_chunks(n, v, memory_budget_mib=lowering.memory_budget_mib)
   block = ir.InsertionPoint.current.block
   before = {op.operation for op in block.operations}
+  layout = _vocab_layout(ctx.avals_in[0], ctx.avals_in[1])
+  if layout is not None:
+    share = 1 / layout.mesh.device_ids.size
+
+    def plan(n_local, v_local):
+      return chunk.plan_chunks(n_local, v_local,
+                               memory_budget_mib=lowering.memory_budget_mib * share)
+
+    result_types = [mlir.aval_to_ir_type(ctx.module_context, aval) for aval in ctx.avals_out]
+    return shard.emit_manual(sm, layout, is_grad, list(args), result_types, plan,
+                             ctx.module_context.new_channel)
+  plan = chunk.plan_chunks(n, v, memory_budget_mib=lowering.memory_budget_mib)
   emit = chunk.emit_grad if is_grad else chunk.emit_forward
   results = emit(sm, plan, *args)
   _tag_new_loops(block, before, f"gshard-lowering: {plan.attribute()}")

@@ -12,7 +12,8 @@ unsharded inputs, and vs the float64 NumPy model):
 - `auto_data_model`: mesh (2, 4) ("data", "model"), Auto axes, tokens (inputs,
   labels, weights) on "data", embedding on "model"; ids and soft labels;
 - `explicit_vocab`, `explicit_data_model_*`: the same under Explicit axes
-  (`jax.make_mesh`'s default) inside `with jax.set_mesh(mesh):`;
+  (`jax.make_mesh`'s default) inside `with jax.set_mesh(mesh):`, where plain
+  `jax.jit` lowers the op to per-device loops in a manual computation;
 - `explicit_vocab_host_tokens`: Explicit axes, the embedding on the mesh and the
   batch (inputs, labels, weights) passed as host NumPy arrays;
   `explicit_data_model_host_embedding`: the converse.
@@ -94,6 +95,13 @@ def _scenario(name, rng):
     placed = [a if n in host else jax.device_put(a, NamedSharding(mesh, s))
               for n, a, s in zip(OPERANDS, args, specs)]
     (value, out), (d_x, d_e) = step(*placed)
+    if explicit and "embedding" not in host:
+      # The lowering reads the vocab sharding off the avals: per-device loops in
+      # a manual computation, [N]-sized all-reduces, no all-gather.
+      lowered = step.lower(*placed)
+      assert lowered.as_text().count("sdy.manual_computation") == 2, "not vocab-sharded"
+      hlo = lowered.compile().as_text()
+      assert "all-gather" not in hlo and "all-reduce" in hlo
     if explicit:  # sharding-in-types: the gradients carry their operands' specs
       if "embedding" not in host:
         assert d_e.sharding.spec == P("model", None), d_e.sharding
