@@ -125,7 +125,8 @@ def list_passes() -> str:
 
 # --- input -----------------------------------------------------------------------
 
-def _read(path: str) -> str:
+def read_input(path: str) -> str:
+  """The text of `path` ('-': standard input); UsageError if unreadable."""
   if path == "-":
     return sys.stdin.read()
   try:
@@ -290,7 +291,7 @@ def run(args) -> int:
   context = framework.make_context(args.allow_unregistered_dialect)
   if args.pass_pipeline is not None:
     check_pipeline(args.pass_pipeline, context)
-  text = _read(args.input)
+  text = read_input(args.input)
   pieces = split_input(text) if args.split_input_file else [(0, text)]
   timing = framework.PassTiming() if args.mlir_timing else None
   try:

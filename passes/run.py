@@ -43,6 +43,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# Bad usage, module or inputs exit with status 2, as in gshard-opt.
+from passes.driver import UsageError, read_input
+
 PROG = "gshard-run"
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
@@ -54,9 +57,6 @@ _ELEMENT_TYPES = {
 _PARTITIONS = re.compile(r"mhlo\.num_partitions\s*=\s*(\d+)")
 _REPLICAS = re.compile(r"mhlo\.num_replicas\s*=\s*(\d+)")
 
-
-class UsageError(Exception):
-  """Bad usage, module or inputs: exit status 2."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,16 +357,6 @@ def _arg_parser() -> argparse.ArgumentParser:
   return p
 
 
-def _read(path: str) -> str:
-  if path == "-":
-    return sys.stdin.read()
-  try:
-    with open(path, encoding="utf-8") as f:
-      return f.read()
-  except OSError as e:
-    raise UsageError(f"cannot read '{path}': {e.strerror or e}") from None
-
-
 def _ensure_host_devices(count: int) -> None:
   """Asks for `count` host CPU devices unless the backend has started or the
   environment already says how many (`jax_num_cpu_devices`, or the XLA flag)."""
@@ -385,7 +375,7 @@ def run(args) -> int:
     raise UsageError(f"expected one or two modules, got {len(args.modules)}")
   if args.modules.count("-") > 1:
     raise UsageError("only one module can come from stdin ('-')")
-  texts = [("<stdin>" if path == "-" else path, _read(path)) for path in args.modules]
+  texts = [("<stdin>" if path == "-" else path, read_input(path)) for path in args.modules]
   if args.platform == "cpu":
     _ensure_host_devices(max(partition_count(text) for _, text in texts))
   modules = [parse(path, text) for path, text in texts]
