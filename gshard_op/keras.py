@@ -47,7 +47,7 @@ import keras
 import gshard_op
 from gshard_op import reference
 from gshard_op.functional import IMPLEMENTATIONS, check_inputs, shared_embedding_softmax
-from gshard_op.options import SoftmaxOptions
+from gshard_op.options import layer_options
 
 # Returned without labels (prediction): what needs no targets.
 UNLABELLED_FIELDS = ("logits", "log_probs", "per_example_argmax")
@@ -100,13 +100,12 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
                embeddings_constraint=None, add_xent_loss: bool = True,
                implementation: str = "composite", **kwargs):
     check_backend()
-    for name, size in (("in_features", in_features), ("num_classes", num_classes)):
-      if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise ValueError(f"{name} must be a positive int, got {size!r}")
     if implementation not in IMPLEMENTATIONS:
       raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     super().__init__(**kwargs)
-    self.options = SoftmaxOptions(
+    # Checks the sizes and options now rather than at the first call.
+    self.options = layer_options(
+        in_features, num_classes,
         soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
         z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
         use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator)

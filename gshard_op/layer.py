@@ -13,7 +13,7 @@ from flax.nnx.nn import dtypes
 
 from gshard_op import reference
 from gshard_op.functional import IMPLEMENTATIONS, check_inputs, shared_embedding_softmax
-from gshard_op.options import SoftmaxOptions
+from gshard_op.options import layer_options
 from gshard_op.outputs import SoftmaxOutput
 
 
@@ -58,13 +58,11 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
                embedding_metadata: Mapping[str, Any] = MappingProxyType({}),
                deterministic: bool = False, implementation: str = "composite",
                rngs: nnx.Rngs):
-    for name, size in (("in_features", in_features), ("num_classes", num_classes)):
-      if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise ValueError(f"{name} must be a positive int, got {size!r}")
     if implementation not in IMPLEMENTATIONS:
       raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    # Validates the options now rather than at the first call.
-    self.options = SoftmaxOptions(
+    # Checks the sizes and options now rather than at the first call.
+    self.options = layer_options(
+        in_features, num_classes,
         soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
         z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
         use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator)

@@ -64,3 +64,13 @@ class SoftmaxOptions:
 def logit_scale(in_features: int) -> float:
   """The `in_features ** -0.5` that scales the inputs before the matmul."""
   return float(in_features) ** -0.5
+
+
+def layer_options(in_features: int, num_classes: int, **options) -> SoftmaxOptions:
+  """The options of a layer of `in_features` x `num_classes`, checked at
+  construction (the NNX, Keras and PyTorch layers alike): both sizes must be
+  positive ints, and `options` are `SoftmaxOptions`' fields."""
+  for name, size in (("in_features", in_features), ("num_classes", num_classes)):
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+      raise ValueError(f"{name} must be a positive int, got {size!r}")
+  return SoftmaxOptions(**options)

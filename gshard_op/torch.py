@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 import gshard_op
 from gshard_op.functional import shared_embedding_softmax as _jax_softmax
-from gshard_op.options import SoftmaxOptions
+from gshard_op.options import SoftmaxOptions, layer_options
 from gshard_op.outputs import FIELDS
 
 __all__ = ["GShardSharedEmbeddingSoftmax", "shared_embedding_softmax"]
@@ -386,11 +386,9 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
                ignore_index: int = -100, return_logits: bool = False,
                device=None, dtype=None):
     super().__init__()
-    for name, size in (("in_features", in_features), ("num_classes", num_classes)):
-      if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise ValueError(f"{name} must be a positive int, got {size!r}")
-    # Validates the options now rather than at the first call.
-    self.options = SoftmaxOptions(
+    # Checks the sizes and options now rather than at the first call.
+    self.options = layer_options(
+        in_features, num_classes,
         soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
         z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
         use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator)
