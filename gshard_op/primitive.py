@@ -150,9 +150,7 @@ def _vocab_layout(x_aval, embedding_aval):
     return None
   x_spec = getattr(x_aval.sharding, "spec", None)
   if x_spec is not None and len(x_spec):
-    layout.token_axes = [a for a in _spec_axes(x_spec[0]) if a not in vocab]
-    if x_aval.shape[0] % layout.token_shards:
-      layout.token_axes = []
+    layout.shard_tokens(_spec_axes(x_spec[0]), x_aval.shape[0])
   return layout
 
 
@@ -168,8 +166,6 @@ def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: Softm
   (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
   sm = Softmax(options=options, logit_scale=logit_scale(m), num_classes=v,
                labels_are_ids=jnp.issubdtype(ctx.avals_in[2].dtype, jnp.integer))
-  block = ir.InsertionPoint.current.block
-  before = {op.operation for op in block.operations}
   layout = _vocab_layout(ctx.avals_in[0], ctx.avals_in[1])
   if layout is not None:
     share = 1 / layout.mesh.device_ids.size
@@ -183,6 +179,8 @@ def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: Softm
                              ctx.module_context.new_channel)
   plan = chunk.plan_chunks(n, v, memory_budget_mib=lowering.memory_budget_mib)
   emit = chunk.emit_grad if is_grad else chunk.emit_forward
+  block = ir.InsertionPoint.current.block
+  before = {op.operation for op in block.operations}
   results = emit(sm, plan, *args)
   _tag_new_loops(block, before, f"gshard-lowering: {plan.attribute()}")
   return results

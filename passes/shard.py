@@ -166,6 +166,13 @@ class Layout:
   def token_shards(self) -> int:
     return math.prod(self.mesh.axes[a] for a in self.token_axes)
 
+  def shard_tokens(self, axes, num_tokens: int) -> None:
+    """Tokens over those of `axes` that do not hold the vocab; replicated
+    instead when those shards do not divide `num_tokens`."""
+    self.token_axes = [a for a in axes if a not in self.vocab_axes]
+    if num_tokens % self.token_shards:
+      self.token_axes = []
+
   def sharding(self, *dims: list[str]) -> sdy.TensorShardingAttr:
     return sdy.TensorShardingAttr.get(
         self.mesh.inline or self.mesh.name,
@@ -192,10 +199,7 @@ def layout_of(module: ir.Operation, site: composites.SoftmaxComposite) -> Layout
                       f"{layout.vocab_shards} shards")
   x_sharding = sharding_of(x)
   if x_sharding is not None and mesh_name(x_sharding) == mesh.name:
-    token_axes = [a for a in dim_axes(x_sharding, 0) if a not in vocab_axes]
-    layout.token_axes = token_axes
-    if site.num_tokens % layout.token_shards:
-      layout.token_axes = []  # uneven token shards: keep the tokens replicated
+    layout.shard_tokens(dim_axes(x_sharding, 0), site.num_tokens)
   return layout
 
 
