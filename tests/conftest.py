@@ -27,11 +27,12 @@ import numpy_reference as npref  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Hypothesis profiles: `ci` (the default) keeps property tests to a few
-# examples, since each compiles several programs; `pytest
-# --hypothesis-profile=thorough` (or HYPOTHESIS_PROFILE=thorough) runs many.
-# Tests that pin `max_examples` in their own `@settings` keep it.
+# examples, since each compiles several programs, and draws the same ones on
+# every run (derandomized: a CI failure reproduces); `pytest
+# --hypothesis-profile=thorough` (or HYPOTHESIS_PROFILE=thorough) draws many,
+# freshly. Tests that pin `max_examples` in their own `@settings` keep it.
 settings.register_profile("ci", max_examples=8, deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+                          derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=60, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
