@@ -115,13 +115,6 @@ def _composite(name: str, decomposition, options: SoftmaxOptions, *args):
   return op(*args, **composite_attributes(options, in_features=args[0].shape[1]))
 
 
-def _tag_new_loops(block: ir.Block, before: set, text: str) -> None:
-  """Marks the `stablehlo.while` ops added to `block` with `gshard.plan = text`."""
-  for op in block.operations:
-    if op.operation not in before and op.operation.name == "stablehlo.while":
-      op.operation.attributes["gshard.plan"] = ir.StringAttr.get(text)
-
-
 def _spec_axes(entry) -> tuple[str, ...]:
   """The mesh axes of one PartitionSpec entry (None, an axis, or a tuple of them)."""
   if entry is None:
@@ -161,6 +154,7 @@ def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: Softm
   computation, as `gshard-shard-vocab` emits them."""
   # Deferred: `passes` imports this package's contract, and only a lowering needs it.
   from passes import chunk, shard
+  from passes.loops import tagging_new_loops
   from passes.softmax_ir import Softmax
 
   (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
@@ -179,11 +173,9 @@ def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: Softm
                              ctx.module_context.new_channel)
   plan = chunk.plan_chunks(n, v, memory_budget_mib=lowering.memory_budget_mib)
   emit = chunk.emit_grad if is_grad else chunk.emit_forward
-  block = ir.InsertionPoint.current.block
-  before = {op.operation for op in block.operations}
-  results = emit(sm, plan, *args)
-  _tag_new_loops(block, before, f"gshard-lowering: {plan.attribute()}")
-  return results
+  with tagging_new_loops(ir.InsertionPoint.current.block,
+                         f"gshard-lowering: {plan.attribute()}"):
+    return emit(sm, plan, *args)
 
 
 def _lowering_rule(name: str, decomposition, is_grad: bool):

@@ -37,7 +37,7 @@ class ChunkSoftmaxPass(ChunkingOptions):
     for site in sites:
       plan = self.plan(site.num_tokens, site.num_classes)
       log.info("%s: %s %s", self.name, composites.composite_name(site.op), plan.attribute())
-      with (tagging_new_loops(site.op, f"{self.name}: {plan.attribute()}"),
+      with (tagging_new_loops(site.op.block, f"{self.name}: {plan.attribute()}"),
             site.op.location, ir.InsertionPoint(site.op)):
         emit = emit_grad if site.is_grad else emit_forward
         results = emit(Softmax.of(site), plan, *site.args)

@@ -211,7 +211,7 @@ class FuseForwardBackwardPass(ModulePass):
       accumulator = b.bf16() if self.accumulate_bf16 else b.f32()
       plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
       log.info("%s", plan)
-      with tagging_new_loops(fwd.op, plan), fwd.op.location, ir.InsertionPoint(fwd.op):
+      with tagging_new_loops(fwd.op.block, plan), fwd.op.location, ir.InsertionPoint(fwd.op):
         forward, gradient = emit_fused(Softmax.of(fwd), tokens, *fwd.args, *cotangents,
                                        accumulator=accumulator,
                                        update_rows=min(self.update_rows, fwd.num_classes))

@@ -154,10 +154,10 @@ def replace(op: ir.Operation, new_results: list[ir.Value]) -> None:
 
 
 @contextlib.contextmanager
-def tagging_new_loops(anchor: ir.Operation, text: str):
-  """Marks each `stablehlo.while` emitted before `anchor` inside the block with
-  `gshard.plan = text`, so the choice a pass made is visible in the IR."""
-  block = anchor.block
+def tagging_new_loops(block: ir.Block, text: str):
+  """Marks each `stablehlo.while` emitted into `block` inside the `with` with
+  `gshard.plan = text`, so the choice a pass (or the lowering) made is visible
+  in the IR."""
   before = {o.operation for o in block.operations}
   yield
   for o in block.operations:
