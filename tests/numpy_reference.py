@@ -1,7 +1,7 @@
 """An independent float64 NumPy model of the shared embedding softmax.
 
-Written from the spec (docs: DESIGN.md section 1, Praxis's
-`GShardSharedEmbeddingSoftmax`), not from `gshard_op`: nothing here imports the
+Written from the spec (Praxis's `GShardSharedEmbeddingSoftmax`, as the README's
+semantics paragraph and `docs/contract.md` state it), not from `gshard_op`: nothing here imports the
 package under test. Everything is computed in float64 on the values it is given
 (callers pass the exact values of their float32 / bfloat16 arrays).
 

@@ -1,8 +1,8 @@
 """The vocab-sharded training step in a real two-process JAX job.
 
 Two subprocesses (`multiprocess_worker.py`), each with 4 host CPU devices,
-join one job through `jax.distributed` with gloo CPU collectives (DESIGN.md
-section 7): 8 devices in all. Each runs `gshard_op.jit(jax.value_and_grad(loss))`
+join one job through `jax.distributed` with gloo CPU collectives (README,
+"Across processes and hosts"): 8 devices in all. Each runs `gshard_op.jit(jax.value_and_grad(loss))`
 with the embedding sharded over "vocab" on an 8-device mesh (the vocabulary's
 shards on both processes) and on a (2, 4) ("data", "vocab") mesh (the tokens
 split between the processes). The gathered loss and gradients must equal the

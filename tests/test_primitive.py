@@ -218,7 +218,7 @@ def test_compiled_value_and_grad(option_set, labels, rng):
 # Central differences of a float32 function are noisy: with step 1e-2 the
 # truncation error of the directional derivative is a few 1e-4 (measured), so
 # 2e-3 leaves a margin of about 5. The op computes in float32 whatever the input
-# dtype (DESIGN.md: "all softmax math in float32"), so x64 inputs do not make the
+# dtype (all softmax math is float32, as in Praxis), so x64 inputs do not make the
 # function smoother and get the same tolerance.
 CHECK_GRADS = dict(order=1, modes=["rev"], eps=1e-2, atol=2e-3, rtol=2e-3)
 
