@@ -79,10 +79,10 @@ def on_chip_bytes(platform: str, site: composites.SoftmaxComposite, t: int, c: i
   float32 `[T, C]` temporaries (logits before and after cap/clip, their
   cotangent). Mosaic TPU: also the float32 `[T, M]` or `[C, M]` gradient
   accumulator, the VMEM copy buffers, and a probability block."""
-  m, itemsize = site.in_features, _itemsize(site.operands[1])
+  m, itemsize = site.in_features, _itemsize(site.args.embedding)
   if platform == "cuda":
     return (t + c) * m * itemsize + 3 * t * c * 4
-  labels = 0 if site.labels_are_ids else t * c * _itemsize(site.operands[2])
+  labels = 0 if site.labels_are_ids else t * c * _itemsize(site.args.labels)
   return (t + c) * m * (itemsize + 4) + 4 * t * c * 4 + labels
 
 
