@@ -27,7 +27,6 @@ import functools
 import inspect
 import types
 from collections.abc import Callable
-from typing import Any
 
 import jax
 from jaxlib.mlir import ir

@@ -9,7 +9,6 @@ largest magnitude of the expected array, so it fits tensors of any scale.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import sys
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import gshard_op  # noqa: E402
 import numpy_reference as npref  # noqa: E402
+from arrays import assert_close  # noqa: E402  (one closeness check: tests/arrays.py)
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Hypothesis profiles: `ci` (the default) keeps property tests to a few
@@ -48,51 +48,6 @@ def rng(request) -> np.random.Generator:
   return np.random.default_rng(seed_of(request.node.nodeid))
 
 
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-  value_rtol: float
-  value_atol: float  # times max |expected|
-  grad_rtol: float
-  grad_atol: float  # times max |expected|
-
-
-TOLERANCES = {
-    # Matmuls accumulate in float32 over M <= 32 terms and the softmax math is
-    # float32: values agree with float64 to a few ulps of their magnitude.
-    "float32": Tolerance(value_rtol=1e-5, value_atol=1e-5, grad_rtol=1e-4, grad_atol=1e-5),
-    # bf16 operands: the scaled inputs and the logits' cotangent are rounded to
-    # bf16 (8 bits of mantissa: relative rounding error up to 2**-9 = 2e-3)
-    # before the matmuls, and outputs are rounded to bf16 again; errors of a few
-    # roundings are expected (measured: under 2e-3 of the scale).
-    "bfloat16": Tolerance(value_rtol=1e-2, value_atol=1e-2, grad_rtol=1.5e-2, grad_atol=1.5e-2),
-}
-
-
-def dtype_name(dtype) -> str:
-  return np.dtype(dtype).name
-
-
-def assert_close(actual, expected, *, rtol, atol_rel, what: str, atol_floor: float = 1e-12):
-  """`|actual - expected| <= atol + rtol * |expected|`, atol relative to the scale."""
-  actual = npref.as_f64(actual)
-  expected = np.asarray(expected, np.float64)
-  assert actual.shape == expected.shape, (
-      f"{what}: shape {actual.shape} != expected {expected.shape}")
-  scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-  atol = max(atol_rel * scale, atol_floor)
-  np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=what)
-
-
-def assert_values_close(actual, expected, dtype, what):
-  tol = TOLERANCES[dtype_name(dtype)]
-  assert_close(actual, expected, rtol=tol.value_rtol, atol_rel=tol.value_atol, what=what)
-
-
-def assert_grads_close(actual, expected, dtype, what):
-  tol = TOLERANCES[dtype_name(dtype)]
-  assert_close(actual, expected, rtol=tol.grad_rtol, atol_rel=tol.grad_atol, what=what)
-
-
 def assert_argmax_ok(actual, logits64, *, tol: float, what: str):
   """`actual` indexes a maximal logit (up to `tol`, for float32 near-ties)."""
   actual = np.asarray(actual)
@@ -106,84 +61,6 @@ def assert_argmax_ok(actual, logits64, *, tol: float, what: str):
   assert bad.size == 0, (f"{what}: tokens {bad.tolist()} picked {idx[bad].tolist()} "
                          f"but argmax is {flat[bad].argmax(-1).tolist()}")
 
-
-# --- random cases ---------------------------------------------------------------
-
-LABEL_KINDS = ("ids", "ids_flat", "ids_out_of_range", "probs", "probs_unnormalized")
-WEIGHT_KINDS = ("ones", "random_with_zeros", "scalar")
-
-
-@dataclasses.dataclass
-class Case:
-  """One set of layer arguments (NumPy arrays in their final dtype)."""
-  inputs: np.ndarray
-  embedding: np.ndarray
-  class_weights: np.ndarray
-  class_ids: np.ndarray | None
-  class_probabilities: np.ndarray | None
-
-  @property
-  def batch(self):
-    return self.inputs.shape[:-1]
-
-  @property
-  def num_classes(self):
-    return self.embedding.shape[0]
-
-  def labels(self) -> dict:
-    return dict(class_ids=self.class_ids, class_probabilities=self.class_probabilities)
-
-
-def make_labels(rng, batch, num_classes, kind):
-  """`(class_ids, class_probabilities)` of the given kind."""
-  if kind in ("ids", "ids_flat", "ids_out_of_range"):
-    ids = rng.integers(0, num_classes, size=batch).astype(np.int32)
-    if kind == "ids_out_of_range":
-      flat = ids.reshape(-1)
-      bad = [num_classes, -1, num_classes + 5, -num_classes, 2**30]
-      n = min(len(bad), max(1, flat.size // 3))
-      where = rng.choice(flat.size, size=n, replace=False)
-      flat[where] = bad[:n]
-      ids = flat.reshape(batch)
-    if kind != "ids_flat":
-      ids = ids[..., None]
-    return ids, None
-  logits = 2.0 * rng.standard_normal(batch + (num_classes,))
-  probs = np.exp(logits - logits.max(-1, keepdims=True))
-  probs /= probs.sum(-1, keepdims=True)
-  if kind == "probs_unnormalized":
-    probs *= rng.uniform(0.3, 2.0, size=batch + (1,))
-  elif kind != "probs":
-    raise ValueError(kind)
-  return None, probs.astype(np.float32)
-
-
-def make_weights(rng, batch, kind):
-  if kind == "ones":
-    return np.ones(batch + (1,), np.float32)
-  if kind == "random_with_zeros":
-    w = rng.uniform(0.0, 2.0, size=batch + (1,))
-    w[rng.uniform(size=w.shape) < 0.25] = 0.0
-    w.reshape(-1)[0] = 1.5  # never all zero (the weight denominator)
-    return w.astype(np.float32)
-  if kind == "scalar":
-    return np.asarray(0.75, np.float32)
-  raise ValueError(kind)
-
-
-def make_case(rng, batch=(7,), in_features=16, num_classes=37, *, labels="ids",
-              weights="random_with_zeros", dtype=np.float32, input_std=2.5) -> Case:
-  """Random layer arguments. With the std-1 embedding, the raw logits have std
-  `input_std`, large enough for soft caps and clips of ~2 to matter."""
-  batch = tuple(batch)
-  inputs = (input_std * rng.standard_normal(batch + (in_features,))).astype(dtype)
-  embedding = rng.standard_normal((num_classes, in_features)).astype(dtype)
-  class_ids, class_probabilities = make_labels(rng, batch, num_classes, labels)
-  return Case(inputs, embedding, make_weights(rng, batch, weights), class_ids,
-              class_probabilities)
-
-
-# --- running the op and checking it against the NumPy model ---------------------
 
 def np_options(options: dict) -> npref.Options:
   return npref.Options(**options)
@@ -259,7 +136,7 @@ def check_against_numpy(case, options: dict, implementation: str, rng, *,
 
   for name in ("logits", "log_probs", "per_example_xent", "total_xent", "total_weight",
                "avg_xent", "avg_xent_weight", "z_loss"):
-    assert_values_close(out[name], expected[name], dtype, what=f"{implementation} {name}")
+    assert_close(out[name], expected[name], dtype, f"{implementation} {name}")
   np.testing.assert_array_equal(out["per_example_weight"], expected["per_example_weight"],
                                 err_msg="per_example_weight")
   if not opts.z_loss_weight:
@@ -275,6 +152,6 @@ def check_against_numpy(case, options: dict, implementation: str, rng, *,
                                       opts=opts, coeffs=coeffs, **case.labels())
     got_x, got_e = grads[name]
     assert got_x.dtype == case.inputs.dtype and got_e.dtype == case.embedding.dtype
-    assert_grads_close(got_x, want_x, dtype, what=f"{implementation} d{name}/d_inputs")
-    assert_grads_close(got_e, want_e, dtype, what=f"{implementation} d{name}/d_embedding")
+    assert_close(got_x, want_x, dtype, f"{implementation} d{name}/d_inputs", kind="grads")
+    assert_close(got_e, want_e, dtype, f"{implementation} d{name}/d_embedding", kind="grads")
   return out, grads, expected
