@@ -31,9 +31,9 @@ from collections.abc import Callable
 import jax
 from jaxlib.mlir import ir
 
-import passes
+from gshard_op import passes
 from gshard_op.lowering import lowering
-from passes.pipelines import default_pipeline
+from gshard_op.passes.pipelines import default_pipeline
 
 # Set on a module once the pipeline has rewritten it. Each Jitted traces a
 # function of its own (nnx.jit: a JitFn of its own), so one lowering only ever
@@ -172,7 +172,7 @@ def jit(fun: Callable | None = None, *, pipeline: str | None = None,
   Args:
     fun: the function; `gshard_op.jit(pipeline=...)` without it is a decorator.
     pipeline: pass pipeline text (`gshard-opt --list-passes`); default:
-      `passes.pipelines.default_pipeline(memory_budget_mib)`.
+      `gshard_op.passes.pipelines.default_pipeline(memory_budget_mib)`.
     memory_budget_mib: MiB of `[tokens, classes]` buffers the default
       pipeline's loops may keep live. Not together with `pipeline`.
     **jax_jit_kwargs: passed to `jax.jit` (static_argnums, donate_argnums, ...).

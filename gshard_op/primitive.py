@@ -127,7 +127,7 @@ def _vocab_layout(x_aval, embedding_aval):
   None where the embedding's vocab is not sharded over Explicit axes (or its
   model dimension is, or the shards do not divide V), as `gshard-shard-vocab`
   decides from Shardy's annotations."""
-  from passes.shard import Layout, Mesh  # deferred, as in _chunked
+  from gshard_op.passes.shard import Layout, Mesh  # deferred, as in _chunked
 
   sharding = embedding_aval.sharding
   mesh, spec = getattr(sharding, "mesh", None), getattr(sharding, "spec", None)
@@ -153,9 +153,9 @@ def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: Softm
   under an Explicit mesh that shards the vocab, per-device loops in a manual
   computation, as `gshard-shard-vocab` emits them."""
   # Deferred: `passes` imports this package's contract, and only a lowering needs it.
-  from passes import chunk, shard
-  from passes.loops import tagging_new_loops
-  from passes.softmax_ir import Softmax
+  from gshard_op.passes import chunk, shard
+  from gshard_op.passes.loops import tagging_new_loops
+  from gshard_op.passes.softmax_ir import Softmax
 
   (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
   sm = Softmax(options=options, logit_scale=logit_scale(m), num_classes=v,

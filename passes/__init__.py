@@ -10,13 +10,20 @@ Importing this package registers every pass in `REGISTRY`:
 
 Plugins register more (`framework.load_pass_plugin`, the `gshard_op.passes`
 entry-point group).
+
+This folder installs as `gshard_op.passes`; imported from a checkout by its old
+top-level name `passes`, it becomes an alias of that package (for one release).
 """
 
-from passes import framework, inline  # noqa: F401  (registers)
-from passes import chunk, fuse, pallas, shard  # noqa: F401  (registers)
-from passes.framework import (REGISTRY, ModulePass, PassError, PipelineError, PluginError,
-                              RewriteError, load_pass_plugin, parse_pipeline, register,
-                              run_pipeline)
+if __name__ == "passes":
+  from gshard_op.legacy_passes import install as _install
+  _install()
+else:
+  from gshard_op.passes import framework, inline  # noqa: F401  (registers)
+  from gshard_op.passes import chunk, fuse, pallas, shard  # noqa: F401  (registers)
+  from gshard_op.passes.framework import (REGISTRY, ModulePass, PassError, PipelineError,
+                                          PluginError, RewriteError, load_pass_plugin,
+                                          parse_pipeline, register, run_pipeline)
 
-__all__ = ["REGISTRY", "ModulePass", "PassError", "PipelineError", "PluginError",
-           "RewriteError", "load_pass_plugin", "parse_pipeline", "register", "run_pipeline"]
+  __all__ = ["REGISTRY", "ModulePass", "PassError", "PipelineError", "PluginError",
+             "RewriteError", "load_pass_plugin", "parse_pipeline", "register", "run_pipeline"]

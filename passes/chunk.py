@@ -13,11 +13,11 @@ import logging
 
 from jaxlib.mlir import ir
 
-from passes import composites
-from passes.framework import register
-from passes.loops import (LIVE_CHUNK_BUFFERS, MIN_VOCAB_CHUNK, ChunkingOptions, ChunkPlan,
+from gshard_op.passes import composites
+from gshard_op.passes.framework import register
+from gshard_op.passes.loops import (LIVE_CHUNK_BUFFERS, MIN_VOCAB_CHUNK, ChunkingOptions, ChunkPlan,
                           emit_forward, emit_grad, plan_chunks, replace, tagging_new_loops)
-from passes.softmax_ir import Softmax
+from gshard_op.passes.softmax_ir import Softmax
 
 __all__ = ["ChunkSoftmaxPass", "ChunkingOptions", "ChunkPlan", "LIVE_CHUNK_BUFFERS",
            "MIN_VOCAB_CHUNK", "emit_forward", "emit_grad", "plan_chunks"]

@@ -10,12 +10,12 @@ An `mlir-opt` for the passes of this package:
       --mlir-print-ir-after-all --mlir-timing
 
 The input is parsed in jax's own MLIR context (stablehlo, chlo, sdy, func...
-registered). Pipeline names in `passes.REGISTRY` are gshard passes; any other
+registered). Pipeline names in `gshard_op.passes.REGISTRY` are gshard passes; any other
 name is looked up in MLIR's registry (`canonicalize`, `cse`, `symbol-dce`...).
 `--load-pass-plugin=FILE.py` (repeatable) imports a file whose passes register
 themselves like the built-in ones; installed distributions add passes through
 the `gshard_op.passes` entry-point group. The IR printing, timing and verifier
-flags are `passes.framework.Instrumentation`'s, as mlir-opt spells them.
+flags are `gshard_op.passes.framework.Instrumentation`'s, as mlir-opt spells them.
 
 Exit status: 0 on success; 1 when a pass fails (its message on stderr; the
 full traceback of a pass's own exception with `--show-traceback` or
@@ -36,8 +36,8 @@ from collections.abc import Iterator, Sequence
 
 from jaxlib.mlir import ir
 
-import passes
-from passes import framework
+from gshard_op import passes
+from gshard_op.passes import framework
 
 PROG = "gshard-opt"
 SPLIT_MARKER = "// -----"

@@ -516,7 +516,7 @@ def _registering(source: str, *, require: bool) -> Iterator[list[type[ModulePass
     added.extend(cls for name, cls in REGISTRY.items() if name not in before)
     if require and not added:
       raise ValueError("it registers no pass (decorate a ModulePass subclass with "
-                       "passes.framework.register)")
+                       "gshard_op.passes.framework.register)")
   except (Exception, SystemExit) as e:
     for name in set(REGISTRY) - before:
       del REGISTRY[name]

@@ -24,12 +24,12 @@ import logging
 from jaxlib.mlir import ir
 
 from gshard_op import contract
-from passes import builders as b
-from passes import composites
-from passes.framework import ModulePass, register
-from passes.loops import (check_budget, chunk_start, owned, per_token_outputs, replace,
+from gshard_op.passes import builders as b
+from gshard_op.passes import composites
+from gshard_op.passes.framework import ModulePass, register
+from gshard_op.passes.loops import (check_budget, chunk_start, owned, per_token_outputs, replace,
                           tagging_new_loops, token_block, trip_count, write_owned_rows)
-from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
+from gshard_op.passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
                                probability_cotangent, target_logits)
 
 log = logging.getLogger("gshard.passes")

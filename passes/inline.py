@@ -9,8 +9,8 @@ from __future__ import annotations
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import func
 
-from passes import composites
-from passes.framework import ModulePass, register
+from gshard_op.passes import composites
+from gshard_op.passes.framework import ModulePass, register
 
 
 @register

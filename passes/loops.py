@@ -35,9 +35,9 @@ import math
 
 from jaxlib.mlir import ir
 
-from passes import builders as b
-from passes.framework import ModulePass
-from passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent, owned,
+from gshard_op.passes import builders as b
+from gshard_op.passes.framework import ModulePass
+from gshard_op.passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent, owned,
                                probability_cotangent, target_logits)
 
 MIN_VOCAB_CHUNK = 128

@@ -29,10 +29,10 @@ import jax.numpy as jnp
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import func
 
-from passes import builders as b
-from passes import composites
-from passes import pallas_kernels as kernels
-from passes.framework import ModulePass, RewriteError, register
+from gshard_op.passes import builders as b
+from gshard_op.passes import composites
+from gshard_op.passes import pallas_kernels as kernels
+from gshard_op.passes.framework import ModulePass, RewriteError, register
 
 log = logging.getLogger("gshard.passes")
 

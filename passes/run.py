@@ -44,7 +44,7 @@ from collections.abc import Sequence
 import numpy as np
 
 # Bad usage, module or inputs exit with status 2, as in gshard-opt.
-from passes.driver import UsageError, read_input
+from gshard_op.passes.driver import UsageError, read_input
 
 PROG = "gshard-run"
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
@@ -128,7 +128,7 @@ def parse(path: str, text: str) -> Module:
   """Parses `text` (read from `path`) in jax's MLIR context and reads `@main`."""
   from jaxlib.mlir import ir
   from gshard_op import contract
-  from passes.framework import make_context
+  from gshard_op.passes.framework import make_context
   with make_context():
     try:
       module = ir.Module.parse(text)

@@ -36,11 +36,11 @@ from jaxlib.mlir.dialects import sdy
 from jaxlib.mlir.dialects import stablehlo as hlo
 
 from gshard_op import contract
-from passes import builders as b
-from passes import composites
-from passes.framework import register, walk
-from passes.loops import ChunkingOptions, emit_forward, emit_grad, replace
-from passes.softmax_ir import Softmax
+from gshard_op.passes import builders as b
+from gshard_op.passes import composites
+from gshard_op.passes.framework import register, walk
+from gshard_op.passes.loops import ChunkingOptions, emit_forward, emit_grad, replace
+from gshard_op.passes.softmax_ir import Softmax
 
 log = logging.getLogger("gshard.passes")
 

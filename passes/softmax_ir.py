@@ -33,7 +33,7 @@ from jaxlib.mlir import ir
 
 from gshard_op.options import SoftmaxOptions
 from gshard_op.reference import smoothing_coefficients
-from passes import builders as b
+from gshard_op.passes import builders as b
 
 INT_MAX = int(np.iinfo(np.int32).max)
 INT_MIN = int(np.iinfo(np.int32).min)

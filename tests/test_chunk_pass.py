@@ -26,12 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gshard_op
-import passes
+from gshard_op import passes
 from gshard_op import shared_embedding_softmax
 from pass_testing import Config, assert_close, to_numpy, with_fast_xla
 from gshard_op.outputs import FIELDS
-from passes import chunk as chunk_pass
-from passes.chunk import ChunkPlan, plan_chunks
+from gshard_op.passes import chunk as chunk_pass
+from gshard_op.passes.chunk import ChunkPlan, plan_chunks
 
 PIPELINES = {
     "vocab16": "gshard-chunk-softmax{vocab-chunk=16}",

@@ -1,4 +1,4 @@
-"""`gshard-opt` (`passes.driver.main`): exit statuses, messages, input and output.
+"""`gshard-opt` (`gshard_op.passes.driver.main`): exit statuses, messages, input and output.
 
 The IR the passes produce is checked by the lit tests (`tests/lit/`, `make lit`);
 here the driver itself: 0 on success, 1 when a pass fails (its message on
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from passes import driver, framework
+from gshard_op.passes import driver, framework
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -287,7 +287,7 @@ def test_plugin_that_cannot_load_exits_2(capsys, write, isolated, name, reason):
 
 
 _ENTRY_POINT_PLUGIN = '''
-from passes.framework import ModulePass, register
+from gshard_op.passes.framework import ModulePass, register
 
 @register
 class Counted(ModulePass):

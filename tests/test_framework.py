@@ -19,12 +19,12 @@ from jax._src.interpreters import mlir as jax_mlir
 from jaxlib.mlir import ir
 
 import gshard_op
-import passes
+from gshard_op import passes
 from gshard_op import shared_embedding_softmax
-from passes import framework
-from passes.chunk import ChunkSoftmaxPass
-from passes.framework import REGISTRY, ModulePass, PassError, PipelineError, RewriteError
-from passes.inline import InlinePass
+from gshard_op.passes import framework
+from gshard_op.passes.chunk import ChunkSoftmaxPass
+from gshard_op.passes.framework import REGISTRY, ModulePass, PassError, PipelineError, RewriteError
+from gshard_op.passes.inline import InlinePass
 
 
 @pytest.fixture
@@ -605,7 +605,7 @@ def test_plugin_that_registers_nothing(isolated, tmp_path):
 
 
 _ENTRY_MODULE = '''
-from passes.framework import ModulePass, register
+from gshard_op.passes.framework import ModulePass, register
 
 @register
 class FromModule(ModulePass):

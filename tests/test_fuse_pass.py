@@ -320,7 +320,7 @@ def test_budget_too_small_for_a_block_is_left_to_chunking():
 
 
 def test_fuse_plan_from_budget():
-  from passes import fuse
+  from gshard_op.passes import fuse
   assert fuse.plan_token_chunk(N, V, memory_budget_mib=0.001) is None
   assert fuse.plan_token_chunk(N, V, memory_budget_mib=256.0) == N
   assert fuse.plan_token_chunk(N, V, token_chunk=10) == 10

@@ -375,7 +375,7 @@ def test_int64_and_uint64_ids_beyond_int32_are_out_of_range_with_x64_on():
 @pytest.mark.parametrize("name", ["gshard-chunk-softmax", "gshard-fuse-fwd-bwd",
                                   "gshard-shard-vocab"])
 def test_non_finite_memory_budget_is_refused_by_the_pipeline(name, budget):
-  import passes
+  from gshard_op import passes
   with pytest.raises(ValueError, match="memory-budget-mib must be finite and > 0"):
     passes.parse_pipeline(f"{name}{{memory-budget-mib={budget}}}")
 
@@ -396,7 +396,7 @@ def test_non_finite_memory_budget_is_a_usage_error_of_gshard_opt(tmp_path, budge
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
          "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
   proc = subprocess.run(
-      [sys.executable, "-m", "passes.driver", str(path),
+      [sys.executable, "-m", "gshard_op.passes.driver", str(path),
        f"--pass-pipeline=gshard-chunk-softmax{{memory-budget-mib={budget}}}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2, (proc.returncode, proc.stderr)
@@ -432,7 +432,7 @@ def _composite_module(*, attributes: str | None = None, logit_scale: str = "2.50
 
 
 def _rewrite_fails(text: str, match: str) -> None:
-  import passes
+  from gshard_op import passes
   from jax._src.interpreters import mlir as jax_mlir
   from jaxlib.mlir import ir
   with jax_mlir.make_ir_context():
@@ -445,7 +445,7 @@ def _rewrite_fails(text: str, match: str) -> None:
 
 def test_well_formed_composite_is_rewritten():
   """The module the failing cases below break is rewritten as it stands."""
-  import passes
+  from gshard_op import passes
   from jax._src.interpreters import mlir as jax_mlir
   from jaxlib.mlir import ir
   with jax_mlir.make_ir_context():

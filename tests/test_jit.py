@@ -21,7 +21,7 @@ from jax._src.interpreters import mlir as jax_mlir
 from jaxlib.mlir import ir
 
 import gshard_op
-import passes
+from gshard_op import passes
 from gshard_op import GShardSharedEmbeddingSoftmax, shared_embedding_softmax
 from gshard_op.pipelined_jit import Jitted
 

@@ -29,16 +29,16 @@ from jaxlib.mlir import ir
 
 import gshard_op
 import numpy_reference as npref
-import passes
+from gshard_op import passes
 from arrays import assert_close, make_arrays
 from pass_testing import fast_xla
 from gshard_op.lowering import lowering as lowering_mode
 from gshard_op.options import SoftmaxOptions
 from gshard_op.primitive import per_token_softmax
-from passes import composites
-from passes import pallas as pallas_pass
-from passes import pallas_kernels as kernels
-from passes.pipelines import default_pipeline
+from gshard_op.passes import composites
+from gshard_op.passes import pallas as pallas_pass
+from gshard_op.passes import pallas_kernels as kernels
+from gshard_op.passes.pipelines import default_pipeline
 
 M = 16
 
@@ -301,7 +301,7 @@ def _site(n, m, v, dtype):
 
 
 def test_driver_rejects_bad_platform_with_status_2(capsys):
-  from passes import driver
+  from gshard_op.passes import driver
   status = driver.main(["/nonexistent/input.mlir", "--pass-pipeline=gshard-pallas{platform=gpu}"])
   err = capsys.readouterr().err
   assert status == 2

@@ -1,4 +1,4 @@
-"""`gshard-run` (`passes.run`): the differential runner of StableHLO modules.
+"""`gshard-run` (`gshard_op.passes.run`): the differential runner of StableHLO modules.
 
 A correct rewrite agrees with the module it came from; a wrong one (an edited
 constant) fails with exit status 1 naming the results that differ; modules
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import gshard_op
-from passes import driver, run
+from gshard_op.passes import driver, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, M, V = 8, 16, 50
@@ -225,7 +225,7 @@ _MAKE_SHARDED = textwrap.dedent("""
   import jax, jax.numpy as jnp
   from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
   import gshard_op
-  from passes import driver
+  from gshard_op.passes import driver
 
   mesh = jax.make_mesh((4,), ("model",), axis_types=(AxisType.Auto,))
   def step(x, e, ids, w):
@@ -268,7 +268,7 @@ def test_sharded_rewrite_on_host_devices(tmp_path):
   script = textwrap.dedent(f"""
     import json, sys
     sys.path.insert(0, {REPO!r})
-    from passes import run
+    from gshard_op.passes import run
     codes = [run.main([{before!r}, {after!r}]), run.main([{gspmd!r}, {after!r}]),
              run.main([{before!r}, {str(wrong)!r}])]
     print("CODES", json.dumps(codes))

@@ -48,9 +48,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import gshard_op  # noqa: E402
-import passes  # noqa: E402
+from gshard_op import passes  # noqa: E402
 from gshard_op.functional import shared_embedding_softmax  # noqa: E402
-from passes.pipelines import default_pipeline  # noqa: E402
+from gshard_op.passes.pipelines import default_pipeline  # noqa: E402
 
 MIB = 2**20
 CLEANUP = "canonicalize,cse"

@@ -46,7 +46,7 @@
 // REFUSED-NEXT: stablehlo.composite "gshard.shared_embedding_softmax"
 // NOT-LOADED: gshard-opt: error: bad pass pipeline: unknown pass 'example-vocab-tiles'
 // BROKEN: gshard-opt: error: cannot load pass plugin '{{.*}}broken_import.py': ModuleNotFoundError: No module named 'gshard_op.no_such_module' (at {{.*}}broken_import.py:4)
-// CLASH: gshard-opt: error: cannot load pass plugin '{{.*}}clashing_name.py': ValueError: pass {{.*}}.Clash needs a unique name, got 'gshard-inline', which passes.inline.InlinePass registered already
+// CLASH: gshard-opt: error: cannot load pass plugin '{{.*}}clashing_name.py': ValueError: pass {{.*}}.Clash needs a unique name, got 'gshard-inline', which gshard_op.passes.inline.InlinePass registered already
 // MISSING: gshard-opt: error: cannot load pass plugin '{{.*}}missing.py': no such file
 
 module @jit_loss attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {

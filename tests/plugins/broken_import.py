@@ -1,6 +1,6 @@
 """A pass plugin that does not import: loading it must fail with the reason."""
 
-from passes.framework import ModulePass, register
+from gshard_op.passes.framework import ModulePass, register
 import gshard_op.no_such_module  # noqa: F401
 
 

@@ -1,7 +1,7 @@
 """A pass plugin that registers a name a built-in pass already has: loading it
 must fail (and leave its other pass unregistered)."""
 
-from passes.framework import ModulePass, register
+from gshard_op.passes.framework import ModulePass, register
 
 
 @register

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from jaxlib.mlir import ir
 
-from passes.framework import ModulePass, register, walk
+from gshard_op.passes.framework import ModulePass, register, walk
 
 
 @register

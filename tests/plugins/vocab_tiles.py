@@ -16,10 +16,10 @@ import math
 from jaxlib.mlir import ir
 
 from gshard_op import contract
-from passes import composites
-from passes.framework import ModulePass, RewriteError, register
-from passes.loops import ChunkPlan, emit_forward, replace
-from passes.softmax_ir import Softmax
+from gshard_op.passes import composites
+from gshard_op.passes.framework import ModulePass, RewriteError, register
+from gshard_op.passes.loops import ChunkPlan, emit_forward, replace
+from gshard_op.passes.softmax_ir import Softmax
 
 
 @register
