@@ -76,6 +76,16 @@ def assert_close(actual, expected, dtype=None, what: str = "", *, kind: str = "v
 
 # --- random arguments ----------------------------------------------------------------------
 
+# Option sets that exercise every transform: none; cap, clip and z-loss; all of
+# them with label smoothing and the weight-sum denominator.
+OPTION_SETS = {
+    "plain": {},
+    "cap_clip_z": dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1),
+    "everything": dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1,
+                       label_smoothing_prob=0.2,
+                       use_tgt_labels_size_as_loss_denominator=False),
+}
+
 LABEL_KINDS = ("ids", "ids_flat", "ids_out_of_range", "probs", "probs_unnormalized")
 WEIGHT_KINDS = ("ones", "random_with_zeros", "scalar")
 

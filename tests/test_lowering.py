@@ -24,19 +24,12 @@ from flax import nnx
 
 import gshard_op
 import numpy_reference as npref
-from arrays import assert_close, make_arrays
+from arrays import OPTION_SETS, assert_close, make_arrays
 from conftest import check_against_numpy, np_options
 
 # 2**-8 MiB: 256 elements for each of the loop body's float32 [T, C] buffers: 128-class chunks
 # of 2-token blocks; V = 300 and N = 15 split unevenly both ways.
 TINY_BUDGET = 2.0**-8
-OPTION_SETS = {
-    "plain": {},
-    "cap_clip_z": dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1),
-    "everything": dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1,
-                       label_smoothing_prob=0.2,
-                       use_tgt_labels_size_as_loss_denominator=False),
-}
 
 
 def _loss_fn(case, options, implementation="composite"):

@@ -29,19 +29,12 @@ from jax.test_util import check_grads
 
 import gshard_op
 import numpy_reference as npref
-from arrays import assert_close, make_arrays
+from arrays import OPTION_SETS, assert_close, make_arrays
 from conftest import KINK_MARGIN, check_against_numpy, clip_kink_gap, np_options
 from gshard_op import contract
 
 FORWARD, GRAD = "gshard.shared_embedding_softmax", "gshard.shared_embedding_softmax_grad"
 
-OPTION_SETS = {
-    "plain": {},
-    "cap_clip_z": dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1),
-    "everything": dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1,
-                       label_smoothing_prob=0.2,
-                       use_tgt_labels_size_as_loss_denominator=False),
-}
 OPTION_KEYS = ("soft_cap_logits", "logits_abs_max", "z_loss_weight", "label_smoothing_prob",
                "use_tgt_labels_size_as_loss_denominator")
 
