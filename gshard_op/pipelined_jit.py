@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import types
 from collections.abc import Callable
 
@@ -41,15 +42,21 @@ from gshard_op.passes.pipelines import default_pipeline
 _REWRITTEN = "gshard.rewritten"
 
 
+# Two threads calling one function with the same signature get the same module
+# from JAX's cache: one rewrites it, the other waits and finds it marked.
+_REWRITE_LOCK = threading.Lock()
+
+
 def rewrite(lowered: jax.stages.Lowered, pipeline: str) -> bool:
   """Runs `pipeline` on `lowered`'s module unless that module was already
   rewritten (JAX hands back the same module for the same lowering); True if it ran."""
   module = lowered.compiler_ir("stablehlo").operation
-  if _REWRITTEN in module.attributes:
-    return False
-  passes.run_pipeline(module, pipeline)
-  with module.context:
-    module.attributes[_REWRITTEN] = ir.UnitAttr.get()
+  with _REWRITE_LOCK:
+    if _REWRITTEN in module.attributes:
+      return False
+    passes.run_pipeline(module, pipeline)
+    with module.context:
+      module.attributes[_REWRITTEN] = ir.UnitAttr.get()
   return True
 
 

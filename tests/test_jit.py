@@ -521,3 +521,17 @@ def test_nnx_jit_takes_a_pipeline():
   np.testing.assert_allclose(loss(layer, a["x"], a["w"], a["ids"]),
                              ref(a["x"], a["w"], class_ids=a["ids"]).avg_xent, rtol=1e-5)
   assert "gshard-chunk-softmax" in loss.lower(layer, a["x"], a["w"], a["ids"]).lowered.as_text()
+
+
+def test_threads_share_one_rewrite():
+  """Threads calling one function with one signature: one lowering, rewritten
+  once, and every thread gets the right answer."""
+  from concurrent.futures import ThreadPoolExecutor
+  a = _arrays()
+  args = (a["x"], a["e"], a["ids"], a["w"])
+  f = gshard_op.jit(_loss_only, pipeline=PIPELINE)
+  with ThreadPoolExecutor(4) as pool:
+    values = list(pool.map(lambda _: f(*args), range(8)))
+  for v in values:
+    np.testing.assert_allclose(v, _ref_loss(*args), rtol=1e-5)
+  assert f.cache_size() == 1
