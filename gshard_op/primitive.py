@@ -153,8 +153,7 @@ def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: Softm
   under an Explicit mesh that shards the vocab, per-device loops in a manual
   computation, as `gshard-shard-vocab` emits them."""
   # Deferred: `passes` imports this package's contract, and only a lowering needs it.
-  from gshard_op.passes import chunk, shard
-  from gshard_op.passes.loops import tagging_new_loops
+  from gshard_op.passes import loops, shard
   from gshard_op.passes.softmax_ir import Softmax
 
   (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
@@ -165,16 +164,16 @@ def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: Softm
     share = 1 / layout.mesh.device_ids.size
 
     def plan(n_local, v_local):
-      return chunk.plan_chunks(n_local, v_local,
+      return loops.plan_chunks(n_local, v_local,
                                memory_budget_mib=lowering.memory_budget_mib * share)
 
     result_types = [mlir.aval_to_ir_type(ctx.module_context, aval) for aval in ctx.avals_out]
     return shard.emit_manual(sm, layout, is_grad, list(args), result_types, plan,
                              ctx.module_context.new_channel)
-  plan = chunk.plan_chunks(n, v, memory_budget_mib=lowering.memory_budget_mib)
-  emit = chunk.emit_grad if is_grad else chunk.emit_forward
-  with tagging_new_loops(ir.InsertionPoint.current.block,
-                         f"gshard-lowering: {plan.attribute()}"):
+  plan = loops.plan_chunks(n, v, memory_budget_mib=lowering.memory_budget_mib)
+  emit = loops.emit_grad if is_grad else loops.emit_forward
+  with loops.tagging_new_loops(ir.InsertionPoint.current.block,
+                               f"gshard-lowering: {plan.attribute()}"):
     return emit(sm, plan, *args)
 
 

@@ -3,8 +3,8 @@
 Each composite becomes the loops of `passes/loops.py` (`emit_forward` /
 `emit_grad`: an online softmax over vocab chunks, token blocks when the
 budget says so), sized by `ChunkingOptions.plan`; the plan is recorded as a
-`gshard.plan` attribute on the loops. The loop kit is re-exported here for
-the callers that know it by this module (the primitives' lowering).
+`gshard.plan` attribute on the loops. The primitives' chunked lowering emits
+the same loops at the point JAX lowers them.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from jaxlib.mlir import ir
 
 from gshard_op.passes import composites
 from gshard_op.passes.framework import register
-from gshard_op.passes.loops import (LIVE_CHUNK_BUFFERS, MIN_VOCAB_CHUNK, ChunkingOptions, ChunkPlan,
-                          emit_forward, emit_grad, plan_chunks, replace, tagging_new_loops)
+from gshard_op.passes.loops import (ChunkingOptions, emit_forward, emit_grad, replace,
+                                    tagging_new_loops)
 from gshard_op.passes.softmax_ir import Softmax
 
-__all__ = ["ChunkSoftmaxPass", "ChunkingOptions", "ChunkPlan", "LIVE_CHUNK_BUFFERS",
-           "MIN_VOCAB_CHUNK", "emit_forward", "emit_grad", "plan_chunks"]
+__all__ = ["ChunkSoftmaxPass"]
 
 log = logging.getLogger("gshard.passes")
 

@@ -28,9 +28,9 @@ from gshard_op.passes import builders as b
 from gshard_op.passes import composites
 from gshard_op.passes.framework import ModulePass, register
 from gshard_op.passes.loops import (check_budget, chunk_start, owned, per_token_outputs, replace,
-                          tagging_new_loops, token_block, trip_count, write_owned_rows)
+                                    tagging_new_loops, token_block, trip_count, write_owned_rows)
 from gshard_op.passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
-                               probability_cotangent, target_logits)
+                                         probability_cotangent, target_logits)
 
 log = logging.getLogger("gshard.passes")
 

@@ -37,8 +37,8 @@ from jaxlib.mlir import ir
 
 from gshard_op.passes import builders as b
 from gshard_op.passes.framework import ModulePass
-from gshard_op.passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent, owned,
-                               probability_cotangent, target_logits)
+from gshard_op.passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
+                                         owned, probability_cotangent, target_logits)
 
 MIN_VOCAB_CHUNK = 128
 # Live float32 [T, C] buffers in the gradient's loop body (z_raw, z, p, dz).

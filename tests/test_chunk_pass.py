@@ -31,7 +31,7 @@ from gshard_op import shared_embedding_softmax
 from pass_testing import Config, assert_close, to_numpy, with_fast_xla
 from gshard_op.outputs import FIELDS
 from gshard_op.passes import chunk as chunk_pass
-from gshard_op.passes.chunk import ChunkPlan, plan_chunks
+from gshard_op.passes.loops import LIVE_CHUNK_BUFFERS, MIN_VOCAB_CHUNK, ChunkPlan, plan_chunks
 
 PIPELINES = {
     "vocab16": "gshard-chunk-softmax{vocab-chunk=16}",
@@ -491,7 +491,7 @@ def test_temp_memory_is_at_most_a_sixteenth_of_dense():
 # --- plan_chunks --------------------------------------------------------------------------------
 
 def _body_bytes(plan: ChunkPlan) -> int:
-  return plan.token_chunk * plan.vocab_chunk * 4 * chunk_pass.LIVE_CHUNK_BUFFERS
+  return plan.token_chunk * plan.vocab_chunk * 4 * LIVE_CHUNK_BUFFERS
 
 
 @pytest.mark.parametrize("n,v,budget", [(4096, 32768, 32.0), (8192, 256000, 32.0),
@@ -502,17 +502,17 @@ def test_plan_from_budget(n, v, budget):
   budget_bytes = budget * 2**20
   assert 1 <= plan.token_chunk <= n and 1 <= plan.vocab_chunk <= v
   if plan.vocab_chunk < v:  # a power of two of at least MIN_VOCAB_CHUNK
-    assert plan.vocab_chunk >= chunk_pass.MIN_VOCAB_CHUNK
+    assert plan.vocab_chunk >= MIN_VOCAB_CHUNK
     assert plan.vocab_chunk & (plan.vocab_chunk - 1) == 0
   if plan.token_chunk == n:
     # the largest power of two that fits (or the floor of 128 classes)
-    if plan.vocab_chunk > chunk_pass.MIN_VOCAB_CHUNK:
+    if plan.vocab_chunk > MIN_VOCAB_CHUNK:
       assert _body_bytes(plan) <= budget_bytes
     if plan.vocab_chunk < v:
       assert _body_bytes(ChunkPlan(n, 2 * plan.vocab_chunk)) > budget_bytes
   else:  # tokens are split only when even the smallest vocab chunk does not fit
-    assert plan.vocab_chunk == min(v, chunk_pass.MIN_VOCAB_CHUNK)
-    assert n * plan.vocab_chunk * 4 * chunk_pass.LIVE_CHUNK_BUFFERS > budget_bytes
+    assert plan.vocab_chunk == min(v, MIN_VOCAB_CHUNK)
+    assert n * plan.vocab_chunk * 4 * LIVE_CHUNK_BUFFERS > budget_bytes
     assert plan.token_chunk == 1 or _body_bytes(plan) <= budget_bytes
     assert plan.token_chunk == 1 or _body_bytes(
         ChunkPlan(plan.token_chunk + 1, plan.vocab_chunk)) > budget_bytes
