@@ -243,8 +243,8 @@ class GShardJitTrainer:
                else (trainable, non_trainable, metrics))
       out_shardings = (None, state)
     return gshard_op.jit(step, pipeline=self.gshard_pipeline,
-                      memory_budget_mib=self.gshard_memory_budget_mib,
-                      donate_argnums=0, out_shardings=out_shardings)
+                         memory_budget_mib=self.gshard_memory_budget_mib,
+                         donate_argnums=0, out_shardings=out_shardings)
 
   def make_train_function(self, force=False):
     if self.train_function is not None and not force:
