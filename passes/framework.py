@@ -12,7 +12,9 @@ by the verifier.
 
 `Instrumentation` does what `mlir-opt`'s debugging flags do, for the Python API
 and `gshard-opt` alike: print the IR before or after passes, time each pass,
-turn the per-pass verifier off. Passes from outside the package join `REGISTRY`
+turn the per-pass verifier off. A pass that leaves a composite as it is says why
+in one line with `ModulePass.decline`; `reporting_declines` routes those lines
+(`gshard-opt` prints them, `--quiet` drops them). Passes from outside the package join `REGISTRY`
 through `load_pass_plugin(path)` (a Python file that registers them) or the
 `gshard_op.passes` entry-point group of an installed distribution
 (`load_entry_point_plugins`, which `parse_pipeline` calls once).
@@ -21,11 +23,13 @@ through `load_pass_plugin(path)` (a Python file that registers them) or the
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -33,10 +37,13 @@ import time
 import traceback
 import types
 import typing
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from typing import ClassVar, TextIO
 
 from jaxlib.mlir import ir, passmanager
+
+log = logging.getLogger("gshard.passes")
 
 
 class PipelineError(ValueError):
@@ -72,6 +79,30 @@ class ModulePass:
 
   def run(self, module: ir.Operation) -> None:
     raise NotImplementedError
+
+  def decline(self, op: ir.Operation | ir.OpView, why: str, *, action: str = "rewritten",
+              left_to: str = "later passes", warn: bool = False) -> str:
+    """Says in one line why this pass leaves the composite `op` as it is, and
+    returns the line: `<pass>: <composite> at <location> not <action> (<why>);
+    left to <left_to>`.
+
+    The line goes where `reporting_declines` sends it (`gshard-opt`: stderr,
+    unless `--quiet`); elsewhere to the `gshard.passes` logger at WARNING,
+    which Python prints by default, or with `warn` as a `UserWarning` (logged
+    at INFO then, so that it shows once).
+    """
+    line = (f"{self.name}: {_composite_name(op)} at {op.location} not {action} ({why}); "
+            f"left to {left_to}")
+    sink = _decline_sink.get()
+    if sink is not _DEFAULT_SINK:
+      if sink is not None:
+        sink(line)
+    elif warn:
+      warnings.warn(line, UserWarning, stacklevel=2)
+      log.info("%s", line)
+    else:
+      log.warning("%s", line)
+    return line
 
   def pipeline_text(self) -> str:
     """The pass as pipeline text, with every option spelled out."""
@@ -232,6 +263,32 @@ def _check_mlir_pass(element: str) -> None:
   known = ", ".join(sorted(REGISTRY))
   raise PipelineError(f"unknown pass '{name}' (gshard passes: {known}; "
                       f"or an MLIR pass registered in jaxlib)")
+
+
+# --- declines -----------------------------------------------------------------------
+
+_DEFAULT_SINK = object()  # Python's logging (or warnings), as `ModulePass.decline` says
+_decline_sink = contextvars.ContextVar("gshard_decline_sink", default=_DEFAULT_SINK)
+
+
+@contextlib.contextmanager
+def reporting_declines(sink: Callable[[str], None] | None) -> Iterator[None]:
+  """Inside the block, each `ModulePass.decline` line goes to `sink(line)`
+  instead of Python's logging or warnings; `None` drops the lines (`gshard-opt
+  --quiet`)."""
+  token = _decline_sink.set(sink)
+  try:
+    yield
+  finally:
+    _decline_sink.reset(token)
+
+
+def _composite_name(op: ir.Operation | ir.OpView) -> str:
+  """`gshard.shared_embedding_softmax` for a composite, else the op's name."""
+  op = op.operation if isinstance(op, ir.OpView) else op
+  if op.name == "stablehlo.composite" and "name" in op.attributes:
+    return ir.StringAttr(op.attributes["name"]).value
+  return op.name
 
 
 def _describe(op: ir.Operation) -> str:

@@ -204,8 +204,9 @@ class PallasPass(ModulePass):
     sites = [composites.match(op) for op in composites.find(module)]
     partitions = module.attributes["mhlo.num_partitions"] if "mhlo.num_partitions" in module.attributes else None
     if sites and partitions is not None and ir.IntegerAttr(partitions).value > 1:
-      log.info("%s: %d composites left for later passes: the module is partitioned over %d "
-               "devices", self.name, len(sites), ir.IntegerAttr(partitions).value)
+      for site in sites:
+        self.decline(site.op, f"the module is partitioned over "
+                              f"{ir.IntegerAttr(partitions).value} devices")
       return
     rewritten = 0
     for site in sites:
@@ -213,7 +214,7 @@ class PallasPass(ModulePass):
       blocks = self.blocks(site)
       reason = self.unsuitable(site, blocks)
       if reason:
-        log.info("%s: %s left for later passes: %s", self.name, kind, reason)
+        self.decline(site.op, reason)
         continue
       config = kernels.KernelConfig(options=site.options, logit_scale=site.logit_scale,
                                     labels_are_ids=site.labels_are_ids,
