@@ -27,7 +27,6 @@ import functools
 import itertools
 import logging
 import math
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -313,10 +312,7 @@ class ShardVocabPass(ChunkingOptions):
       try:
         layout = layout_of(module, site)
       except Unsupported as e:
-        message = (f"{self.name}: {composites.composite_name(op)} at {op.location} not "
-                   f"sharded ({e}); left to gshard-chunk-softmax")
-        warnings.warn(message, stacklevel=2)
-        log.warning(message)
+        self.decline(op, str(e), action="sharded", left_to="gshard-chunk-softmax", warn=True)
         continue
       if layout is None:
         continue
