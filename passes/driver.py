@@ -14,8 +14,16 @@ registered). Pipeline names in `gshard_op.passes.REGISTRY` are gshard passes; an
 name is looked up in MLIR's registry (`canonicalize`, `cse`, `symbol-dce`...).
 `--load-pass-plugin=FILE.py` (repeatable) imports a file whose passes register
 themselves like the built-in ones; installed distributions add passes through
-the `gshard_op.passes` entry-point group. The IR printing, timing and verifier
-flags are `gshard_op.passes.framework.Instrumentation`'s, as mlir-opt spells them.
+the `gshard_op.passes` entry-point group; a relative plugin path that does not
+exist from the current folder is looked up in the gshard-op source tree, so
+`--load-pass-plugin=tests/plugins/vocab_tiles.py` works from any folder. The IR
+printing, timing and verifier flags are `gshard_op.passes.framework.Instrumentation`'s,
+as mlir-opt spells them.
+
+Warnings go to stderr and leave the exit status alone: each pass that leaves a
+composite as it is says why (`ModulePass.decline`), and a pipeline of gshard
+passes that rewrote no composite says so, with where composites come from
+(lowering under `gshard_op.lowering("composite")`). `--quiet` drops both.
 
 Exit status: 0 on success; 1 when a pass fails (its message on stderr; the
 full traceback of a pass's own exception with `--show-traceback` or
@@ -37,7 +45,7 @@ from collections.abc import Iterator, Sequence
 from jaxlib.mlir import ir
 
 from gshard_op import passes
-from gshard_op.passes import framework
+from gshard_op.passes import composites, framework
 
 PROG = "gshard-opt"
 SPLIT_MARKER = "// -----"
@@ -79,9 +87,14 @@ def _arg_parser() -> argparse.ArgumentParser:
                  help="print operations in the generic form")
   p.add_argument("--mlir-elide-elementsattrs-if-larger", type=int, metavar="N",
                  help="elide dense constants with more than N elements")
+  p.add_argument("-q", "--quiet", action="store_true",
+                 help="print no warnings: neither why a pass left a composite as it is nor "
+                      "that the gshard passes rewrote no composite")
   plugins = p.add_argument_group("pass plugins")
   plugins.add_argument("--load-pass-plugin", action="append", default=[], metavar="FILE.py",
-                       help="import a Python file that registers passes (repeatable)")
+                       help="import a Python file that registers passes (repeatable); a "
+                            "relative path not found here is looked up in the gshard-op "
+                            "source tree (e.g. tests/plugins/vocab_tiles.py)")
   debug = p.add_argument_group("debugging the pipeline")
   debug.add_argument("--mlir-print-ir-before-all", action="store_true",
                      help="print the module to stderr before every pass")
@@ -109,17 +122,34 @@ def _arg_parser() -> argparse.ArgumentParser:
 
 def list_passes() -> str:
   """The registered gshard passes (plugins' included, marked as such), their
-  summaries and options."""
+  summaries and options; then what `0` means and the default pipeline's
+  memory budget on this machine."""
+  import jax  # heavy: only when listing
+
+  from gshard_op.passes import pipelines
   framework.load_entry_point_plugins()
+  budget = pipelines.default_memory_budget_mib()
+  platform = jax.default_backend()
   lines = ["gshard passes:"]
   for name in sorted(passes.REGISTRY):
     cls = passes.REGISTRY[name]
     source = framework.SOURCES.get(name)
     lines.append(f"  {name}  {cls.summary}{f'  [{source}]' if source else ''}".rstrip())
     for option in framework.options_help(cls) or ["(no options)"]:
+      if option.startswith("memory-budget-mib="):
+        option += f"  default pipeline: {budget}"
       lines.append(f"      {option}")
-  lines.append("Other pipeline names are looked up in MLIR's registry "
-               "(canonicalize, cse, inline, symbol-dce, ...).")
+  lines += [
+      "0 means automatic: chunk and token-block sizes come from memory-budget-mib,",
+      "gshard-pallas's blocks from its platform's defaults.",
+      "memory-budget-mib: MiB of float32 [tokens, classes] buffers a loop body may keep",
+      "live. A pass named in a pipeline has the default shown; the default pipeline",
+      f"(gshard_op.jit) and plain jax.jit's chunked lowering use {budget} MiB on this",
+      f"machine ({platform}): {pipelines.CPU_MEMORY_BUDGET_MIB:g} MiB on the CPU, 1/64 of an "
+      "accelerator's memory",
+      "(256 to 4096 MiB) on a GPU or TPU.",
+      "Other pipeline names are looked up in MLIR's registry "
+      "(canonicalize, cse, inline, symbol-dce, ...)."]
   return "\n".join(lines) + "\n"
 
 
@@ -225,17 +255,49 @@ def check_pipeline(pipeline: str, context: ir.Context) -> None:
         pass  # the names are known; failing on an empty module is the input's business
 
 
+def _warning(message: str) -> None:
+  print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+WHERE_COMPOSITES_COME_FROM = (
+    "composites come from lowering under gshard_op.lowering(\"composite\"), e.g. "
+    "`with gshard_op.lowering(\"composite\"): text = jax.jit(f).lower(*args).as_text()`; "
+    "plain jax.jit lowers the op to chunked loops instead")
+
+
+def _report_unrewritten(where: _Locations, pipeline: list, before: int, after: int) -> None:
+  """Warns when the pipeline has gshard passes and none of them rewrote a composite."""
+  names = sorted({e.name for e in pipeline if isinstance(e, passes.ModulePass)})
+  if not names or (before and after < before):
+    return
+  ran = ", ".join(names)
+  if not before:
+    _warning(f"{where.name}: no gshard composite ({' or '.join(composites.NAMES)}) in the "
+             f"input, so {ran} changed nothing; {WHERE_COMPOSITES_COME_FROM}")
+  else:
+    _warning(f"{where.name}: {ran} rewrote none of its {before} gshard composites")
+
+
 def process(text: str, args, context: ir.Context, where: _Locations,
             timing: framework.PassTiming | None = None) -> str:
-  """Parses one module, runs the pipeline on it and returns it printed."""
+  """Parses one module, runs the pipeline on it and returns it printed.
+
+  Passes' declines go to stderr as warnings (none with `--quiet`), then one
+  more when the pipeline's gshard passes rewrote no composite."""
   timed = timing.measure if timing is not None else lambda _: contextlib.nullcontext()
   with timed("Parser"):
     module = parse_module(text, context, where)
   if args.pass_pipeline is not None:
+    pipeline = passes.parse_pipeline(args.pass_pipeline)
+    before = len(composites.find(module.operation))
+    sink = None if args.quiet else lambda line: _warning(where(line))
     try:
-      passes.run_pipeline(module, args.pass_pipeline, instrumentation(args, where, timing))
+      with framework.reporting_declines(sink):
+        passes.run_pipeline(module, pipeline, instrumentation(args, where, timing))
     except passes.PassError as e:
       raise passes.PassError(where(str(e))) from e
+    if not args.quiet:
+      _report_unrewritten(where, pipeline, before, len(composites.find(module.operation)))
   with timed("Output"):
     out = module.operation.get_asm(**_print_options(args))
   return where(out) if args.mlir_print_debuginfo else out

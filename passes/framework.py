@@ -151,9 +151,18 @@ def _convert(pass_name: str, option: str, annotation, text: str):
 
 
 def options_help(cls: type[ModulePass]) -> list[str]:
-  """`name=default  (type)` for each option of a pass."""
-  return [f"{_option_name(f.name)}={_format(f.default)}  ({f.type if isinstance(f.type, str) else f.type.__name__})"
-          for f in dataclasses.fields(cls)]
+  """`name=default  (type)` for each option of a pass, then its note: the
+  field's `metadata["help"]` if it has one, else `0: automatic` for an int
+  option whose default is 0 (the convention: a size the pass chooses)."""
+  lines = []
+  for f in dataclasses.fields(cls):
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    note = f.metadata.get("help")
+    if note is None and kind == "int" and f.default == 0 and not isinstance(f.default, bool):
+      note = "0: automatic"
+    lines.append(f"{_option_name(f.name)}={_format(f.default)}  ({kind})"
+                 + (f"  {note}" if note else ""))
+  return lines
 
 
 def make_pass(name: str, options: dict[str, str]) -> ModulePass:
@@ -479,22 +488,39 @@ _entry_points: list = []  # [] not loaded yet; [None] loaded; [PluginError] fail
 _PLUGIN_MODULE_PREFIX = "gshard_pass_plugin_"  # sys.modules names of plugin files
 
 
+# The folder that holds `passes/` (and, in a checkout or an editable install,
+# `tests/plugins/`): relative plugin paths not found in the current folder are
+# looked up here.
+SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def find_pass_plugin(path: str) -> str:
+  """`path` if it names a file; else, for a relative path, the same path in
+  `SOURCE_TREE` if that is a file (so `tests/plugins/vocab_tiles.py` loads from
+  any folder); else `path` unchanged."""
+  if os.path.isfile(path) or os.path.isabs(path):
+    return path
+  candidate = os.path.join(SOURCE_TREE, path)
+  return candidate if os.path.isfile(candidate) else path
+
+
 def load_pass_plugin(path: str) -> list[type[ModulePass]]:
-  """Imports the Python file `path`, whose `@register`ed passes join `REGISTRY`
-  (and so pipelines, `gshard_op.jit` and `gshard-opt --list-passes`); returns
-  them. A file is imported once per process: loading it again returns the
+  """Imports the Python file `path` (found as `find_pass_plugin` says), whose
+  `@register`ed passes join `REGISTRY` (and so pipelines, `gshard_op.jit` and
+  `gshard-opt --list-passes`); returns them. A file is imported once per process: loading it again returns the
   same passes.
 
   Raises `PluginError` (with the reason) when the file does not import,
   registers no pass, or registers a name that is already taken; whatever it
   registered before failing is removed again.
   """
-  real = os.path.realpath(path)
+  real = os.path.realpath(find_pass_plugin(path))
   if real in PLUGINS:
     return PLUGINS[real]
   source = f"pass plugin '{path}'"
   if not os.path.isfile(real):
-    raise PluginError(f"{source}: no such file")
+    raise PluginError(f"{source}: no such file" + (
+        f" (nor in the gshard-op source tree {SOURCE_TREE})" if not os.path.isabs(path) else ""))
   stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(real))[0])
   module_name = f"{_PLUGIN_MODULE_PREFIX}{stem}_{hashlib.sha1(real.encode()).hexdigest()[:8]}"
   spec = importlib.util.spec_from_file_location(module_name, real)

@@ -218,6 +218,70 @@ def test_wrong_operand_types_are_rejected(capsys, write, pipeline):
   assert "labels must be i32[8] ids or float [8, 50] probabilities" in err
 
 
+# --- warnings: nothing rewritten, declines, --quiet -------------------------------
+
+NO_COMPOSITE = """func.func @twice(%x: tensor<f32>) -> tensor<f32> {
+  %0 = stablehlo.add %x, %x : tensor<f32>
+  return %0 : tensor<f32>
+}
+"""
+
+
+@pytest.mark.parametrize("pipeline", ["gshard-chunk-softmax", "gshard-inline,cse",
+                                      "builtin.module(gshard-fuse-fwd-bwd,gshard-chunk-softmax)"])
+def test_no_composite_warns_where_composites_come_from_and_exits_0(capsys, write, pipeline):
+  path = write(NO_COMPOSITE, "plain.mlir")
+  status, out, err = run(capsys, path, f"--pass-pipeline={pipeline}")
+  assert status == 0 and "func.func @twice" in out
+  (line,) = err.splitlines()
+  assert line.startswith(f"gshard-opt: warning: {path}: no gshard composite "), line
+  assert "changed nothing" in line and 'gshard_op.lowering("composite")' in line, line
+  status, out_quiet, err = run(capsys, path, f"--pass-pipeline={pipeline}", "--quiet")
+  assert (status, out_quiet, err) == (0, out, "")
+
+
+def test_mlir_passes_alone_say_nothing_of_composites(capsys, write):
+  status, _, err = run(capsys, write(NO_COMPOSITE), "--pass-pipeline=canonicalize,cse")
+  assert (status, err) == (0, "")
+
+
+def test_a_declined_composite_is_reported_in_one_line(capsys, write):
+  """`gshard-pallas{platform=cuda}` leaves an 8-token composite (below a Triton
+  block): one line saying why, then that the pipeline rewrote nothing."""
+  path = write(composite_module())
+  status, out, err = run(capsys, path, "--pass-pipeline=gshard-pallas{platform=cuda}")
+  assert status == 0 and 'stablehlo.composite "gshard.shared_embedding_softmax"' in out
+  declined, summary = err.splitlines()
+  assert re.fullmatch(
+      r'gshard-opt: warning: gshard-pallas: gshard\.shared_embedding_softmax at '
+      rf'loc\("{re.escape(path)}":\d+:\d+\) not rewritten \(.+\); left to later passes',
+      declined), declined
+  assert summary == (f"gshard-opt: warning: {path}: gshard-pallas rewrote none of its 1 "
+                     "gshard composites")
+  status, _, err = run(capsys, path, "--pass-pipeline=gshard-pallas{platform=cuda}", "-q")
+  assert (status, err) == (0, "")
+
+
+def test_a_rewrite_says_nothing(capsys, write):
+  status, _, err = run(capsys, write(composite_module()), "--pass-pipeline=gshard-inline")
+  assert (status, err) == (0, "")
+  # A pass later in the pipeline took what gshard-pallas left: only the decline.
+  status, _, err = run(capsys, write(composite_module()),
+                       "--pass-pipeline=gshard-pallas{platform=cuda},gshard-inline")
+  assert status == 0 and len(err.splitlines()) == 1 and "gshard-pallas: " in err, err
+
+
+def test_list_passes_explains_zero_and_the_default_budget(capsys):
+  from gshard_op.passes import pipelines
+  status, out, err = run(capsys, "--list-passes")
+  assert status == 0 and err == ""
+  budget = pipelines.default_memory_budget_mib()
+  assert "vocab-chunk=0  (int)  0: automatic" in out
+  assert f"memory-budget-mib=32.0  (float)  default pipeline: {budget}" in out
+  assert "0 means automatic" in out
+  assert f"use {budget} MiB on this" in out
+
+
 # --- the checkout wrapper ------------------------------------------------------
 
 def test_tools_wrapper_runs_from_anywhere(tmp_path):
@@ -264,6 +328,29 @@ def test_plugin_passes_are_listed_and_run(capsys, write, isolated):
   assert (status, err) == (0, "")
   assert "stablehlo.while" in out and "sizes = [10, 16]" in out  # 50 classes in 5 tiles
   assert "stablehlo.composite" not in out and "@decomposition" not in out
+
+
+def test_plugin_example_runs_from_any_folder(tmp_path):
+  """The README's plugin command, run from a folder outside the checkout with
+  the checkout-relative path: the plugin is found in the source tree, and
+  the output goes where -o says."""
+  (tmp_path / "step.mlir").write_text(composite_module())
+  tool = [sys.executable, os.path.join(REPO, "tools", "gshard-opt")]
+  proc = subprocess.run([*tool, "step.mlir", "--load-pass-plugin=tests/plugins/vocab_tiles.py",
+                         "--pass-pipeline=example-vocab-tiles{tiles=5}", "-o", "tiled.mlir"],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+  tiled = (tmp_path / "tiled.mlir").read_text()
+  assert "stablehlo.while" in tiled and "stablehlo.composite" not in tiled
+
+
+def test_plugin_path_found_neither_here_nor_in_the_source_tree(capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  status, _, err = run(capsys, "--load-pass-plugin=tests/plugins/nowhere.py", "--list-passes")
+  assert status == 2
+  assert err.startswith("gshard-opt: error: cannot load pass plugin 'tests/plugins/nowhere.py': "
+                        f"no such file (nor in the gshard-op source tree {framework.SOURCE_TREE})")
 
 
 def test_plugin_pass_is_unknown_without_the_plugin(capsys, write):

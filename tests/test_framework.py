@@ -342,6 +342,63 @@ def test_rewrite_error_names_the_pass_and_shows_the_op(register):
   assert "stablehlo.sine" in message
 
 
+class _Declines(ModulePass):
+  """Declines every sine, once with `warn` when `warn` is set."""
+  name = "test-framework-declines"
+  warn: bool = False
+
+  def run(self, module):
+    for sine in framework.walk(module, lambda op: op.operation.name == "stablehlo.sine"):
+      self.decline(sine, "sines are not softmaxes", action="chunked", warn=self.warn)
+
+
+def test_decline_logs_one_warning_line_by_default(register, caplog):
+  register(_Declines)
+  with caplog.at_level("WARNING", logger="gshard.passes"):
+    passes.run_pipeline(_sin_module(), "test-framework-declines")
+  (record,) = [r for r in caplog.records if r.name == "gshard.passes"]
+  assert record.levelname == "WARNING"
+  assert re.fullmatch(r"test-framework-declines: stablehlo\.sine at loc\(.*\) not chunked "
+                      r"\(sines are not softmaxes\); left to later passes",
+                      record.getMessage()), record.getMessage()
+
+
+def test_decline_with_warn_is_a_user_warning_once(register, caplog):
+  register(_Declines)
+  with caplog.at_level("INFO", logger="gshard.passes"), \
+       pytest.warns(UserWarning, match="^test-framework-declines: stablehlo.sine at "):
+    passes.run_pipeline(_sin_module(), "test-framework-declines{warn=true}")
+  assert [r.levelname for r in caplog.records if r.name == "gshard.passes"] == ["INFO"]
+
+
+def test_reporting_declines_routes_or_drops_the_lines(register, caplog, recwarn):
+  register(_Declines)
+  lines = []
+  with caplog.at_level("INFO", logger="gshard.passes"):
+    with framework.reporting_declines(lines.append):
+      passes.run_pipeline(_sin_module(), "test-framework-declines{warn=true}")
+      with framework.reporting_declines(None):  # gshard-opt --quiet
+        passes.run_pipeline(_sin_module(), "test-framework-declines")
+      passes.run_pipeline(_sin_module(), "test-framework-declines")
+  assert len(lines) == 2 and all(" not chunked (sines are not softmaxes)" in line for line in lines)
+  assert not [r for r in caplog.records if r.name == "gshard.passes"] and not recwarn.list
+
+
+def test_options_help_notes_zero_and_field_help(register):
+  @register
+  class Helped(ModulePass):
+    name = "test-framework-helped"
+    blocks: int = 0
+    rows: int = 4
+    budget: float = dataclasses.field(default=8.0, metadata={"help": "MiB of buffers"})
+
+    def run(self, module):
+      pass
+
+  assert framework.options_help(Helped) == [
+      "blocks=0  (int)  0: automatic", "rows=4  (int)", "budget=8.0  (float)  MiB of buffers"]
+
+
 def test_bug_in_a_pass_is_reported_against_the_pass(register):
   class Crashes(ModulePass):
     name = "test-framework-crashes"
@@ -568,6 +625,19 @@ def test_plugin_file_registers_its_passes(isolated):
   assert framework.load_pass_plugin(path) == [cls]  # once per process
   with pytest.raises(PipelineError, match=r"example-vocab-tiles.*option tiles=0 rejected"):
     passes.parse_pipeline("example-vocab-tiles{tiles=0}")
+
+
+def test_relative_plugin_path_is_found_in_the_source_tree(isolated, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert framework.find_pass_plugin("tests/plugins/vocab_tiles.py") == os.path.join(
+      framework.SOURCE_TREE, "tests/plugins/vocab_tiles.py")
+  (tmp_path / "tests" / "plugins").mkdir(parents=True)
+  (tmp_path / "tests" / "plugins" / "vocab_tiles.py").write_text("")
+  assert framework.find_pass_plugin("tests/plugins/vocab_tiles.py") == \
+      "tests/plugins/vocab_tiles.py"  # the current folder's own file first
+  (added,) = framework.load_pass_plugin(os.path.join(framework.SOURCE_TREE, "tests", "plugins",
+                                                     "vocab_tiles.py"))
+  assert added.name == "example-vocab-tiles"
 
 
 def test_isolated_registry_forgets_plugins():

@@ -7,17 +7,18 @@
 // gshard-chunk-softmax (or gshard-fuse-fwd-bwd) to rewrite, and no
 // sdy.manual_computation appears.
 // 1. The embedding sharded over "model" on the vocab dim and over "data" on the
-//    model dim: a Python UserWarning on stderr says why.
+//    model dim: a warning on stderr says why (gshard-opt's, from ModulePass.decline).
 // 2. The embedding sharded on its model dim only (P(None, "model")): the
 //    composite stays (the pass finds no vocab sharding).
-// 3. No Shardy annotation at all: nothing to do, nothing said.
+// 3. No Shardy annotation at all: nothing to do; the pass says nothing (gshard-opt
+//    notes that no composite of the piece was rewritten).
 // Inputs: `python tools/make_lit_inputs.py --trim sharded_model_dim`, then
 // `... --trim sharded_model_dim_only`, then `... --trim forward_ids_argmax`.
 
 // GONE-NOT: sdy.manual_computation
 // GONE-NOT: stablehlo.all_reduce
 
-// WARN: UserWarning: gshard-shard-vocab: gshard.shared_embedding_softmax at loc({{.*}}) not sharded (the embedding's model dimension is sharded (['data']); it must be replicated); left to gshard-chunk-softmax
+// WARN: gshard-opt: warning: gshard-shard-vocab: gshard.shared_embedding_softmax at loc("{{.*}}shard-fallback.mlir":{{[0-9]+}}:{{[0-9]+}}) not sharded (the embedding's model dimension is sharded (['data']); it must be replicated); left to gshard-chunk-softmax
 
 // CHECK-LABEL: func.func public @sharded_model_dim(
 // CHECK-SAME:      tensor<64x16xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"model"}, {"data"}]>}
