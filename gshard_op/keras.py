@@ -32,22 +32,58 @@ backward sweep) on the whole step. `lowered_train_step(model, x, y)` and
 `compiled_train_step(model, x, y)` give the step Keras runs, to read its IR or
 memory.
 
-Only the JAX backend can run the op: constructing the layer under another
-Keras backend raises.
+Only the JAX backend can run the op. Importing this module before Keras
+selects it (`KERAS_BACKEND=jax` unless the environment names another backend),
+without leaving the `keras.json` that Keras writes on its first import behind;
+importing it after Keras was imported with another backend, or constructing the
+layer under one, raises an error that names `KERAS_BACKEND=jax`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
-import jax
-import jax.numpy as jnp
-import keras
 
-import gshard_op
-from gshard_op import reference
-from gshard_op.functional import IMPLEMENTATIONS, check_inputs, shared_embedding_softmax
-from gshard_op.options import layer_options
+def _import_keras_on_jax():
+  """Imports Keras, on the JAX backend if Keras was not imported yet.
+
+  Keras reads `KERAS_BACKEND` once, on its first import, and then writes
+  `$KERAS_HOME/keras.json` (default `~/.keras/keras.json`) with its default
+  backend, tensorflow, if the file did not exist. A file that this import
+  made is removed again (with the folder, if that was made too and is empty),
+  so that it does not name tensorflow for later programs.
+  """
+  if "keras" in sys.modules:
+    return sys.modules["keras"]
+  os.environ.setdefault("KERAS_BACKEND", "jax")
+  if "KERAS_HOME" in os.environ:
+    folder = os.environ["KERAS_HOME"]
+  else:  # as keras/src/backend/config.py picks it
+    home = os.path.expanduser("~")
+    folder = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+  config = os.path.join(os.path.expanduser(folder), "keras.json")
+  had_folder, had_config = os.path.isdir(os.path.dirname(config)), os.path.exists(config)
+  import keras
+  if not had_config:
+    try:
+      os.remove(config)
+      if not had_folder:
+        os.rmdir(os.path.dirname(config))
+    except OSError:
+      pass  # not written (read-only home), or the folder holds more
+  return keras
+
+
+keras = _import_keras_on_jax()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import gshard_op  # noqa: E402
+from gshard_op import reference  # noqa: E402
+from gshard_op.functional import IMPLEMENTATIONS, check_inputs, shared_embedding_softmax  # noqa: E402
+from gshard_op.options import layer_options  # noqa: E402
 
 # Returned without labels (prediction): what needs no targets.
 UNLABELLED_FIELDS = ("logits", "log_probs", "per_example_argmax")
@@ -61,6 +97,9 @@ def check_backend() -> None:
         f"gshard_op.keras needs the JAX backend of Keras, but Keras is running on "
         f"{backend!r}: set KERAS_BACKEND=jax before Keras is first imported "
         f"(KERAS_BACKEND is {os.environ.get('KERAS_BACKEND')!r} here).")
+
+
+check_backend()  # Keras imported before this module on another backend: say so now
 
 
 @keras.saving.register_keras_serializable(package="gshard_op")

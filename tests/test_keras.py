@@ -221,6 +221,47 @@ def test_other_backend_is_refused_at_construction():
       proc.stderr[-2000:])
 
 
+def _fresh_python(code: str, home, **env) -> subprocess.CompletedProcess:
+  """`code` in a new interpreter with HOME at `home` and no Keras settings but `env`."""
+  base = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "KERAS_HOME")}
+  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, env={**base, "HOME": str(home), "JAX_PLATFORMS": "cpu",
+                                          **env})
+
+
+def test_import_selects_the_jax_backend_and_leaves_no_keras_json(tmp_path):
+  """Without KERAS_BACKEND, importing gshard_op.keras first puts Keras on JAX;
+  the keras.json Keras writes on its first import (naming tensorflow) is gone."""
+  code = ("import gshard_op.keras, keras, os\n"
+          "print(keras.config.backend(), os.environ['KERAS_BACKEND'])\n"
+          "gshard_op.keras.GShardSharedEmbeddingSoftmax(8, 16)\n")
+  proc = _fresh_python(code, tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.split() == ["jax", "jax"]
+  assert not (tmp_path / ".keras" / "keras.json").exists()
+  assert not (tmp_path / ".keras").exists()
+
+
+def test_import_keeps_a_keras_json_of_the_users_own(tmp_path):
+  config = tmp_path / ".keras" / "keras.json"
+  config.parent.mkdir()
+  text = '{"floatx": "float32", "epsilon": 1e-07, "backend": "tensorflow", ' \
+         '"image_data_format": "channels_last"}'
+  config.write_text(text)
+  proc = _fresh_python("import gshard_op.keras, keras; print(keras.config.backend())", tmp_path)
+  assert (proc.returncode, proc.stdout.strip()) == (0, "jax"), proc.stderr[-2000:]
+  assert config.read_text() == text
+
+
+def test_import_after_keras_on_another_backend_names_keras_backend(tmp_path):
+  code = "import keras\nimport gshard_op.keras\n"
+  proc = _fresh_python(code, tmp_path, KERAS_BACKEND="numpy")
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("RuntimeError") and "set KERAS_BACKEND=jax" in last, proc.stderr[-2000:]
+  assert "'numpy'" in last
+
+
 def test_functional_model_trains(rng):
   layer = GShardSharedEmbeddingSoftmax(8, 23, z_loss_weight=1e-3)
   h = keras.Input((6, 8))
