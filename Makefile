@@ -5,17 +5,33 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lit pytest bench clean
 
-# The test extra needs torch; its default wheel pulls ~5 GB of CUDA libraries.
-# These machines carry a CPU build of 2.13.0 that pip takes from disk: install
-# it first, and the extra's range then installs nothing more. Elsewhere, point
-# TORCH at a CPU wheel or index (e.g. TORCH='torch --index-url URL').
-TORCH ?= torch==2.13.0
+# The test extra needs torch, whose default wheel on PyPI pulls ~5 GB of CUDA
+# libraries. So torch $(TORCH_VERSION), CPU build, goes in first, and the extra's
+# range then installs nothing more: a wheel pip finds without an index (its
+# find-links: these machines carry one on disk) if there is one, else from
+# PyTorch's own CPU wheel index. TORCH overrides both with pip arguments of your
+# own, e.g. TORCH='torch==2.14.1 --index-url $(TORCH_CPU_INDEX)', or TORCH=torch
+# for PyPI's default (CUDA) wheel.
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH ?=
+PIP := $(VENV)/bin/pip
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet $(TORCH)
-	$(VENV)/bin/pip install --quiet -e '.[test,tools]'
+	$(PIP) install --quiet --upgrade pip
+ifeq ($(strip $(TORCH)),)
+	@if $(PIP) install --quiet --no-index --no-deps 'torch==$(TORCH_VERSION)' 2>/dev/null; then \
+	  echo "torch $(TORCH_VERSION): a local wheel"; \
+	  $(PIP) install --quiet 'torch==$(TORCH_VERSION)'; \
+	else \
+	  echo "torch $(TORCH_VERSION): no local wheel; the CPU build from $(TORCH_CPU_INDEX)"; \
+	  $(PIP) install --quiet 'torch==$(TORCH_VERSION)' --index-url $(TORCH_CPU_INDEX); \
+	fi
+else
+	$(PIP) install --quiet $(TORCH)
+endif
+	$(PIP) install --quiet -e '.[test,tools]'
 	touch $(STAMP)
 
 demo: $(STAMP)
