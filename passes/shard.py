@@ -18,6 +18,11 @@ global before anything uses it. Tokens stay sharded as `x` is (when Shardy
 says so) and are otherwise replicated. Layouts this pass does not handle (the
 model dimension sharded, sub-axes, a vocab size the shards do not divide) are
 left to `gshard-chunk-softmax` with a warning saying why.
+
+The layout rule (`vocab_layout`) and the per-device body (`emit_shard`) are
+shared with the primitives' own lowering: under an Explicit mesh it reads the
+layout from the avals, and on any other partitioned program the partitioner's
+callback (`gshard_op/partitioning.py`) hands it the shardings it chose.
 """
 
 from __future__ import annotations
@@ -52,20 +57,24 @@ class Unsupported(Exception):
 class Mesh:
   """An `sdy.mesh`: axis names and sizes, and the device id at each position."""
 
-  name: str
+  name: str  # the sdy.mesh symbol; "" for a mesh written inline
   axes: dict[str, int]
   device_ids: np.ndarray  # shape = axis sizes
-  # The mesh written inline (a lowering rule has no symbol to refer to), else None.
-  inline: sdy.MeshAttr | None = None
 
   @classmethod
   def of_axes(cls, axes: dict[str, int]) -> "Mesh":
     """A mesh of `axes` whose device at each position is its row-major index
-    (JAX's: partition i is the i-th device of the mesh), written inline."""
+    (JAX's: partition i is the i-th device of the mesh), written inline (a
+    lowering rule has no symbol to refer to)."""
     axes = dict(axes)
-    inline = sdy.MeshAttr.get([sdy.MeshAxisAttr.get(n, s) for n, s in axes.items()])
     ids = np.arange(math.prod(axes.values())).reshape(tuple(axes.values()))
-    return cls("", axes, ids, inline)
+    return cls("", axes, ids)
+
+  def ref(self) -> str | sdy.MeshAttr:
+    """What a sharding names: the symbol, or the mesh itself when inline."""
+    if self.name:
+      return self.name
+    return sdy.MeshAttr.get([sdy.MeshAxisAttr.get(n, s) for n, s in self.axes.items()])
 
   def axis_positions(self, axis: str) -> np.ndarray:
     """`table[device_id]` = the device's index along `axis`."""
@@ -151,7 +160,8 @@ def mesh_name(sharding: sdy.TensorShardingAttr) -> str:
 
 @dataclasses.dataclass
 class Layout:
-  """How one composite is laid out on the mesh."""
+  """How one op is laid out on the mesh: its vocab over `vocab_axes`, its
+  tokens over `token_axes` (none shared), everything else replicated."""
 
   mesh: Mesh
   vocab_axes: list[str]
@@ -174,13 +184,46 @@ class Layout:
 
   def sharding(self, *dims: list[str]) -> sdy.TensorShardingAttr:
     return sdy.TensorShardingAttr.get(
-        self.mesh.inline or self.mesh.name,
+        self.mesh.ref(),
         [sdy.DimensionShardingAttr.get([sdy.AxisRefAttr.get(a) for a in axes], True)
          for axes in dims])
 
+  def spec(self) -> "ShardSpec":
+    return ShardSpec(tuple(self.mesh.axes.items()), tuple(self.vocab_axes),
+                     tuple(self.token_axes))
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSpec:
+  """A `Layout` as a hashable primitive parameter (a mesh of row-major device
+  ids, as JAX numbers the partitions of a program)."""
+
+  mesh_axes: tuple[tuple[str, int], ...]
+  vocab_axes: tuple[str, ...]
+  token_axes: tuple[str, ...]
+
+  def layout(self) -> Layout:
+    return Layout(Mesh.of_axes(dict(self.mesh_axes)), list(self.vocab_axes),
+                  list(self.token_axes))
+
+
+def vocab_layout(mesh: Mesh, *, num_tokens: int, num_classes: int, vocab_axes,
+                 token_axes) -> Layout:
+  """The layout rule, wherever the shardings are read from (Shardy's
+  annotations, Explicit avals, or the partitioner's choice): the vocab stays
+  on `vocab_axes`, which must divide it (else `Unsupported`), and the tokens
+  on those of `token_axes` that do not hold the vocab (`Layout.shard_tokens`)."""
+  layout = Layout(mesh, list(vocab_axes), [])
+  if num_classes % layout.vocab_shards:
+    raise Unsupported(f"vocab size {num_classes} is not divisible by its "
+                      f"{layout.vocab_shards} shards")
+  layout.shard_tokens(token_axes, num_tokens)
+  return layout
+
 
 def layout_of(module: ir.Operation, site: composites.SoftmaxComposite) -> Layout | None:
-  """The layout of `site`, None when the vocab is not sharded."""
+  """The layout of `site` from Shardy's annotations, None when the vocab is
+  not sharded."""
   x, embedding = site.args.x, site.args.embedding
   emb_sharding = sharding_of(embedding)
   if emb_sharding is None:
@@ -192,14 +235,12 @@ def layout_of(module: ir.Operation, site: composites.SoftmaxComposite) -> Layout
   if not vocab_axes:
     return None
   mesh = read_mesh(module, mesh_name(emb_sharding))
-  layout = Layout(mesh, vocab_axes, [])
-  if site.num_classes % layout.vocab_shards:
-    raise Unsupported(f"vocab size {site.num_classes} is not divisible by its "
-                      f"{layout.vocab_shards} shards")
   x_sharding = sharding_of(x)
+  token_axes = []
   if x_sharding is not None and mesh_name(x_sharding) == mesh.name:
-    layout.shard_tokens(dim_axes(x_sharding, 0), site.num_tokens)
-  return layout
+    token_axes = dim_axes(x_sharding, 0)
+  return vocab_layout(mesh, num_tokens=site.num_tokens, num_classes=site.num_classes,
+                      vocab_axes=vocab_axes, token_axes=token_axes)
 
 
 class _Collectives:
@@ -210,6 +251,8 @@ class _Collectives:
     self.new_channel = new_channel
 
   def __call__(self, value: ir.Value, combiner, axes: list[str]) -> ir.Value:
+    if not axes:  # one shard: nothing to combine
+      return value
     return b.all_reduce(value, combiner, self.layout.mesh.replica_groups(axes),
                         self.new_channel())
 
@@ -264,34 +307,48 @@ def emit_manual(sm: Softmax, layout: Layout, is_grad: bool, operands: list[ir.Va
   local_types = [_local_type(v, s, layout) for v, s in zip(operands, shardings)]
   block = manual.body.blocks.append(*local_types)
   with ir.InsertionPoint(block):
-    sdy.return_(_emit_shard(sm, layout, is_grad, list(block.arguments), plan, new_channel))
+    sdy.return_(emit_shard(sm, layout, is_grad, list(block.arguments), plan, new_channel))
   manual.operation.attributes["gshard.plan"] = ir.StringAttr.get(
       f"{ShardVocabPass.name}: vocab over {voc} ({layout.vocab_shards} shards), "
       f"tokens over {tok or 'none'}")
   return list(manual.results)
 
 
-def _emit_shard(sm: Softmax, layout: Layout, is_grad: bool, args: list[ir.Value], plan,
-                new_channel: Callable[[], int]) -> list[ir.Value]:
-  """One device's loops on its local operands, combined across the shards."""
+def emit_shard(sm: Softmax, layout: Layout, is_grad: bool, args: list[ir.Value], plan,
+               new_channel: Callable[[], int]) -> list[ir.Value]:
+  """One device's loops on its local operands, combined across the shards:
+  the per-shard body of `emit_manual`, and of the primitives' partitioned
+  lowering (`gshard_op/partitioning.py`), where the partitioner has already
+  split the operands.
+
+  `args` are the composite's operands (x, embedding, labels[, the gradient's
+  four `[N]` vectors]) as this device holds them, then, for probabilities,
+  optionally the labels' global per-token mass (else summed here over the
+  vocab shards).
+  """
   collectives = _Collectives(layout, new_channel)
   named = contract.GradOperands if is_grad else contract.ForwardOperands
   local = named(*args[:len(named._fields)])
-  label_mass = None if sm.labels_are_ids else args[-1]
+  label_mass = None
+  if not sm.labels_are_ids:
+    label_mass = (args[len(named._fields)] if len(args) > len(named._fields) else
+                  collectives(sm.label_mass(local.labels), b.add, layout.vocab_axes))
   v_local = b.shape_of(local.embedding)[0]
   chunks = plan(b.shape_of(local.x)[0], v_local)
-  class_offset = b.mul(collectives.axis_index(layout.vocab_axes), v_local)
   vocab = layout.vocab_axes
+  # An unsharded vocab (tokens alone sharded) needs no offset and no combine.
+  class_offset = b.mul(collectives.axis_index(vocab), v_local) if vocab else None
 
   if not is_grad:
     return emit_forward(
         sm, chunks, *local, label_mass=label_mass, class_offset=class_offset,
-        reduce_stats=lambda stats: stats.combine(
+        reduce_stats=(lambda stats: stats.combine(
             sm, lambda value, combiner: collectives(value, combiner, vocab)))
+        if vocab else None)
 
   return emit_grad(
       sm, chunks, *local, label_mass=label_mass, class_offset=class_offset,
-      reduce_d_x=lambda d: collectives(d, b.add, vocab),
+      reduce_d_x=(lambda d: collectives(d, b.add, vocab)) if vocab else None,
       # Each token shard saw only its tokens: sum each chunk's update over them.
       reduce_d_emb=(lambda d: collectives(d, b.add, layout.token_axes))
       if layout.token_axes else None)
