@@ -63,10 +63,22 @@ jax.config.add_option("gshard_op_memory_budget_mib", _budget, float, meta_args=[
 
 @dataclasses.dataclass(frozen=True)
 class Lowering:
-  """A primitive parameter: the route and, for `chunked`, the loops' budget."""
+  """A primitive parameter: the route and, for `chunked`, the loops' budget.
+
+  `shard` is set only inside a partitioned program (`gshard_op/partitioning.py`):
+  the operands are then one device's blocks of that layout (a hashable
+  `gshard_op.passes.shard.ShardSpec`), and the rule emits that device's loops
+  and the collectives that combine them.
+  """
 
   mode: str = "chunked"
   memory_budget_mib: float = CPU_MEMORY_BUDGET_MIB
+  shard: object = None
+
+  def __repr__(self):  # as the dataclass's, without an unset `shard`
+    shard = "" if self.shard is None else f", shard={self.shard!r}"
+    return (f"Lowering(mode={self.mode!r}, memory_budget_mib={self.memory_budget_mib!r}"
+            f"{shard})")
 
   def __post_init__(self):
     if self.mode not in MODES:

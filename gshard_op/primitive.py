@@ -1,4 +1,4 @@
-"""The two primitives, their lowerings, and how they differentiate.
+"""The three primitives, their lowerings, and how they differentiate.
 
 `per_token_softmax(x, embedding, labels, options)` is differentiable in both
 modes through three primitives:
@@ -22,7 +22,10 @@ reverse mode never builds `[N, V]` on the chunked route.
 (`gshard_op/lowering.py`), read when they are bound, which picks the route:
 
 * `chunked`: the loops of `gshard-chunk-softmax`, emitted in place by the
-  lowering rule, so any `jax.jit` compiles the `[N, V]`-free form;
+  lowering rule, so any `jax.jit` compiles the `[N, V]`-free form; on a
+  program XLA partitions, through `custom_partitioning`
+  (`gshard_op/partitioning.py`), so a vocab-sharded embedding gets the
+  per-device loops of `gshard-shard-vocab` on any mesh;
 * `composite`: one `stablehlo.composite` each (`jax.lax.composite`) whose
   decomposition is the dense reference of `gshard_op/reference.py`, for the
   whole-module passes; see `gshard_op/contract.py` and `docs/contract.md`.
@@ -30,6 +33,7 @@ reverse mode never builds `[N, V]` on the chunked route.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -41,7 +45,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jaxlib.mlir import ir
 
-from gshard_op import contract, reference
+from gshard_op import contract, partitioning, reference
 from gshard_op import lowering as lowering_lib
 from gshard_op.lowering import Lowering
 from gshard_op.options import SoftmaxOptions, logit_scale
@@ -115,69 +119,81 @@ def _composite(name: str, decomposition, options: SoftmaxOptions, *args):
   return op(*args, **composite_attributes(options, in_features=args[0].shape[1]))
 
 
-def _spec_axes(entry) -> tuple[str, ...]:
-  """The mesh axes of one PartitionSpec entry (None, an axis, or a tuple of them)."""
-  if entry is None:
-    return ()
-  return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
-
-
-def _vocab_layout(x_aval, embedding_aval):
-  """The vocab-sharded layout of an Explicit mesh, from the avals' shardings;
-  None where the embedding's vocab is not sharded over Explicit axes (or its
-  model dimension is, or the shards do not divide V), as `gshard-shard-vocab`
-  decides from Shardy's annotations."""
-  from gshard_op.passes.shard import Layout, Mesh  # deferred, as in _chunked
+def _explicit_layout(x_aval, embedding_aval):
+  """The layout of an Explicit mesh that shards the vocab, read from the avals
+  with `gshard-shard-vocab`'s rule; None where the embedding's vocab is not
+  sharded over Explicit axes, or its model dimension is, or the shards do not
+  divide V (the partitioner then decides: `gshard_op/partitioning.py`)."""
+  from gshard_op.passes import shard  # deferred, as in _chunked
 
   sharding = embedding_aval.sharding
   mesh, spec = getattr(sharding, "mesh", None), getattr(sharding, "spec", None)
   if mesh is None or spec is None or mesh.empty or not len(spec):
     return None
-  vocab = _spec_axes(spec[0])
+  axes = lambda spec, dim: (() if dim >= len(spec) or spec[dim] is None else
+                            tuple(spec[dim]) if isinstance(spec[dim], (tuple, list))
+                            else (spec[dim],))
+  vocab = axes(spec, 0)
   explicit = dict(zip(mesh.axis_names, mesh.axis_types))
   if (not vocab or any(explicit[a] != jax.sharding.AxisType.Explicit for a in vocab)
-      or (len(spec) > 1 and _spec_axes(spec[1]))):
+      or axes(spec, 1)):
     return None
-  layout = Layout(Mesh.of_axes(mesh.shape), list(vocab), [])
-  if embedding_aval.shape[0] % layout.vocab_shards:
+  x_spec = getattr(x_aval.sharding, "spec", None) or ()
+  try:
+    return shard.vocab_layout(shard.Mesh.of_axes(mesh.shape),
+                              num_tokens=x_aval.shape[0], num_classes=embedding_aval.shape[0],
+                              vocab_axes=vocab, token_axes=axes(x_spec, 0))
+  except shard.Unsupported:
     return None
-  x_spec = getattr(x_aval.sharding, "spec", None)
-  if x_spec is not None and len(x_spec):
-    layout.shard_tokens(_spec_axes(x_spec[0]), x_aval.shape[0])
-  return layout
 
 
-def _chunked(ctx: mlir.LoweringRuleContext, *args, is_grad: bool, options: SoftmaxOptions,
+def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: SoftmaxOptions,
              lowering: Lowering):
-  """The chunk pass's loops, emitted at the point JAX lowers the primitive;
-  under an Explicit mesh that shards the vocab, per-device loops in a manual
-  computation, as `gshard-shard-vocab` emits them."""
+  """The chunked loops, emitted at the point JAX lowers the primitive:
+
+  * inside a partitioned program (`lowering.shard`), this device's loops on
+    its blocks plus the collectives that combine them (`shard.emit_shard`);
+  * under an Explicit mesh that shards the vocab, the same per-device loops in
+    a manual computation, as `gshard-shard-vocab` emits them;
+  * in any other program XLA partitions, a custom-partitioning call that
+    leads back to the first case once the shardings are known;
+  * otherwise (one device, `shard_map` bodies, `jax.export`), the loops of
+    `gshard-chunk-softmax` on the whole operands.
+  """
   # Deferred: `passes` imports this package's contract, and only a lowering needs it.
   from gshard_op.passes import loops, shard
   from gshard_op.passes.softmax_ir import Softmax
 
+  is_grad = prim is shared_embedding_softmax_grad_p
   (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
   sm = Softmax(options=options, logit_scale=logit_scale(m), num_classes=v,
                labels_are_ids=jnp.issubdtype(ctx.avals_in[2].dtype, jnp.integer))
-  layout = _vocab_layout(ctx.avals_in[0], ctx.avals_in[1])
+
+  def plan(devices: int):
+    """Each device's loops get its share of the budget."""
+    return lambda n_local, v_local: loops.plan_chunks(
+        n_local, v_local, memory_budget_mib=lowering.memory_budget_mib / devices)
+
+  if lowering.shard is not None:
+    layout = lowering.shard.layout()
+    sm = dataclasses.replace(sm, num_classes=v * layout.vocab_shards)
+    return shard.emit_shard(sm, layout, is_grad, list(args), plan(layout.mesh.device_ids.size),
+                            ctx.module_context.new_channel)
+  layout = _explicit_layout(ctx.avals_in[0], ctx.avals_in[1])
   if layout is not None:
-    share = 1 / layout.mesh.device_ids.size
-
-    def plan(n_local, v_local):
-      return loops.plan_chunks(n_local, v_local,
-                               memory_budget_mib=lowering.memory_budget_mib * share)
-
     result_types = [mlir.aval_to_ir_type(ctx.module_context, aval) for aval in ctx.avals_out]
-    return shard.emit_manual(sm, layout, is_grad, list(args), result_types, plan,
-                             ctx.module_context.new_channel)
-  plan = loops.plan_chunks(n, v, memory_budget_mib=lowering.memory_budget_mib)
+    return shard.emit_manual(sm, layout, is_grad, list(args), result_types,
+                             plan(layout.mesh.device_ids.size), ctx.module_context.new_channel)
+  if partitioning.applies(ctx):
+    return partitioning.lower(ctx, prim, args, options=options, lowering=lowering)
+  chunks = plan(1)(n, v)
   emit = loops.emit_grad if is_grad else loops.emit_forward
   with loops.tagging_new_loops(ir.InsertionPoint.current.block,
-                               f"gshard-lowering: {plan.attribute()}"):
-    return emit(sm, plan, *args)
+                               f"gshard-lowering: {chunks.attribute()}"):
+    return emit(sm, chunks, *args)
 
 
-def _lowering_rule(name: str, decomposition, is_grad: bool):
+def _lowering_rule(name: str, decomposition, prim: Primitive):
   composite = mlir.lower_fun(
       lambda *args, options, lowering: _composite(name, decomposition, options, *args),
       multiple_results=True)
@@ -185,7 +201,7 @@ def _lowering_rule(name: str, decomposition, is_grad: bool):
   def rule(ctx, *args, options: SoftmaxOptions, lowering: Lowering):
     if lowering.mode == "composite":
       return composite(ctx, *args, options=options, lowering=lowering)
-    return _chunked(ctx, *args, is_grad=is_grad, options=options, lowering=lowering)
+    return _chunked(ctx, prim, *args, options=options, lowering=lowering)
 
   return rule
 
@@ -220,8 +236,9 @@ def _forward_batch_rule(args, dims, **params):
 
 shared_embedding_softmax_p.def_abstract_eval(_forward_abstract_eval)
 mlir.register_lowering(shared_embedding_softmax_p, _lowering_rule(
-    contract.FORWARD, reference.per_token_forward, is_grad=False))
+    contract.FORWARD, reference.per_token_forward, shared_embedding_softmax_p))
 batching.primitive_batchers[shared_embedding_softmax_p] = _forward_batch_rule
+partitioning.needs_devices(shared_embedding_softmax_p)
 
 
 # --- gradient ------------------------------------------------------------------
@@ -251,8 +268,9 @@ def _grad_batch_rule(args, dims, **params):
 
 shared_embedding_softmax_grad_p.def_abstract_eval(_grad_abstract_eval)
 mlir.register_lowering(shared_embedding_softmax_grad_p, _lowering_rule(
-    contract.GRAD, reference.per_token_grad, is_grad=True))
+    contract.GRAD, reference.per_token_grad, shared_embedding_softmax_grad_p))
 batching.primitive_batchers[shared_embedding_softmax_grad_p] = _grad_batch_rule
+partitioning.needs_devices(shared_embedding_softmax_grad_p)
 
 
 # --- tangent (linear in t_x, t_embedding; transposes to the gradient) ----------

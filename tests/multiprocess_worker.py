@@ -4,14 +4,16 @@
 
 Started with `XLA_FLAGS=--xla_force_host_platform_device_count=4`, it joins the
 job (`jax.distributed.initialize` with gloo CPU collectives), so 8 devices in
-all, and for each mesh of `MESHES` runs the vocab-sharded training step
-`gshard_op.jit(jax.value_and_grad(loss))` (the default pipeline, which
-includes gshard-shard-vocab) on global arrays built with
-`jax.make_array_from_callback`. The loss and the gradients, gathered with
-`process_allgather`, go to `OUT_DIR/process{ID}.npz`, and facts about the run
-(devices, which mesh axes span both processes, the rewritten and compiled
-programs) to `OUT_DIR/process{ID}.json`. The inputs are drawn from `SEED`, so
-the parent computes the same step on one device and compares.
+all, and for each mesh of `MESHES` and each route of `ROUTES` runs the
+vocab-sharded training step `jax.value_and_grad(loss)` on global arrays
+built with `jax.make_array_from_callback`: under `gshard_op.jit` (the default
+pipeline, whose gshard-shard-vocab reads Shardy's annotations) and under
+plain `jax.jit` (the primitives partition themselves). The loss and the
+gradients, gathered with `process_allgather`, go to
+`OUT_DIR/process{ID}.npz`, and facts about the run (devices, which mesh axes
+span both processes, the rewritten and compiled programs) to
+`OUT_DIR/process{ID}.json`. The inputs are drawn from `SEED`, so the parent
+computes the same step on one device and compares.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ MESHES = {
     "vocab8": ((8,), ("vocab",), None),
     "data2_vocab4": ((2, 4), ("data", "vocab"), "data"),
 }
+ROUTES = ("gshard_op.jit", "jax.jit")
 
 
 def inputs():
@@ -88,23 +91,25 @@ def main(coordinator: str, process_id: int, num_processes: int, out_dir: str) ->
     for a, spec in zip(arrays, specs):
       sharding = NamedSharding(mesh, spec)
       placed.append(jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx]))
-    step = gshard_op.jit(step_fn())
-    lowered = step.lower(*placed)
-    text = lowered.as_text()
-    hlo = lowered.compile().as_text()
-    value, (d_x, d_e) = step(*placed)
-    gathered = multihost_utils.process_allgather((value, d_x, d_e), tiled=True)
-    for key, g in zip(("loss", "d_x", "d_e"), gathered):
-      results[f"{name}/{key}"] = np.asarray(g)
-    facts[name] = {
-        "axis_spans_processes": spans,
-        "d_e_sharded_over_vocab": d_e.sharding.is_equivalent_to(
-            NamedSharding(mesh, P("vocab", None)), 2),
-        "composites_left": text.count("stablehlo.composite"),
-        "manual_computation": "sdy.manual_computation" in text,
-        "all_gather": "all-gather" in hlo,
-        "all_reduce": hlo.count("all-reduce("),
-    }
+    for route in ROUTES:
+      step = (gshard_op.jit if route == "gshard_op.jit" else jax.jit)(step_fn())
+      lowered = step.lower(*placed)
+      text = lowered.as_text()
+      hlo = lowered.compile().as_text()
+      value, (d_x, d_e) = step(*placed)
+      gathered = multihost_utils.process_allgather((value, d_x, d_e), tiled=True)
+      for key, g in zip(("loss", "d_x", "d_e"), gathered):
+        results[f"{route}/{name}/{key}"] = np.asarray(g)
+      facts[f"{route}/{name}"] = {
+          "axis_spans_processes": spans,
+          "d_e_sharded_over_vocab": d_e.sharding.is_equivalent_to(
+              NamedSharding(mesh, P("vocab", None)), 2),
+          "composites_left": text.count("stablehlo.composite"),
+          "manual_computation": "sdy.manual_computation" in text,
+          "custom_partitioning": "CustomSPMDPartitioning" in text,
+          "all_gather": "all-gather" in hlo,
+          "all_reduce": hlo.count("all-reduce("),
+      }
   np.savez(os.path.join(out_dir, f"process{process_id}.npz"), **results)
   with open(os.path.join(out_dir, f"process{process_id}.json"), "w") as f:
     json.dump(facts, f)

@@ -2,13 +2,15 @@
 
 Two subprocesses (`multiprocess_worker.py`), each with 4 host CPU devices,
 join one job through `jax.distributed` with gloo CPU collectives (README,
-"Across processes and hosts"): 8 devices in all. Each runs `gshard_op.jit(jax.value_and_grad(loss))`
-with the embedding sharded over "vocab" on an 8-device mesh (the vocabulary's
-shards on both processes) and on a (2, 4) ("data", "vocab") mesh (the tokens
-split between the processes). The gathered loss and gradients must equal the
-same step computed here, in one process on one device, and the float64 NumPy
-model; the sharded programs must have been rewritten (no composite left, the
-shard pass's `sdy.manual_computation`) and hold no all-gather.
+"Across processes and hosts"): 8 devices in all. Each runs
+`jax.value_and_grad(loss)` under `gshard_op.jit` and under plain `jax.jit`,
+with the embedding sharded over "vocab" on an 8-device Auto mesh (the
+vocabulary's shards on both processes) and on a (2, 4) ("data", "vocab") mesh
+(the tokens split between the processes). The gathered loss and gradients
+must equal the same step computed here, in one process on one device, and the
+float64 NumPy model; the sharded programs must hold no all-gather: rewritten
+by the shard pass (`sdy.manual_computation`, no composite left) under
+`gshard_op.jit`, partitioned by the primitives themselves under `jax.jit`.
 """
 
 from __future__ import annotations
@@ -108,32 +110,39 @@ def test_job_has_two_processes_and_eight_devices(job):
     assert facts["process_count"] == PROCESSES
     assert facts["device_count"] == PROCESSES * LOCAL_DEVICES
     assert facts["local_device_count"] == LOCAL_DEVICES
-  assert job[0][1]["vocab8"]["axis_spans_processes"] == {"vocab": True}
-  assert job[0][1]["data2_vocab4"]["axis_spans_processes"]["data"] is True
+  for route in worker.ROUTES:
+    assert job[0][1][f"{route}/vocab8"]["axis_spans_processes"] == {"vocab": True}
+    assert job[0][1][f"{route}/data2_vocab4"]["axis_spans_processes"]["data"] is True
 
 
-@pytest.mark.parametrize("mesh", list(worker.MESHES))
-def test_rewritten_without_all_gather(job, mesh):
+RUNS = [f"{route}/{mesh}" for route in worker.ROUTES for mesh in worker.MESHES]
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_sharded_without_all_gather(job, run):
   for _, facts in job:
-    f = facts[mesh]
-    assert f["composites_left"] == 0 and f["manual_computation"], f
+    f = facts[run]
+    if run.startswith("gshard_op.jit/"):
+      assert f["composites_left"] == 0 and f["manual_computation"], f
+    else:
+      assert f["custom_partitioning"], f
     assert not f["all_gather"] and f["all_reduce"] > 0, f
     assert f["d_e_sharded_over_vocab"], f
 
 
-@pytest.mark.parametrize("mesh", list(worker.MESHES))
-def test_loss_and_gradients_match_single_process(job, single_process, mesh):
+@pytest.mark.parametrize("run", RUNS)
+def test_loss_and_gradients_match_single_process(job, single_process, run):
   """Both processes gathered the same values; they equal the one-device step
   to float32 rounding (summation order differs across shards)."""
   for i, (arrays, _) in enumerate(job):
     for key, want in single_process.items():
-      got = arrays[f"{mesh}/{key}"]
+      got = arrays[f"{run}/{key}"]
       assert got.shape == want.shape, (i, key, got.shape, want.shape)
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7,
-                                 err_msg=f"process {i} {mesh} {key}")
+                                 err_msg=f"process {i} {run} {key}")
   for key in single_process:
-    np.testing.assert_array_equal(job[0][0][f"{mesh}/{key}"], job[1][0][f"{mesh}/{key}"],
-                                  err_msg=f"{mesh} {key}: the processes disagree")
+    np.testing.assert_array_equal(job[0][0][f"{run}/{key}"], job[1][0][f"{run}/{key}"],
+                                  err_msg=f"{run} {key}: the processes disagree")
 
 
 def test_single_process_step_matches_numpy(single_process):

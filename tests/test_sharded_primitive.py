@@ -8,7 +8,8 @@ catching its own failure, and prints one JSON line; the tests below read it.
 Scenarios (values and gradients of several losses vs the same computation on
 unsharded inputs, and vs the float64 NumPy model):
 - `auto_vocab`: mesh (8,) "model" with Auto axes, the embedding sharded
-  P("model", None) over the vocabulary;
+  P("model", None) over the vocabulary, where plain `jax.jit` partitions the
+  op itself (`gshard_op/partitioning.py`): no all-gather;
 - `auto_data_model`: mesh (2, 4) ("data", "model"), Auto axes, tokens (inputs,
   labels, weights) on "data", embedding on "model"; ids and soft labels;
 - `explicit_vocab`, `explicit_data_model_*`: the same under Explicit axes
@@ -101,6 +102,11 @@ def _scenario(name, rng):
       lowered = step.lower(*placed)
       assert lowered.as_text().count("sdy.manual_computation") == 2, "not vocab-sharded"
       hlo = lowered.compile().as_text()
+      assert "all-gather" not in hlo and "all-reduce" in hlo
+    if not explicit:
+      # The primitives partition themselves (custom_partitioning): per-device
+      # loops and [N]-sized all-reduces, the embedding never gathered.
+      hlo = step.lower(*placed).compile().as_text()
       assert "all-gather" not in hlo and "all-reduce" in hlo
     if explicit:  # sharding-in-types: the gradients carry their operands' specs
       if "embedding" not in host:

@@ -1,0 +1,205 @@
+"""The primitives partition themselves: `custom_partitioning` with Shardy rules.
+
+Under plain `jax.jit` on a mesh, the chunked lowering runs before XLA's
+sharding propagation, so on its own it cannot know that the embedding is
+sharded over the vocabulary, and XLA would all-gather the `[V, M]` embedding
+for the loops. Here the lowering rule instead emits a
+`jax.experimental.custom_partitioning` call, as JAX's cuDNN attention does:
+
+* its Shardy `sharding_rule` names the factors: tokens `n`, features `m`
+  (replicated before the op: an FSDP-style embedding is gathered on `M`, as
+  dense XLA gathers it) and vocab `v` (a reduction factor of the forward, so
+  propagation keeps the embedding sharded on it);
+* once propagation has chosen the operands' shardings, the partitioner calls
+  `_partition`, which reads them, applies the one layout rule of
+  `gshard-shard-vocab` (`shard.vocab_layout`) and returns the per-device
+  function: the same primitive bound with `Lowering.shard` set, whose rule
+  emits `shard.emit_shard`, the per-shard loops and `[tokens]`-sized
+  all-reduces of the pass.
+
+So a vocab-sharded embedding is never all-gathered on `V`, on Auto and
+Explicit meshes alike. Vocab shards that do not divide `V` are gathered on
+`V` instead, with a warning (correct, but not memory-saving).
+
+Where it does not apply, the rule emits the loops unpartitioned: one device,
+a fully manual context (inside `shard_map`, the operands are already
+per-device), and `jax.export`, whose serialisation cannot carry the
+partitioner's Python callback. The persistent compilation cache does not
+cache programs holding the callback either (see the README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import warnings
+
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.extend.core import Primitive
+from jax.sharding import NamedSharding, PartitionSpec
+
+from gshard_op.lowering import Lowering
+from gshard_op.options import SoftmaxOptions
+
+log = logging.getLogger("gshard_op")
+
+
+def applies(ctx) -> bool:
+  """Whether the program being lowered is partitioned by XLA across devices.
+
+  Reads two fields of JAX's private lowering context, because JAX has no
+  public way to ask: the axis context (`ShardingContext` is a program XLA's
+  SPMD partitioner will split; a `shard_map` body is already per-device) and
+  `LoweringParameters.for_export` (a `jax.export` lowering, which cannot
+  serialise the partitioner's callback).
+  """
+  from jax._src import sharding_impls  # private: see the docstring
+
+  module = ctx.module_context
+  if module.lowering_parameters.for_export:
+    return False
+  axes = module.axis_context
+  return isinstance(axes, sharding_impls.ShardingContext) and axes.num_devices > 1
+
+
+def needs_devices(prim: Primitive) -> None:
+  """Marks `prim` as one whose lowering needs the program's devices, as JAX's
+  cuDNN primitives are marked: custom_partitioning builds its mesh from them,
+  and jit hands them to the lowering only for programs holding such a
+  primitive. (A private JAX registry: there is no public one.)"""
+  from jax._src import dispatch  # private: see the docstring
+
+  dispatch.prim_requires_devices_during_lowering.add(prim)
+
+
+def lower(ctx, prim: Primitive, args, *, options: SoftmaxOptions, lowering: Lowering):
+  """The rule's result for `prim(*args)`: a custom-partitioning call whose
+  partitioner picks the per-device loops."""
+  from jax.interpreters import mlir
+
+  from jaxlib.mlir import ir
+
+  labels_are_ids = ctx.avals_in[2].dtype.kind in "iu"
+  partitioned = _partitioned(prim, options, lowering, labels_are_ids)
+  results = mlir.lower_fun(partitioned, multiple_results=True)(ctx, *args)
+  # The call names its partitioner only by a pointer (the backend config), so
+  # the program text says which op and parameters it stands for: two calls
+  # differing only in options never share a persistent-cache entry under
+  # `jax_remove_custom_partitioning_ptr_from_cache_key` (see the README).
+  call = results[0].owner
+  call.attributes["mhlo.frontend_attributes"] = ir.DictAttr.get({
+      "gshard_op": ir.StringAttr.get(f"{prim.name} {options} {lowering}")})
+  return results
+
+
+def _is_grad(prim: Primitive) -> bool:
+  return prim.name.endswith("_grad")
+
+
+# --- the Shardy rule ---------------------------------------------------------------------
+
+def sharding_rule(is_grad: bool, labels_are_ids: bool) -> str:
+  """The op's factors in Shardy's einsum-like notation.
+
+      forward   x[n, m], embedding[v, m], labels[n] | [n, v] -> four [n]
+      gradient  ..., logsumexp and three cotangents [n] -> d_x[n, m], d_embedding[v, m]
+  """
+  operands = ["n m", "v m", "n" if labels_are_ids else "n v"]
+  if is_grad:
+    return ", ".join(operands + ["n"] * 4) + " -> n m, v m"
+  return ", ".join(operands) + " -> n, n, n, n"
+
+
+@functools.lru_cache(maxsize=None)
+def _partitioned(prim: Primitive, options: SoftmaxOptions, lowering: Lowering,
+                 labels_are_ids: bool):
+  """The custom-partitioning function of one primitive and parameter set."""
+  is_grad = _is_grad(prim)
+
+  def unpartitioned(*args):
+    # custom_partitioning's own body, lowered only where nothing is partitioned.
+    one_device = dataclasses.replace(lowering, shard=_one_device())
+    return tuple(prim.bind(*args, options=options, lowering=one_device))
+
+  fn = custom_partitioning(unpartitioned)
+  fn.def_partition(
+      partition=functools.partial(_partition, prim, options, lowering),
+      sharding_rule=sharding_rule(is_grad, labels_are_ids),
+      reduction_factors=() if is_grad else ("v",),
+      need_replication_factors=("m",))
+  return fn
+
+
+def _one_device():
+  from gshard_op.passes.shard import ShardSpec
+  return ShardSpec((), (), ())
+
+
+# --- the partition callback --------------------------------------------------------------
+
+def _partition(prim: Primitive, options: SoftmaxOptions, lowering: Lowering, mesh,
+               arg_shapes, result_shape):
+  """Called by the partitioner with the shardings propagation chose: returns
+  the per-device function and the shardings it needs and produces."""
+  del result_shape  # fixed by the layout
+  x, embedding, labels = arg_shapes[:3]
+  layout = _layout(prim, mesh, x, embedding)
+  tok, voc = tuple(layout.token_axes), tuple(layout.vocab_axes)
+
+  def named(*dims: tuple[str, ...]) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(*(d or None for d in dims)))
+
+  per_token = named(tok)
+  labels_sharding = per_token if len(labels.shape) == 1 else named(tok, voc)
+  arg_shardings = (named(tok, ()), named(voc, ()), labels_sharding,
+                   *[per_token] * (len(arg_shapes) - 3))
+  if _is_grad(prim):
+    result_shardings = (named(tok, ()), named(voc, ()))
+  else:
+    result_shardings = (per_token,) * 4
+  per_device = dataclasses.replace(lowering, shard=layout.spec())
+
+  def lower_fn(*args):
+    return tuple(prim.bind(*args, options=options, lowering=per_device))
+
+  return mesh, lower_fn, result_shardings, arg_shardings
+
+
+def _spec_axes(sharding, dim: int) -> tuple[str, ...]:
+  """The mesh axes dimension `dim` of a `NamedSharding` is split over."""
+  spec = sharding.spec
+  entry = spec[dim] if dim < len(spec) else None
+  if entry is None:
+    return ()
+  return tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
+
+
+def _layout(prim: Primitive, mesh, x, embedding):
+  """The layout rule of `gshard-shard-vocab` on the shardings the partitioner
+  chose; a vocab its shards do not divide is gathered on `V`, with a warning."""
+  from gshard_op.passes import shard
+
+  grid = shard.Mesh.of_axes(dict(mesh.shape))
+  n, v = x.shape[0], embedding.shape[0]
+  tokens = _spec_axes(x.sharding, 0) if isinstance(x.sharding, NamedSharding) else ()
+  vocab = ()
+  if isinstance(embedding.sharding, NamedSharding):
+    vocab = _spec_axes(embedding.sharding, 0)
+  elif not embedding.sharding.is_fully_replicated:
+    _announce(f"{prim.name}: the embedding's sharding {embedding.sharding} names no mesh "
+              "axes; it is gathered and the vocab is not sharded")
+  try:
+    return shard.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=vocab,
+                              token_axes=tokens)
+  except shard.Unsupported as e:
+    _announce(f"{prim.name}: {e}; the embedding is gathered on the vocab (correct, but "
+              "each device holds all of it). Pad the vocab to a multiple of the shards "
+              "to keep it sharded.")
+    return shard.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=(),
+                              token_axes=tokens)
+
+
+def _announce(message: str) -> None:
+  warnings.warn(message, stacklevel=2)
+  log.warning(message)
