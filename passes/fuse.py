@@ -197,14 +197,17 @@ class FuseForwardBackwardPass(ModulePass):
       tokens = plan_token_chunk(fwd.num_tokens, fwd.num_classes, token_chunk=self.token_chunk,
                                 memory_budget_mib=self.memory_budget_mib)
       if tokens is None:
-        log.info("%s: budget %s MiB too small for [%d, %d] blocks; left to chunking",
-                 self.name, self.memory_budget_mib, MIN_TOKEN_CHUNK, fwd.num_classes)
+        why = ("an empty batch" if fwd.num_tokens == 0 else
+               f"memory-budget-mib={self.memory_budget_mib} is too small for "
+               f"[{MIN_TOKEN_CHUNK}, {fwd.num_classes}] token blocks")
+        self.decline(fwd.op, why, action="fused", left_to="gshard-chunk-softmax")
         continue
       cotangents = [grad.args.g_per_example_xent, grad.args.g_logsumexp,
                     grad.args.g_logsumexp_squared]
       movable = cotangent_slice(fwd.op, cotangents)
       if movable is None:
-        log.info("%s: cotangents depend on the forward's results; not fused", self.name)
+        self.decline(fwd.op, "the gradient's cotangents depend on the forward's results",
+                     action="fused", left_to="gshard-chunk-softmax")
         continue
       for op in movable:
         op.move_before(fwd.op)
