@@ -1,14 +1,19 @@
 """Keras 3 entry point: the shared embedding softmax as a `keras.layers.Layer`.
 
-    import os; os.environ["KERAS_BACKEND"] = "jax"   # before importing keras
+    from gshard_op.keras import GShardSharedEmbeddingSoftmax   # first: Keras on JAX
     import keras
-    from gshard_op.keras import GShardSharedEmbeddingSoftmax
 
+    @keras.saving.register_keras_serializable(package="my_models")
     class LM(keras.Model):
       def __init__(self, vocab, dim, **kwargs):
         super().__init__(**kwargs)
+        self.vocab, self.dim = vocab, dim
         self.softmax = GShardSharedEmbeddingSoftmax(dim, vocab)
         self.mlp = keras.layers.Dense(dim, activation="gelu")
+
+      def build(self, input_shape=None):   # weights made here, so .keras loading builds it
+        self.mlp.build((None, None, self.dim))
+        self.built = True
 
       def call(self, batch, training=None):
         x = self.mlp(self.softmax.emb_lookup(batch["ids"]))
@@ -16,10 +21,17 @@
                            training=training)
         return out["logits"]
 
+      def get_config(self):                # what .keras loading rebuilds it from
+        return {**super().get_config(), "vocab": self.vocab, "dim": self.dim}
+
     model = LM(32768, 512)
     model.compile(optimizer="adam")          # no `loss=`: the layer adds its own
     model.fit({"ids": ids, "targets": targets}, epochs=1, batch_size=8)
     model.predict({"ids": ids})              # logits, no labels needed
+    model.save("lm.keras")
+
+(`ids` int32 `[B, T]`, `targets` int32 `[B, T, 1]`, the next tokens; the README's
+Keras section runs this end to end.)
 
 The layer runs the functional op (`gshard_op.shared_embedding_softmax`) on its
 `embeddings` weight and adds the mean cross-entropy plus the z-loss to the
