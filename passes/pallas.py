@@ -11,6 +11,14 @@ under a name unique to the kernel instance, and replaces the composite by a
 types, options, platform, blocks) and spliced once per module: two composites
 of the same signature call one function.
 
+Blocks (`Blocks`: tokens, classes, the logits' feature block, the gradients'
+column block) come from the options or the platform's defaults and shrink
+until the estimate of what one program keeps on chip (`on_chip_bytes`) fits
+the platform's memories (`ON_CHIP_BYTES`). On a GPU the feature dimension is
+always blocked, so any `in_features` from 16 up (Gemma's 2304, 3072, 5120,
+...) fits shared memory and registers; on a TPU whole rows fit VMEM up to
+`M = 8192` and beyond.
+
 Composites that do not suit (see `PallasPass.unsuitable`) stay as they are, for
 the passes after this one (the default pipeline's fuse and chunk passes). So do
 all composites of a module XLA will partition (`mhlo.num_partitions > 1`): a
@@ -23,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,14 +50,41 @@ PLATFORMS = {"interpret": ("interpret", None), "cuda": ("triton", "cuda"),
              "tpu": ("mosaic_tpu", "tpu")}
 # Triton: every array a power of two and dots at least 16 wide.
 TRITON_MIN_BLOCK = 16
-# Mosaic TPU: blocks in (8, 128) tiles (tokens, classes) unless a block is the
-# whole dimension.
+TRITON_STAGES = 2  # the kernels' `num_stages`: loads in a loop are buffered twice
+# Mosaic TPU: blocks in (8, 128) tiles (tokens, classes; features in lanes of
+# 128) unless a block is the whole dimension.
 TPU_TILE = (8, 128)
-# What one program may keep on chip (see `on_chip_bytes`): blocks are halved
-# until they fit. Triton: registers and shared memory of one SM; Mosaic: the
-# default scoped VMEM limit.
-ON_CHIP_BYTES = {"cuda": 192 * 2**10, "tpu": 16 * 2**20}
-DEFAULT_BLOCKS = {"interpret": (128, 512), "cuda": (64, 128), "tpu": (128, 512)}
+# What one program may keep on chip (see `on_chip_bytes`); blocks the options
+# leave free shrink until they fit.
+#   cuda "shared": shared memory of one SM. H100 and H200 have 228 KiB (227 KiB
+#     for one block); 160 KiB leaves Triton room for its own scratch (layout
+#     conversions, reductions) and errs on the safe side of the estimate.
+#   cuda "registers": the float32 tiles in registers; with 8 warps, 128 of the
+#     255 registers each thread may have (half of an SM's 256 KiB file).
+#   tpu "vmem": the default scoped VMEM limit.
+ON_CHIP_BYTES = {"cuda": {"shared": 160 * 2**10, "registers": 128 * 2**10},
+                 "tpu": {"vmem": 16 * 2**20}}
+# 32 threads x 128 four-byte registers: the register tiles one warp holds.
+TRITON_REGISTERS_PER_WARP = 16 * 2**10
+# On cuda the gradients' column block shrinks to this before the token and
+# class blocks do: each column block recomputes the logits once more.
+GRAD_FEATURES_FLOOR = 256
+
+
+class Blocks(NamedTuple):
+  """Block sizes of one kernel instance (see `passes/pallas_kernels.py`): tokens
+  `T`, classes `C`, the logits' feature block `K` and the gradients' column
+  block `F` (`M` when not blocked)."""
+
+  tokens: int
+  vocab: int
+  features: int
+  grad_features: int
+
+
+# (tokens, vocab, features, grad_features); 0: the whole dimension.
+DEFAULT_BLOCKS = {"interpret": Blocks(128, 512, 0, 0), "cuda": Blocks(64, 64, 64, 512),
+                  "tpu": Blocks(128, 512, 0, 0)}
 
 _DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16, "f64": jnp.float64,
            "i32": jnp.int32}
@@ -73,17 +109,40 @@ def _itemsize(value: ir.Value) -> int:
   return jnp.dtype(_spec(value).dtype).itemsize
 
 
-def on_chip_bytes(platform: str, site: composites.SoftmaxComposite, t: int, c: int) -> int:
-  """What one program of the kernels keeps on chip with blocks of `t` tokens and
-  `c` classes. Triton: the `[T, M]` and `[C, M]` operand blocks and three
-  float32 `[T, C]` temporaries (logits before and after cap/clip, their
-  cotangent). Mosaic TPU: also the float32 `[T, M]` or `[C, M]` gradient
-  accumulator, the VMEM copy buffers, and a probability block."""
+def on_chip_bytes(platform: str, site: composites.SoftmaxComposite, blocks: Blocks) -> dict:
+  """An estimate of what one program of the kernels keeps on chip, by the
+  memory it is checked against (`ON_CHIP_BYTES`).
+
+  cuda, shared memory: the dot operands, `TRITON_STAGES` times over: the
+  `[T, K]` and `[C, K]` blocks of the logits' feature loop, the `[C, F]` or
+  `[T, F]` block of the gradient's columns; and the cotangent block `[T, C]`.
+  cuda, registers: three float32 `[T, C]` tiles (logits before and after
+  cap/clip, their cotangent) and the float32 gradient accumulator, `[T, F]` or
+  `[C, F]`. Neither grows with `M` once `K` and `F` are fixed.
+  tpu, VMEM: the copy buffers of the operand blocks (also the `F`-wide ones when
+  the features are blocked), a float32 accumulator per operand block, four
+  float32 `[T, C]` tiles and a probability block."""
+  t, c, k, f = blocks
   m, itemsize = site.in_features, _itemsize(site.args.embedding)
   if platform == "cuda":
-    return (t + c) * m * itemsize + 3 * t * c * 4
+    return {"shared": (TRITON_STAGES * ((t + c) * k + max(t, c) * f) + t * c) * itemsize,
+            "registers": 4 * (3 * t * c + max(t, c) * f)}
   labels = 0 if site.labels_are_ids else t * c * _itemsize(site.args.labels)
-  return (t + c) * m * (itemsize + 4) + 4 * t * c * 4 + labels
+  buffers = (t + c) * (k if (k, f) == (m, m) else k + f) * itemsize
+  return {"vmem": buffers + (t + c) * f * 4 + 4 * t * c * 4 + labels}
+
+
+def over_budget(platform: str, site: composites.SoftmaxComposite, blocks: Blocks) -> list[str]:
+  """The memories (`ON_CHIP_BYTES`) these blocks would overflow: `[]` when they fit."""
+  budget = ON_CHIP_BYTES[platform]
+  return [name for name, used in on_chip_bytes(platform, site, blocks).items()
+          if used > budget[name]]
+
+
+def triton_num_warps(site: composites.SoftmaxComposite, blocks: Blocks) -> int:
+  """4 warps, or 8 when the register tiles need more than 4 hold."""
+  registers = on_chip_bytes("cuda", site, blocks)["registers"]
+  return 4 if registers <= 4 * TRITON_REGISTERS_PER_WARP else 8
 
 
 @functools.lru_cache(maxsize=64)
@@ -131,8 +190,10 @@ def splice(module: ir.Operation, text: str, name: str) -> str:
 
 @register
 class PallasPass(ModulePass):
-  """Options: `platform` (interpret | cuda | tpu), `block-tokens` and
-  `block-vocab` (0: the platform's default, shrunk to fit the shapes)."""
+  """Options: `platform` (interpret | cuda | tpu); `block-tokens`,
+  `block-vocab`, `block-features` (the logits' feature block) and
+  `block-grad-features` (the gradients' column block): 0 is the platform's
+  default, shrunk to fit the shapes and the chip."""
 
   name = "gshard-pallas"
   summary = "Replace gshard composites by calls of Pallas kernels lowered for a platform"
@@ -140,63 +201,92 @@ class PallasPass(ModulePass):
   platform: str = "interpret"
   block_tokens: int = 0
   block_vocab: int = 0
+  block_features: int = 0
+  block_grad_features: int = 0
 
   def __post_init__(self):
     if self.platform not in PLATFORMS:
       raise ValueError(f"platform must be one of {', '.join(PLATFORMS)}, got '{self.platform}'")
-    if self.block_tokens < 0 or self.block_vocab < 0:
-      raise ValueError("block-tokens and block-vocab must be >= 0")
+    options = (("block-tokens", self.block_tokens), ("block-vocab", self.block_vocab),
+               ("block-features", self.block_features),
+               ("block-grad-features", self.block_grad_features))
+    for what, block in options:
+      if block < 0:
+        raise ValueError(f"{what} must be >= 0")
     if self.platform == "cuda":
-      for what, block in (("block-tokens", self.block_tokens), ("block-vocab", self.block_vocab)):
+      for what, block in options:
         if block and (not _is_power_of_two(block) or block < TRITON_MIN_BLOCK):
           raise ValueError(f"{what} must be 0 or a power of two >= {TRITON_MIN_BLOCK} "
                            f"for platform=cuda, got {block}")
 
-  def blocks(self, site: composites.SoftmaxComposite) -> tuple[int, int]:
-    """`(T, C)` for the site: the options, else the platform's defaults; never
-    larger than `N`, `V`; on cuda powers of two; on a GPU or TPU, blocks the
-    options leave free are halved (the larger first) until they fit on chip."""
-    n, v = site.num_tokens, site.num_classes
-    default_t, default_c = DEFAULT_BLOCKS[self.platform]
-    t, c = min(self.block_tokens or default_t, n), min(self.block_vocab or default_c, v)
-    if self.platform == "interpret" or min(t, c) == 0:
-      return t, c
+  def blocks(self, site: composites.SoftmaxComposite) -> Blocks:
+    """The blocks for the site: the options, else the platform's defaults, never
+    larger than `N`, `V`, `M` (0: the whole dimension); on cuda powers of two.
+    On a GPU or TPU, blocks the options leave free are halved until they fit
+    on chip (`over_budget`): on cuda the gradients' columns down to
+    `GRAD_FEATURES_FLOOR`, then tokens and classes (the larger first), then the
+    columns again, then the logits' feature block; on a TPU tokens and classes
+    (the larger first), then both feature blocks together."""
+    n, m, v = site.num_tokens, site.in_features, site.num_classes
+    options = Blocks(self.block_tokens, self.block_vocab, self.block_features,
+                     self.block_grad_features)
+    sizes = (n, v, m, m)
+    blocks = [min(option or default or size, size)
+              for option, default, size in zip(options, DEFAULT_BLOCKS[self.platform], sizes)]
+    if self.platform == "interpret" or min(blocks) == 0:
+      return Blocks(*blocks)
     if self.platform == "cuda":
-      t, c = _floor_power_of_two(t), _floor_power_of_two(c)
-    while on_chip_bytes(self.platform, site, t, c) > ON_CHIP_BYTES[self.platform]:
-      shrink_c = not self.block_vocab and self._halvable(c, 1)
-      shrink_t = not self.block_tokens and self._halvable(t, 0)
-      if shrink_c and (c >= t or not shrink_t):
-        c //= 2
-      elif shrink_t:
-        t //= 2
-      else:
+      blocks = [_floor_power_of_two(x) for x in blocks]
+    free = [not option for option in options]
+    while over_budget(self.platform, site, Blocks(*blocks)):
+      halve = self._next_to_halve(blocks, free)
+      if not halve:
         break
-    return t, c
+      for i in halve:
+        blocks[i] //= 2
+    return Blocks(*blocks)
 
-  def _halvable(self, block: int, dim: int) -> bool:
+  def _next_to_halve(self, blocks: list[int], free: list[bool]) -> tuple[int, ...]:
+    """Indices into `Blocks` to halve next (see `blocks`); () when none can be."""
+    t, c, k, f = blocks
+    ok = [free[i] and self._halvable(blocks[i], i) for i in range(4)]
+    tokens_or_vocab = ((1,) if ok[1] and (c >= t or not ok[0]) else (0,) if ok[0] else ())
+    if self.platform == "tpu":
+      return tokens_or_vocab or ((2, 3) if ok[2] and ok[3] else ())
+    if ok[3] and f > GRAD_FEATURES_FLOOR:
+      return (3,)
+    return tokens_or_vocab or ((3,) if ok[3] else (2,) if ok[2] else ())
+
+  def _halvable(self, block: int, index: int) -> bool:
     if self.platform == "cuda":
       return block // 2 >= TRITON_MIN_BLOCK
-    return block % (2 * TPU_TILE[dim]) == 0
+    return block % (2 * (TPU_TILE[0] if index == 0 else TPU_TILE[1])) == 0
 
-  def unsuitable(self, site: composites.SoftmaxComposite, blocks: tuple[int, int]) -> str | None:
+  def unsuitable(self, site: composites.SoftmaxComposite, blocks: Blocks) -> str | None:
     """Why the kernels cannot take this composite on this platform (None: they can)."""
     n, m, v = site.num_tokens, site.in_features, site.num_classes
-    t, c = blocks
+    t, c, k, f = blocks
     if n == 0 or v == 0:
       return "empty batch or vocabulary"
     if self.platform == "interpret":
       return None
     if self.platform == "cuda":
-      if not _is_power_of_two(m) or m < TRITON_MIN_BLOCK:
-        return f"in_features {m} is not a power of two >= {TRITON_MIN_BLOCK} (Triton)"
+      if m < TRITON_MIN_BLOCK:
+        return f"in_features {m} below the Triton minimum block of {TRITON_MIN_BLOCK}"
       if min(t, c) < TRITON_MIN_BLOCK:
         return f"N={n} or V={v} below the Triton minimum block of {TRITON_MIN_BLOCK}"
-    if self.platform == "tpu" and ((t % TPU_TILE[0] and t != n) or (c % TPU_TILE[1] and c != v)):
-      return f"blocks {t} x {c} are not in {TPU_TILE} tiles"
-    if on_chip_bytes(self.platform, site, t, c) > ON_CHIP_BYTES[self.platform]:
-      return (f"blocks of {t} tokens and {c} classes by {m} features take more than "
-              f"{ON_CHIP_BYTES[self.platform]} bytes on chip")
+    if self.platform == "tpu":
+      if (t % TPU_TILE[0] and t != n) or (c % TPU_TILE[1] and c != v):
+        return f"blocks {t} x {c} are not in {TPU_TILE} tiles"
+      if (k % TPU_TILE[1] and k != m) or (f % TPU_TILE[1] and f != m):
+        return f"feature blocks {k} and {f} of {m} are not in lanes of {TPU_TILE[1]}"
+    over = over_budget(self.platform, site, blocks)
+    if over:
+      used = on_chip_bytes(self.platform, site, blocks)
+      return (f"blocks of {t} tokens, {c} classes, {k} features and {f} gradient columns "
+              f"(in_features {m}) need more on chip than there is: "
+              + ", ".join(f"{used[name]} > {ON_CHIP_BYTES[self.platform][name]} bytes of {name}"
+                          for name in over))
     return None
 
   def run(self, module: ir.Operation) -> None:
@@ -218,8 +308,11 @@ class PallasPass(ModulePass):
         continue
       config = kernels.KernelConfig(options=site.options, logit_scale=site.logit_scale,
                                     labels_are_ids=site.labels_are_ids,
-                                    block_tokens=blocks[0], block_vocab=blocks[1],
-                                    backend=backend)
+                                    block_tokens=blocks.tokens, block_vocab=blocks.vocab,
+                                    backend=backend, block_features=blocks.features,
+                                    block_grad_features=blocks.grad_features,
+                                    num_warps=(triton_num_warps(site, blocks)
+                                               if self.platform == "cuda" else 4))
       specs = tuple(_spec(x) for x in site.operands)
       try:
         text = lower_kernel(site.is_grad, specs, config, platform)
@@ -229,14 +322,15 @@ class PallasPass(ModulePass):
       key = repr((site.is_grad, specs, config, platform)).encode()
       stem = "gshard.pallas_grad" if site.is_grad else "gshard.pallas_forward"
       callee = splice(module, text, f"{stem}_{hashlib.sha256(key).hexdigest()[:12]}")
-      log.info("%s: %s -> @%s (%s, blocks %d x %d)", self.name, kind, callee, self.platform,
-               *blocks)
+      log.info("%s: %s -> @%s (%s, blocks %d x %d x %d, gradient columns %d)", self.name, kind,
+               callee, self.platform, *blocks)
       with site.op.location, ir.InsertionPoint(site.op):
         call = func.CallOp([r.type for r in site.op.results],
                            ir.FlatSymbolRefAttr.get(callee), site.operands)
         call.operation.attributes["gshard.plan"] = ir.StringAttr.get(
-            f"{self.name}: platform={self.platform} block_tokens={blocks[0]} "
-            f"block_vocab={blocks[1]}")
+            f"{self.name}: platform={self.platform} block_tokens={blocks.tokens} "
+            f"block_vocab={blocks.vocab} block_features={blocks.features} "
+            f"block_grad_features={blocks.grad_features}")
       for old, new in zip(site.op.results, call.results):
         old.replace_all_uses_with(new)
       site.op.erase()

@@ -6,25 +6,39 @@ Three kernels, each recomputing blocks of logits in on-chip memory so that no
   forward  grid over token blocks; a loop over vocab blocks keeps the online
            max, sum-exp, argmax, target logit (and sum of logits, for label
            smoothing) per token; finalises the composite's four `[N]` results.
-  d_x      grid over token blocks; a loop over vocab blocks recomputes each
-           block's logits, its cotangent from the saved logsumexp, and
-           accumulates `dz @ E_block` in float32.
-  d_emb    grid over vocab blocks; a loop over token blocks accumulates
-           `dz.T @ x_block` in float32.
+  d_x      grid over token blocks x blocks of d_x's columns; a loop over vocab
+           blocks recomputes each block's logits, its cotangent from the saved
+           logsumexp, and accumulates `dz @ E_block[:, cols]` in float32.
+  d_emb    grid over vocab blocks x blocks of d_embedding's columns; a loop
+           over token blocks accumulates `dz.T @ x_block[:, cols]` in float32.
 
-Each gradient kernel recomputes the logits (five matmuls in all, counting the
-forward's). One kernel over vocab blocks that also added each block's `dz @ E`
-into `d_x` with atomics would save a matmul, but its `N * V * M / C` atomic adds
-cost more than the `2 * N * V * M` flops of the recompute at any useful `C`;
-and no `[V, M]` float32 accumulator ever exists: each `d_embedding` block is
-summed on chip and written once. The price is that the `[T, M]` and `[C, M]`
-blocks, and a float32 accumulator of one of them, sit on chip: `M` is bounded
-(see `passes/pallas.py`'s `on_chip_bytes`).
+Features are blocked twice, so that no on-chip tile grows with `M`:
+
+  block_features       the logits `x_block @ E_block.T` are summed over
+                       feature blocks of this width (a loop inside each
+                       vocab or token step);
+  block_grad_features  each gradient program writes this many columns of
+                       `d_x` or `d_embedding`, so its float32 accumulator is
+                       `[T, F]` or `[C, F]`, not `[T, M]`.
+
+0 means all of `M` (one block, as on a TPU, where VMEM holds whole rows).
+The price of `block_grad_features < M` is recomputation: each of the
+`ceil(M / F)` column blocks of a gradient recomputes the logits, so the two
+gradient kernels cost `2 * (ceil(M / F) + 1)` matmuls of the step's size instead
+of 4. The gradient kernels recompute the logits even at `F = M` (five matmuls
+in all, counting the forward's): one kernel over vocab blocks that also added
+each block's `dz @ E` into `d_x` with atomics would save a matmul, but its
+`N * V * M / C` atomic adds cost more than the `2 * N * V * M` flops of the
+recompute at any useful `C`; and no `[V, M]` float32 accumulator ever exists:
+each `d_embedding` block is summed on chip and written once. How large the
+blocks may be on a GPU or TPU is `passes/pallas.py`'s `on_chip_bytes`.
 
 Blocks never read out of bounds: the last block of an uneven split starts at
 `size - block` and masks what an earlier block already covered (the chunk
 pass's scheme, see `passes/chunk.py`), so every load has a static shape and no
-operand is padded. Overlapping programs write identical values.
+operand is padded. In the feature loop both operands' already-covered columns
+are zeroed, so an infinite value there adds nothing twice. Overlapping programs
+write identical values.
 
 The math is `gshard_op/reference.py`'s, non-finite logits included (the online
 softmax follows `passes/softmax_ir.py`'s rules): the inputs are scaled by `M**-0.5` in
@@ -35,10 +49,11 @@ kernels (`forward`, `grad`).
 
 `backend` picks how `pallas_call` lowers: "interpret" (any platform, plain
 HLO), "triton" (GPU: `custom_call @__gpu$xla.gpu.triton`; every array in a
-kernel must have a power-of-two size, so `M`, and the blocks, must be powers of
-two) or "mosaic_tpu" (`custom_call @tpu_custom_call`; the operands stay in HBM
-and blocks are copied through VMEM buffers). The kernel bodies are the same for
-all three; only `_Blocks`, which reads and writes the blocks, differs.
+kernel must have a power-of-two size, so the blocks must be powers of two; `M`
+need not be, it is only ever read a block at a time) or "mosaic_tpu"
+(`custom_call @tpu_custom_call`; the operands stay in HBM and blocks are copied
+through VMEM buffers). The kernel bodies are the same for all three; only
+`_Blocks`, which reads and writes the blocks, differs.
 """
 
 from __future__ import annotations
@@ -72,12 +87,21 @@ class KernelConfig:
   block_tokens: int
   block_vocab: int
   backend: str = "interpret"
+  block_features: int = 0       # the logits' contraction, a block at a time (0: all of M)
+  block_grad_features: int = 0  # columns of d_x / d_embedding per program (0: all of M)
+  num_warps: int = 4            # Triton only
 
   def __post_init__(self):
     if self.backend not in BACKENDS:
       raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
     if self.block_tokens <= 0 or self.block_vocab <= 0:
       raise ValueError("block sizes must be positive")
+    if self.block_features < 0 or self.block_grad_features < 0:
+      raise ValueError("feature blocks must be >= 0 (0: all features)")
+
+  def features(self, in_features: int) -> tuple[int, int]:
+    """`(block_features, block_grad_features)` for `M = in_features`, 0 resolved to `M`."""
+    return self.block_features or in_features, self.block_grad_features or in_features
 
   def smoothing(self, num_classes: int) -> tuple[float, float]:
     """`(a, b)`: the target is `a * labels + b` (1, 0 without smoothing)."""
@@ -121,6 +145,12 @@ def _scaled(cfg: KernelConfig, x):
   return x * jnp.asarray(cfg.logit_scale, x.dtype)
 
 
+def _owned_columns(start, first, width: int):
+  """bool `[1, width]`: the columns of a block from `start` not covered by an
+  earlier block (`first`: the first owned one, as `_block_start` gives it)."""
+  return start + lax.broadcasted_iota(jnp.int32, (1, width), 1) >= first
+
+
 def _dot_nt(a, b):
   """`a @ b.T` accumulated in float32."""
   return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=F32)
@@ -155,13 +185,39 @@ def _token_labels(cfg: KernelConfig, io: "_Blocks", labels_ref, rows):
   return io.read(labels_ref, "labels", rows) if cfg.labels_are_ids else labels_ref
 
 
-def _logits_block(cfg: KernelConfig, io: "_Blocks", xs, e, labels, t_start, v_start,
+def _whole_rows(cfg: KernelConfig, m: int) -> bool:
+  """True when one feature block covers the logits and the gradients' columns:
+  then a block of rows is read once and serves the logits and the gradient."""
+  return cfg.features(m) == (m, m)
+
+
+def _raw_logits(cfg: KernelConfig, io: "_Blocks", x_ref, e_ref, rows, e_rows, tokens: int,
+                classes: int):
+  """f32 `[T, C]`: `x[rows] * M**-0.5 @ E[e_rows].T`, summed over feature
+  blocks of `cfg.block_features`; a clamped last block zeroes, in both
+  operands, the columns an earlier block covered."""
+  m = x_ref.shape[1]
+  bk = cfg.features(m)[0]
+
+  def body(k, z):
+    start, first = _block_start(k, bk, m)
+    cols = pl.ds(start, bk)
+    xs = _scaled(cfg, io.read(x_ref, "x", rows, cols))
+    e = io.read(e_ref, "e", e_rows, cols)
+    if first is not None:
+      owned = _owned_columns(start, first, bk)
+      xs, e = jnp.where(owned, xs, jnp.zeros_like(xs)), jnp.where(owned, e, jnp.zeros_like(e))
+    return z + _dot_nt(xs, e)
+
+  return lax.fori_loop(0, pl.cdiv(m, bk), body, jnp.zeros((tokens, classes), F32))
+
+
+def _logits_block(cfg: KernelConfig, io: "_Blocks", z_raw, labels, t_start, v_start,
                   v_first) -> _Block:
-  """The logits of the scaled token block `xs` (rows from `t_start`) against the
-  embedding block `e` (classes from `v_start`); `v_first` is the first class
-  the block owns (None: all); `labels` from `_token_labels`."""
-  tokens, classes = xs.shape[0], e.shape[0]
-  z_raw = _dot_nt(xs, e)
+  """The block of logits `z_raw` (f32 `[T, C]`, rows from `t_start`, classes
+  from `v_start`) with what the math needs; `v_first` is the first class the
+  block owns (None: all); `labels` from `_token_labels`."""
+  tokens, classes = z_raw.shape
   z = transform_logits(z_raw, cfg.options)
   cols = v_start + lax.broadcasted_iota(jnp.int32, (tokens, classes), 1)
   owned = None if v_first is None else cols >= v_first
@@ -216,13 +272,22 @@ class _Blocks:
     pltpu.sync_copy(ref.at[index], buffer)
     return buffer[...]
 
-  def write(self, ref, kind: str, rows, value):
+  def write(self, ref, kind: str, rows, value, cols=None):
+    index = (rows, slice(None) if cols is None else cols)
     if self.scratch is None:
-      ref[rows, :] = value
+      ref[index] = value
       return
     buffer = self.scratch[kind]
     buffer[...] = value
-    pltpu.sync_copy(buffer, ref.at[rows, :])
+    pltpu.sync_copy(buffer, ref.at[index])
+
+
+def _grad_columns(cfg: KernelConfig, m: int):
+  """The columns of `d_x` / `d_embedding` program `(i, j)` writes: block j of
+  `cfg.block_grad_features` (None: all; a clamped last block rewrites columns
+  an earlier one wrote, with the same values)."""
+  bf = cfg.features(m)[1]
+  return None if bf == m else pl.ds(_block_start(pl.program_id(1), bf, m)[0], bf)
 
 
 def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
@@ -231,15 +296,19 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
   bt, bv = cfg.block_tokens, cfg.block_vocab
   t_start, _ = _block_start(pl.program_id(0), bt, n)
   rows = pl.ds(t_start, bt)
-  xs = _scaled(cfg, io.read(x_ref, "x", rows))
+  # One feature block: the token block is read once, for every vocab block.
+  width = x_ref.shape[1]
+  xs = _scaled(cfg, io.read(x_ref, "x", rows)) if cfg.features(width)[0] == width else None
   labels = _token_labels(cfg, io, labels_ref, rows)
   smoothing = cfg.options.label_smoothing_prob > 0
 
   def body(k, carry):
     m, s, idx, t, zsum = carry
     v_start, v_first = _block_start(k, bv, v)
-    e = io.read(e_ref, "e", pl.ds(v_start, bv))
-    blk = _logits_block(cfg, io, xs, e, labels, t_start, v_start, v_first)
+    e_rows = pl.ds(v_start, bv)
+    z_raw = (_dot_nt(xs, io.read(e_ref, "e", e_rows)) if xs is not None
+             else _raw_logits(cfg, io, x_ref, e_ref, rows, e_rows, bt, bv))
+    blk = _logits_block(cfg, io, z_raw, labels, t_start, v_start, v_first)
     z = blk.owned_or(blk.z, -jnp.inf)
     block_max = jnp.max(z, axis=1, keepdims=True)  # NaN if the block has one
     m_new = jnp.maximum(m, block_max)
@@ -273,73 +342,97 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
 def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
                 x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, d_x_ref):
   bt, bv = cfg.block_tokens, cfg.block_vocab
+  m = x_ref.shape[1]
   t_start, _ = _block_start(pl.program_id(0), bt, n)
   rows = pl.ds(t_start, bt)
-  xs = _scaled(cfg, io.read(x_ref, "x", rows))
+  cols = _grad_columns(cfg, m)
+  whole = _whole_rows(cfg, m)
+  xs = _scaled(cfg, io.read(x_ref, "x", rows)) if whole else None
   labels = _token_labels(cfg, io, labels_ref, rows)
   per_token = [io.read(r, "column", rows) for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
 
   def body(k, acc):
     v_start, v_first = _block_start(k, bv, v)
-    e = io.read(e_ref, "e", pl.ds(v_start, bv))  # read once for the logits and for d_x
-    blk = _logits_block(cfg, io, xs, e, labels, t_start, v_start, v_first)
+    e_rows = pl.ds(v_start, bv)
+    if whole:
+      e = io.read(e_ref, "e", e_rows)  # read once for the logits and for d_x
+      z_raw = _dot_nt(xs, e)
+    else:
+      z_raw = _raw_logits(cfg, io, x_ref, e_ref, rows, e_rows, bt, bv)
+      e = io.read(e_ref, "e_cols", e_rows, cols)
+    blk = _logits_block(cfg, io, z_raw, labels, t_start, v_start, v_first)
     dz = _cotangent(cfg, blk, *per_token, v)
     return acc + _dot_nn(dz.astype(e.dtype), e)
 
-  acc = lax.fori_loop(0, pl.cdiv(v, bv), body, jnp.zeros((bt, xs.shape[1]), F32))
-  io.write(d_x_ref, "x", rows, (acc * cfg.logit_scale).astype(d_x_ref.dtype))
+  acc = lax.fori_loop(0, pl.cdiv(v, bv), body, jnp.zeros((bt, cfg.features(m)[1]), F32))
+  io.write(d_x_ref, "x" if whole else "x_cols", rows,
+           (acc * cfg.logit_scale).astype(d_x_ref.dtype), cols)
 
 
 def _d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
                   x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, d_e_ref):
   bt, bv = cfg.block_tokens, cfg.block_vocab
+  m = x_ref.shape[1]
   # A clamped last vocab block recomputes rows an earlier block also wrote:
   # each row's sum over all tokens is the same, so nothing is masked here.
   v_start, _ = _block_start(pl.program_id(0), bv, v)
-  e = io.read(e_ref, "e", pl.ds(v_start, bv))  # stays on chip for the whole token loop
+  e_rows = pl.ds(v_start, bv)
+  cols = _grad_columns(cfg, m)
+  whole = _whole_rows(cfg, m)
+  e = io.read(e_ref, "e", e_rows) if whole else None  # stays on chip for the whole token loop
 
   def body(j, acc):
     t_start, t_first = _block_start(j, bt, n)
     rows = pl.ds(t_start, bt)
-    xs = _scaled(cfg, io.read(x_ref, "x", rows))
     lse, q_mass, g_xent, g_p = [io.read(r, "column", rows)
                                 for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
     if t_first is not None:  # tokens an earlier block had contribute nothing
       own = t_start + lax.broadcasted_iota(jnp.int32, (bt, 1), 0) >= t_first
       g_xent, g_p = jnp.where(own, g_xent, 0.0), jnp.where(own, g_p, 0.0)
     labels = _token_labels(cfg, io, labels_ref, rows)
-    blk = _logits_block(cfg, io, xs, e, labels, t_start, v_start, None)
+    if whole:
+      xs = _scaled(cfg, io.read(x_ref, "x", rows))
+      z_raw = _dot_nt(xs, e)
+    else:
+      z_raw = _raw_logits(cfg, io, x_ref, e_ref, rows, e_rows, bt, bv)
+      xs = _scaled(cfg, io.read(x_ref, "x_cols", rows, cols))
+    blk = _logits_block(cfg, io, z_raw, labels, t_start, v_start, None)
     dz = _cotangent(cfg, blk, lse, q_mass, g_xent, g_p, v)
     return acc + _dot_tn(dz.astype(xs.dtype), xs)
 
-  m = x_ref.shape[1]
-  acc = lax.fori_loop(0, pl.cdiv(n, bt), body, jnp.zeros((bv, m), F32))
-  io.write(d_e_ref, "e", pl.ds(v_start, bv), acc.astype(d_e_ref.dtype))
+  acc = lax.fori_loop(0, pl.cdiv(n, bt), body, jnp.zeros((bv, cfg.features(m)[1]), F32))
+  io.write(d_e_ref, "e" if whole else "e_cols", e_rows, acc.astype(d_e_ref.dtype), cols)
 
 
 # --- calls ---------------------------------------------------------------------------
 
 
-def _call(cfg: KernelConfig, body, grid: int, out_shape, operands):
-  """`pallas_call` of `body(io, *operand_refs, *result_refs)` over a 1-D grid,
-  with each back end's parameters; on Mosaic TPU also the VMEM buffers `io`
-  copies blocks through (one per kind: rows of x, rows of the embedding,
+def _call(cfg: KernelConfig, body, grid: tuple[int, ...], out_shape, operands):
+  """`pallas_call` of `body(io, *operand_refs, *result_refs)` over `grid`, with
+  each back end's parameters; on Mosaic TPU also the VMEM buffers `io` copies
+  blocks through (one per kind: rows of x and of the embedding a feature block
+  wide, the same a gradient column block wide when the features are blocked,
   labels, `[T, 1]` float and int columns)."""
   bt, bv = cfg.block_tokens, cfg.block_vocab
   x, embedding, labels = operands[:3]
   if cfg.backend != "mosaic_tpu":
     kernel = lambda *refs: body(_Blocks(), *refs)  # noqa: E731
     kwargs = {"interpret": True} if cfg.backend == "interpret" else {
-        "compiler_params": plt.CompilerParams(num_warps=4, num_stages=2)}
-    return pl.pallas_call(kernel, out_shape=out_shape, grid=(grid,), **kwargs)(*operands)
+        "compiler_params": plt.CompilerParams(num_warps=cfg.num_warps, num_stages=2)}
+    return pl.pallas_call(kernel, out_shape=out_shape, grid=grid, **kwargs)(*operands)
+  m = x.shape[1]
+  bk, bf = cfg.features(m)
   scratch = {
-      "x": pltpu.VMEM((bt, x.shape[1]), x.dtype),
-      "e": pltpu.VMEM((bv, embedding.shape[1]), embedding.dtype),
+      "x": pltpu.VMEM((bt, bk), x.dtype),
+      "e": pltpu.VMEM((bv, bk), embedding.dtype),
       "labels": pltpu.VMEM((bt, 1) if jnp.issubdtype(labels.dtype, jnp.integer) else (bt, bv),
                            labels.dtype),
       "column": pltpu.VMEM((bt, 1), F32),
       "ids": pltpu.VMEM((bt, 1), jnp.int32),
   }
+  if not _whole_rows(cfg, m):
+    scratch["x_cols"] = pltpu.VMEM((bt, bf), x.dtype)
+    scratch["e_cols"] = pltpu.VMEM((bv, bf), embedding.dtype)
 
   def kernel(*refs):
     split = len(refs) - len(scratch)
@@ -347,9 +440,10 @@ def _call(cfg: KernelConfig, body, grid: int, out_shape, operands):
 
   hbm = pl.BlockSpec(memory_space=pl.ANY)
   return pl.pallas_call(
-      kernel, out_shape=out_shape, grid=(grid,), in_specs=[hbm] * len(operands),
+      kernel, out_shape=out_shape, grid=grid, in_specs=[hbm] * len(operands),
       out_specs=jax.tree.map(lambda _: hbm, out_shape), scratch_shapes=list(scratch.values()),
-      compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",)))(*operands)
+      compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",) * len(grid)))(
+          *operands)
 
 
 def label_mass(labels, num_classes: int):
@@ -360,9 +454,11 @@ def label_mass(labels, num_classes: int):
   return jnp.sum(labels.astype(F32), axis=-1)
 
 
-def check_shapes(cfg: KernelConfig, n: int, v: int) -> None:
+def check_shapes(cfg: KernelConfig, n: int, v: int, m: int) -> None:
   if cfg.block_tokens > n or cfg.block_vocab > v:
     raise ValueError(f"blocks {cfg.block_tokens} x {cfg.block_vocab} exceed N={n}, V={v}")
+  if max(cfg.features(m)) > m:
+    raise ValueError(f"feature blocks {cfg.features(m)} exceed M={m}")
 
 
 def _column(a):
@@ -379,26 +475,29 @@ def forward(x, embedding, labels, cfg: KernelConfig):
   """The forward composite: `(per_example_xent, per_example_argmax, logsumexp,
   logsumexp_squared)`, all `[N]`."""
   n, v = x.shape[0], embedding.shape[0]
-  check_shapes(cfg, n, v)
+  check_shapes(cfg, n, v, x.shape[1])
   col = jax.ShapeDtypeStruct((n, 1), F32)
   out_shape = (col, jax.ShapeDtypeStruct((n, 1), jnp.int32), col, col)
   operands = (x, embedding, _labels_operand(labels), _column(label_mass(labels, v)))
-  outs = _call(cfg, functools.partial(_forward_kernel, cfg, n, v), pl.cdiv(n, cfg.block_tokens),
-               out_shape, operands)
+  outs = _call(cfg, functools.partial(_forward_kernel, cfg, n, v),
+               (pl.cdiv(n, cfg.block_tokens),), out_shape, operands)
   return tuple(o.reshape(n) for o in outs)
 
 
 def grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, cfg: KernelConfig):
   """The gradient composite: `(d_x, d_embedding)` in the operands' dtypes."""
-  n, v = x.shape[0], embedding.shape[0]
-  check_shapes(cfg, n, v)
+  n, v, m = x.shape[0], embedding.shape[0], x.shape[1]
+  check_shapes(cfg, n, v, m)
+  column_blocks = pl.cdiv(m, cfg.features(m)[1])
   a, off = cfg.smoothing(v)
   q_mass = label_mass(labels, v) * a + off * v
   g_p = g_lse + 2.0 * lse * g_lse_squared
   operands = (x, embedding, _labels_operand(labels),
               *(_column(u) for u in (lse, q_mass, g_xent, g_p)))
-  d_x = _call(cfg, functools.partial(_d_x_kernel, cfg, n, v), pl.cdiv(n, cfg.block_tokens),
+  d_x = _call(cfg, functools.partial(_d_x_kernel, cfg, n, v),
+              (pl.cdiv(n, cfg.block_tokens), column_blocks),
               jax.ShapeDtypeStruct(x.shape, x.dtype), operands)
-  d_e = _call(cfg, functools.partial(_d_emb_kernel, cfg, n, v), pl.cdiv(v, cfg.block_vocab),
+  d_e = _call(cfg, functools.partial(_d_emb_kernel, cfg, n, v),
+              (pl.cdiv(v, cfg.block_vocab), column_blocks),
               jax.ShapeDtypeStruct(embedding.shape, embedding.dtype), operands)
   return d_x, d_e

@@ -13,12 +13,14 @@ same through `gshard-opt`.
 
 Shapes are small (Pallas's interpreter is slow) and `M = 16`, so the logit
 scale `M**-0.5 = 1/4` is exact in bfloat16 and the reference's argmax is the
-kernels' too.
+kernels' too. Model widths (`M` = 2304, 3072, 5120) run with a few tokens and
+classes, their features in blocks that do not divide `M`.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 
 import jax
@@ -31,6 +33,7 @@ import gshard_op
 import numpy_reference as npref
 from gshard_op import passes
 from arrays import assert_close, make_arrays
+from conftest import KINK_MARGIN, assert_argmax_ok
 from pass_testing import fast_xla
 from gshard_op.lowering import lowering as lowering_mode
 from gshard_op.options import SoftmaxOptions
@@ -103,6 +106,92 @@ def test_kernels_match_float64_reference(config, dtype, shape, rng):
   assert_close(d_e, want_e, dtype, "d_embedding", kind="grads")
 
 
+# in_features -> (block_features, block_grad_features, options, labels): blocks
+# that leave a clamped last feature block (all but 5120's logits blocks).
+WIDE = {
+    2304: (512, 1024, {"label_smoothing_prob": 0.2}, "ids_out_of_range"),
+    3072: (2048, 2048, {"soft_cap_logits": 3.0, "logits_abs_max": 2.5, "z_loss_weight": 0.2,
+                        "label_smoothing_prob": 0.1}, "probs_unnormalized"),
+    5120: (1024, 4096, {"soft_cap_logits": 3.0}, "ids"),
+}
+
+
+def _inputs_as_scaled(x, m: int) -> np.ndarray:
+  """float64 inputs whose exact `* M**-0.5` is the rounded product the kernels
+  use (`x * M**-0.5` in x's dtype, as `reference.scaled_inputs`). At these
+  widths `M**-0.5` is inexact in bfloat16: from the unrounded inputs a logit
+  within rounding of the clip bound may fall on the other side of it, and its
+  gradient flip from 0 to 1."""
+  return npref.as_f64(jnp.asarray(x) * jnp.asarray(m ** -0.5, x.dtype)) * float(m) ** 0.5
+
+
+@pytest.mark.parametrize("m", sorted(WIDE))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_kernels_at_model_widths_match_float64_reference(m, dtype, rng):
+  """Issue 21: any `in_features`, the features read a block at a time. 12
+  tokens and 37 classes in blocks of 8 and 16 (clamped last blocks in every
+  loop); the logits summed over feature blocks, the gradients' columns
+  written a block at a time."""
+  block_features, block_grad_features, options, labels = WIDE[m]
+  n, v = 12, 37
+  dtype = jnp.dtype(dtype)
+  case = make_arrays(rng, (n,), m, v, labels=labels, weights="ones", dtype=dtype)
+  cfg = kernels.KernelConfig(SoftmaxOptions(**options), m ** -0.5,
+                             labels_are_ids=case.class_ids is not None, block_tokens=8,
+                             block_vocab=16, block_features=block_features,
+                             block_grad_features=block_grad_features)
+  x, e, y = jnp.asarray(case.inputs), jnp.asarray(case.embedding), _kernel_labels(case)
+  opts = npref.Options(**options)
+  inputs = _inputs_as_scaled(case.inputs, m)
+  logits = npref.final_logits(npref.raw_logits(inputs, case.embedding), opts)
+  if opts.logits_abs_max:
+    gap = np.min(np.abs(np.abs(npref.capped_logits(npref.raw_logits(inputs, case.embedding), opts))
+                        - opts.logits_abs_max))
+    assert gap > KINK_MARGIN, "test data: a logit on the clip bound; pick other data"
+
+  xent, argmax, lse, lse_squared = jax.jit(functools.partial(kernels.forward, cfg=cfg))(x, e, y)
+  ref = npref.forward(inputs, case.embedding, case.class_weights, opts=opts, **case.labels())
+  assert_close(xent, ref["per_example_xent"], dtype, "per_example_xent")
+  assert_close(lse, ref["logsumexp"], dtype, "logsumexp")
+  assert_close(lse_squared, ref["logsumexp"] ** 2, dtype, "logsumexp_squared")
+  # float32 sums in another order: near-ties may swap.
+  assert_argmax_ok(argmax, logits, tol=1e-4 * max(1.0, float(np.abs(logits).max())),
+                   what="per_example_argmax")
+
+  g_xent, g_lse, g_lse_squared = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
+  d_x, d_e = jax.jit(functools.partial(kernels.grad, cfg=cfg))(
+      x, e, y, ref["logsumexp"].astype(np.float32), g_xent, g_lse, g_lse_squared)
+  assert d_x.dtype == dtype and d_e.dtype == dtype
+  want_x, want_e = npref.backward(
+      inputs, case.embedding, opts=opts, g_xent=g_xent,
+      g_lse=g_lse + 2.0 * ref["logsumexp"] * g_lse_squared, **case.labels())
+  assert_close(d_x, want_x, dtype, "d_x", kind="grads")
+  assert_close(d_e, want_e, dtype, "d_embedding", kind="grads")
+
+
+def test_infinite_embedding_in_a_clamped_feature_block(rng):
+  """A clamped last feature block zeroes the columns an earlier block covered
+  in both operands: an infinite embedding entry there is counted once (an
+  infinite logit), not again as `0 * inf = NaN`."""
+  n, m, v = 8, 24, 16
+  x = rng.standard_normal((n, m)).astype(np.float32)
+  e = rng.standard_normal((v, m)).astype(np.float32)
+  e[3, 10] = np.inf  # column 10: in both feature blocks of 16 (0..15 and 8..23)
+  ids = np.arange(n, dtype=np.int32)
+  cfg = kernels.KernelConfig(SoftmaxOptions(), m ** -0.5, labels_are_ids=True, block_tokens=8,
+                             block_vocab=16, block_features=16)
+  _, argmax, lse, _ = jax.jit(functools.partial(kernels.forward, cfg=cfg))(x, e, ids)
+  z = npref.raw_logits(x, e)  # class 3: +inf or -inf, as x[:, 10]'s sign; no NaN
+  assert not np.isnan(z).any() and np.isposinf(z).any() and np.isneginf(z).any()
+  up = np.isposinf(z).any(axis=1)
+  want = np.where(up, np.inf, npref.logsumexp(np.where(np.isposinf(z), 0.0, z)))
+  lse = np.asarray(lse)
+  np.testing.assert_array_equal(np.isposinf(lse), up)
+  assert_close(lse[~up], want[~up], np.float32, "logsumexp")
+  assert_argmax_ok(argmax, z, tol=1e-4 * float(np.abs(z[np.isfinite(z)]).max()),
+                   what="per_example_argmax")
+
+
 @pytest.mark.parametrize("labels", ["ids_out_of_range", "probs_unnormalized"])
 def test_tpu_kernels_in_tpu_interpret_mode(labels, rng):
   """The `mosaic_tpu` kernels (whole operands in VMEM, (8, 128) blocks) run by
@@ -125,6 +214,36 @@ def test_tpu_kernels_in_tpu_interpret_mode(labels, rng):
   assert_close(xent, ref["per_example_xent"], np.float32, "per_example_xent")
   assert_close(lse, ref["logsumexp"], np.float32, "logsumexp")
   np.testing.assert_array_equal(argmax, ref["per_example_argmax"])
+  want_x, want_e = npref.backward(
+      case.inputs, case.embedding, opts=opts, g_xent=g_xent,
+      g_lse=g_lse + 2.0 * ref["logsumexp"] * g_lse_squared, **case.labels())
+  assert_close(d_x, want_x, np.float32, "d_x", kind="grads")
+  assert_close(d_e, want_e, np.float32, "d_embedding", kind="grads")
+
+
+def test_tpu_kernels_with_feature_blocks_in_tpu_interpret_mode(rng):
+  """The `mosaic_tpu` kernels with blocked features: the logits over feature
+  blocks of 256 (the last of M = 384 clamped to start at 128), the gradients'
+  columns in blocks of 256, each through VMEM buffers of its own."""
+  from jax.experimental.pallas import tpu as pltpu
+  options = {"soft_cap_logits": 3.0, "z_loss_weight": 0.1}
+  n, m, v = 16, 384, 200
+  case = make_arrays(rng, (n,), m, v, labels="ids_out_of_range", weights="ones")
+  cfg = kernels.KernelConfig(SoftmaxOptions(**options), m ** -0.5, labels_are_ids=True,
+                             block_tokens=8, block_vocab=128, backend="mosaic_tpu",
+                             block_features=256, block_grad_features=256)
+  x, e, y = jnp.asarray(case.inputs), jnp.asarray(case.embedding), _kernel_labels(case)
+  opts = npref.Options(**options)
+  ref = npref.forward(case.inputs, case.embedding, case.class_weights, opts=opts, **case.labels())
+  g_xent, g_lse, g_lse_squared = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
+  with pltpu.force_tpu_interpret_mode():
+    xent, argmax, lse, _ = jax.jit(functools.partial(kernels.forward, cfg=cfg))(x, e, y)
+    d_x, d_e = jax.jit(functools.partial(kernels.grad, cfg=cfg))(
+        x, e, y, ref["logsumexp"].astype(np.float32), g_xent, g_lse, g_lse_squared)
+  assert_close(xent, ref["per_example_xent"], np.float32, "per_example_xent")
+  assert_close(lse, ref["logsumexp"], np.float32, "logsumexp")
+  logits = npref.final_logits(npref.raw_logits(case.inputs, case.embedding), opts)
+  assert_argmax_ok(argmax, logits, tol=1e-4 * float(np.abs(logits).max()), what="argmax")
   want_x, want_e = npref.backward(
       case.inputs, case.embedding, opts=opts, g_xent=g_xent,
       g_lse=g_lse + 2.0 * ref["logsumexp"] * g_lse_squared, **case.labels())
@@ -190,8 +309,12 @@ def test_hostile_inputs_give_the_reference_answer(name, monkeypatch):
 
 
 def _composite_module(fn, *specs):
+  """A fresh copy of the module: JAX caches lowerings and hands out the same
+  live module for the same function and shapes, which an earlier test may
+  have rewritten already."""
   with lowering_mode("composite"):
-    return jax.jit(fn).lower(*specs).compiler_ir("stablehlo")
+    live = jax.jit(fn).lower(*specs).compiler_ir("stablehlo")
+  return ir.Module.parse(str(live), context=live.context)
 
 
 def _step(x, e, w, labels):
@@ -211,7 +334,10 @@ def _specs(n, m, v, dtype, labels="ids"):
 @pytest.mark.parametrize("platform,target,dtype,m,labels", [
     ("cuda", "__gpu$xla.gpu.triton", jnp.bfloat16, 32, "ids"),
     ("cuda", "__gpu$xla.gpu.triton", jnp.float32, 32, "probs"),
+    ("cuda", "__gpu$xla.gpu.triton", jnp.float32, 24, "ids"),  # M not a power of two
+    ("cuda", "__gpu$xla.gpu.triton", jnp.bfloat16, 2304, "ids"),  # Gemma's width
     ("tpu", "tpu_custom_call", jnp.float32, 128, "ids"),
+    ("tpu", "tpu_custom_call", jnp.bfloat16, 2304, "ids"),
 ])
 def test_cross_lowering(platform, target, dtype, m, labels):
   module = _composite_module(_step, *_specs(32, m, 200, dtype, labels))
@@ -223,12 +349,18 @@ def test_cross_lowering(platform, target, dtype, m, labels):
   assert re.search(rf'gshard.plan = "gshard-pallas: platform={platform} ', text)
 
 
-def test_unsuitable_shapes_are_left_for_later_passes():
-  """Triton needs power-of-two arrays: M = 24 stays a composite for the chunk
-  pass after it, and the module still computes the reference."""
-  module = _composite_module(_step, *_specs(32, 24, 50, jnp.float32))
-  passes.run_pipeline(module, "gshard-pallas{platform=cuda}")
+def test_unsuitable_shapes_are_left_for_later_passes(caplog):
+  """Triton's dots are at least 16 wide: N = 8 tokens stay a composite for the
+  chunk pass after it, each decline says why, and the module still computes the
+  reference."""
+  module = _composite_module(_step, *_specs(8, 24, 50, jnp.float32))
+  with caplog.at_level(logging.WARNING, logger="gshard.passes"):
+    passes.run_pipeline(module, "gshard-pallas{platform=cuda}")
   assert len(re.findall(r"stablehlo.composite", str(module))) == 2
+  declines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gshard-pallas")]
+  assert len(declines) == 2, declines
+  for line in declines:
+    assert "N=8 or V=50 below the Triton minimum block of 16" in line
   passes.run_pipeline(module, "gshard-chunk-softmax")
   assert "stablehlo.composite" not in str(module)
 
@@ -252,7 +384,11 @@ def test_kernel_spliced_once_per_signature():
 @pytest.mark.parametrize("pipeline,message", [
     ("gshard-pallas{platform=rocm}", "platform must be one of interpret, cuda, tpu"),
     ("gshard-pallas{platform=cuda block-tokens=24}", "power of two"),
+    ("gshard-pallas{platform=cuda block-features=24}", "block-features must be 0 or a power of two"),
+    ("gshard-pallas{platform=cuda block-grad-features=8}",
+     "block-grad-features must be 0 or a power of two >= 16"),
     ("gshard-pallas{block-vocab=-1}", "must be >= 0"),
+    ("gshard-pallas{block-features=-1}", "block-features must be >= 0"),
 ])
 def test_bad_options(pipeline, message):
   with pytest.raises(passes.PipelineError, match=message):
@@ -272,23 +408,60 @@ def test_default_pipeline_uses_kernels_on_gpu_and_tpu_only():
         < names.index("gshard-fuse-fwd-bwd")
 
 
+def _cuda_shared_and_registers(blocks, itemsize):
+  """The shared memory and register tiles of `passes/pallas.py`'s cuda
+  estimate, written out: two stages of the `[T, K]`, `[C, K]` and `[C or T, F]`
+  dot operands plus the `[T, C]` cotangent; three float32 `[T, C]` tiles and
+  the float32 `[C or T, F]` accumulator."""
+  t, c, k, f = blocks
+  return (2 * ((t + c) * k + max(t, c) * f) + t * c) * itemsize, 4 * (3 * t * c + max(t, c) * f)
+
+
 def test_blocks_fit_on_chip():
-  """cuda blocks are powers of two no larger than N, V; cuda and tpu blocks
+  """cuda blocks are powers of two no larger than N, V, M; cuda and tpu blocks
   shrink to fit on chip, tpu blocks stay in (8, 128) tiles."""
   module, site = _site(n=48, m=1024, v=100, dtype=jnp.bfloat16)
   with site.op.context:
-    t, c = pallas_pass.PallasPass(platform="cuda").blocks(site)
-    assert pallas_pass.PallasPass(platform="cuda").unsuitable(site, (t, c)) is None
-  assert t & (t - 1) == 0 and c & (c - 1) == 0 and t <= 48 and c <= 100
-  assert (t + c) * 1024 * 2 + 3 * t * c * 4 <= pallas_pass.ON_CHIP_BYTES["cuda"]
+    blocks = pallas_pass.PallasPass(platform="cuda").blocks(site)
+    assert pallas_pass.PallasPass(platform="cuda").unsuitable(site, blocks) is None
+  assert all(b & (b - 1) == 0 and b >= 16 for b in blocks)
+  assert blocks.tokens <= 48 and blocks.vocab <= 100 and blocks.grad_features <= 1024
+  shared, registers = _cuda_shared_and_registers(blocks, 2)
+  assert shared <= 160 * 2**10 and registers <= 128 * 2**10
 
   module, site = _site(n=4096, m=8192, v=32768, dtype=jnp.bfloat16)
   tpu = pallas_pass.PallasPass(platform="tpu")
   with site.op.context:
-    t, c = tpu.blocks(site)
-    assert tpu.unsuitable(site, (t, c)) is None
-  assert (t, c) == (128, 128)  # 512 classes halve to 256, then (a tie) to 128
-  assert pallas_pass.on_chip_bytes("tpu", site, t, c) <= pallas_pass.ON_CHIP_BYTES["tpu"]
+    blocks = tpu.blocks(site)
+    assert tpu.unsuitable(site, blocks) is None
+  # 512 classes halve to 256, then (a tie) to 128; whole rows of 8192 features.
+  assert blocks == (128, 128, 8192, 8192)
+  assert pallas_pass.on_chip_bytes("tpu", site, blocks)["vmem"] <= 16 * 2**20
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("m", [16, 24, 2304, 3072, 5120, 8192])
+def test_cuda_takes_any_width_within_shared_memory(m, dtype):
+  """Issue 21: on a GPU the features are always blocked, so no width is
+  refused and no tile grows with M: shared memory stays under 160 KiB of an
+  H100's 228, register tiles under 128 KiB; the gradients' column block is
+  not cut below 256 while smaller token or class blocks would do."""
+  module, site = _site(n=8192, m=m, v=256000, dtype=dtype)
+  cuda = pallas_pass.PallasPass(platform="cuda")
+  with site.op.context:
+    blocks = cuda.blocks(site)
+    assert cuda.unsuitable(site, blocks) is None
+  t, c, k, f = blocks
+  assert all(b & (b - 1) == 0 and 16 <= b for b in blocks), blocks
+  assert k <= min(m, 64) and f <= m and (f >= 256 or f == _floor_pow2(m)), blocks
+  shared, registers = _cuda_shared_and_registers(blocks, jnp.dtype(dtype).itemsize)
+  assert shared <= 160 * 2**10 and registers <= 128 * 2**10, (blocks, shared, registers)
+  assert pallas_pass.on_chip_bytes("cuda", site, blocks) == {"shared": shared,
+                                                             "registers": registers}
+
+
+def _floor_pow2(n):
+  return 1 << (n.bit_length() - 1)
 
 
 def _site(n, m, v, dtype):

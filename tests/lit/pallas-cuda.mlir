@@ -1,16 +1,18 @@
-// RUN: gshard-opt %s --split-input-file --pass-pipeline='builtin.module(gshard-pallas{platform=cuda})' -o %t
+// RUN: gshard-opt %s --split-input-file --pass-pipeline='builtin.module(gshard-pallas{platform=cuda})' -o %t 2> %t.err
 // RUN: FileCheck %s --input-file %t
+// RUN: FileCheck %s --input-file %t.err --check-prefix=DECLINE
 
 // gshard-pallas for a GPU, on this CPU: each composite becomes a call of a
 // private function spliced from the kernels' `jax.export` for "cuda", whose
-// Pallas calls are Triton custom calls. Blocks default to 64 tokens x 128
+// Pallas calls are Triton custom calls. Blocks default to 64 tokens x 64
 // classes, as powers of two no larger than N=32 and V=80: 32 x 64, so the last
-// vocab block is clamped and masked. The decompositions are erased.
+// vocab block is clamped and masked; features in blocks of 64 (here all 16
+// of them). The decompositions are erased.
 // Inputs: real lowerings (gshard_op.lowering("composite")) of the primitive
 // (bf16 operands) and of a value-and-grad with every option.
 
 // CHECK-LABEL: func.func public @forward_ids(
-// CHECK-NEXT:    %[[R:[^ ]+]]:4 = call @[[FWD:gshard\.pallas_forward_[0-9a-f]+]](%arg0, %arg1, %arg2) {gshard.plan = "gshard-pallas: platform=cuda block_tokens=32 block_vocab=64"} : (tensor<32x16xbf16>, tensor<80x16xbf16>, tensor<32xi32>) -> (tensor<32xf32>, tensor<32xi32>, tensor<32xf32>, tensor<32xf32>)
+// CHECK-NEXT:    %[[R:[^ ]+]]:4 = call @[[FWD:gshard\.pallas_forward_[0-9a-f]+]](%arg0, %arg1, %arg2) {gshard.plan = "gshard-pallas: platform=cuda block_tokens=32 block_vocab=64 block_features=16 block_grad_features=16"} : (tensor<32x16xbf16>, tensor<80x16xbf16>, tensor<32xi32>) -> (tensor<32xf32>, tensor<32xi32>, tensor<32xf32>, tensor<32xf32>)
 // CHECK-NEXT:    return %[[R]]#0, %[[R]]#1, %[[R]]#2, %[[R]]#3
 // CHECK-NOT:   stablehlo.composite
 // CHECK-NOT:   func.func private @gshard.shared_embedding_softmax
@@ -92,7 +94,7 @@ func.func private @argmax(%arg0: tensor<32x80xf32>) -> tensor<32xi32> {
 // A training step: the forward and the gradient composite, each a kernel call.
 // CHECK-LABEL: func.func public @value_and_grad_all_options(
 // CHECK:         call @[[FWD2:gshard\.pallas_forward_[0-9a-f]+]](%arg0, %arg1, %{{[^)]+}}) {gshard.plan = "gshard-pallas: platform=cuda
-// CHECK:         call @[[GRAD:gshard\.pallas_grad_[0-9a-f]+]](%arg0, %arg1, {{.*}}) {gshard.plan = "gshard-pallas: platform=cuda block_tokens=32 block_vocab=64"} : {{.*}} -> (tensor<32x16xbf16>, tensor<80x16xbf16>)
+// CHECK:         call @[[GRAD:gshard\.pallas_grad_[0-9a-f]+]](%arg0, %arg1, {{.*}}) {gshard.plan = "gshard-pallas: platform=cuda block_tokens=32 block_vocab=64 block_features=16 block_grad_features=16"} : {{.*}} -> (tensor<32x16xbf16>, tensor<80x16xbf16>)
 // CHECK-NOT:   stablehlo.composite
 // CHECK:       func.func private @[[FWD2]](
 // CHECK:         stablehlo.custom_call @__gpu$xla.gpu.triton(
@@ -310,11 +312,14 @@ func.func private @_where(%arg0: tensor<32x80xi1>, %arg1: tensor<32x80xf32>, %ar
 
 // -----
 
-// M = 24 is not a power of two (Triton's arrays must be): the composite is
-// left as it is, for the passes after this one.
+// M = 24 is not a power of two: the features are read in blocks of 16, the
+// last one clamped to start at 8 and masked; Triton's arrays stay powers of
+// two, so the kernels take it.
 // CHECK-LABEL: func.func public @odd_features(
-// CHECK-NEXT:    stablehlo.composite "gshard.shared_embedding_softmax"
-// CHECK-NOT:     gshard.pallas
+// CHECK-NEXT:    call @[[FWD3:gshard\.pallas_forward_[0-9a-f]+]](%arg0, %arg1, %arg2) {gshard.plan = "gshard-pallas: platform=cuda block_tokens=32 block_vocab=64 block_features=16 block_grad_features=16"}
+// CHECK-NOT:     stablehlo.composite
+// CHECK:       func.func private @[[FWD3]](%arg0: tensor<32x24xf32>, %arg1: tensor<80x24xf32>, %arg2: tensor<32xi32>)
+// CHECK:         stablehlo.custom_call @__gpu$xla.gpu.triton(%arg0, %arg1, {{.*}}grid_x = 1 : i32
 
 
 func.func public @odd_features(%arg0: tensor<32x24xf32>, %arg1: tensor<80x24xf32>, %arg2: tensor<32xi32>) -> (tensor<32xf32>, tensor<32xi32>, tensor<32xf32>, tensor<32xf32>) {
@@ -388,8 +393,100 @@ func.func private @argmax(%arg0: tensor<32x80xf32>) -> tensor<32xi32> {
 
 // -----
 
+// N = 8 tokens: below Triton's smallest dot (16), so the kernels decline; the
+// composite is left as it is, for the passes after this one, and the decline
+// says why on stderr.
+// Input: `python tools/make_lit_inputs.py --trim forward_ids`, renamed.
+// CHECK-LABEL: func.func public @small_batch(
+// CHECK-NEXT:    stablehlo.composite "gshard.shared_embedding_softmax"
+// CHECK-NOT:     gshard.pallas
+// DECLINE: gshard-pallas: gshard.shared_embedding_softmax at {{.*}} not rewritten (N=8 or V=50 below the Triton minimum block of 16); left to later passes
+
+func.func public @small_batch(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8xi32>) -> (tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>) {
+  %0:4 = stablehlo.composite "gshard.shared_embedding_softmax" %arg0, %arg1, %arg2 {composite_attributes = {label_smoothing_prob = 0.000000e+00 : f64, logit_scale = 2.500000e-01 : f64, logits_abs_max = 0.000000e+00 : f64, soft_cap_logits = 0.000000e+00 : f64, use_tgt_labels_size_as_loss_denominator = true, z_loss_weight = 0.000000e+00 : f64}, decomposition = @gshard.shared_embedding_softmax, version = 1 : i32} : (tensor<8x16xf32>, tensor<50x16xf32>, tensor<8xi32>) -> (tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>)
+  return %0#0, %0#1, %0#2, %0#3 : tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>
+}
+func.func private @gshard.shared_embedding_softmax(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8xi32>) -> (tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>) {
+  %cst = stablehlo.constant dense<2.500000e-01> : tensor<f32>
+  %0 = stablehlo.broadcast_in_dim %cst, dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+  %1 = stablehlo.multiply %arg0, %0 : tensor<8x16xf32>
+  %2 = stablehlo.dot_general %1, %arg1, contracting_dims = [1] x [1], precision = [DEFAULT, DEFAULT] : (tensor<8x16xf32>, tensor<50x16xf32>) -> tensor<8x50xf32>
+  %cst_0 = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %3 = stablehlo.reduce(%2 init: %cst_0) applies stablehlo.maximum across dimensions = [1] : (tensor<8x50xf32>, tensor<f32>) -> tensor<8xf32>
+  %cst_1 = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %4 = stablehlo.broadcast_in_dim %cst_1, dims = [] : (tensor<f32>) -> tensor<8xf32>
+  %5 = stablehlo.maximum %4, %3 : tensor<8xf32>
+  %6 = stablehlo.is_finite %5 : (tensor<8xf32>) -> tensor<8xi1>
+  %cst_2 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %7 = stablehlo.broadcast_in_dim %cst_2, dims = [] : (tensor<f32>) -> tensor<8xf32>
+  %8 = stablehlo.select %6, %5, %7 : tensor<8xi1>, tensor<8xf32>
+  %9 = stablehlo.broadcast_in_dim %8, dims = [0] : (tensor<8xf32>) -> tensor<8x1xf32>
+  %10 = stablehlo.broadcast_in_dim %9, dims = [0, 1] : (tensor<8x1xf32>) -> tensor<8x50xf32>
+  %11 = stablehlo.subtract %2, %10 : tensor<8x50xf32>
+  %12 = stablehlo.exponential %11 : tensor<8x50xf32>
+  %cst_3 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %13 = stablehlo.reduce(%12 init: %cst_3) applies stablehlo.add across dimensions = [1] : (tensor<8x50xf32>, tensor<f32>) -> tensor<8xf32>
+  %14 = stablehlo.sign %13 : tensor<8xf32>
+  %15 = stablehlo.abs %13 : tensor<8xf32>
+  %16 = stablehlo.log %15 : tensor<8xf32>
+  %17 = stablehlo.add %16, %8 : tensor<8xf32>
+  %18 = call @_one_hot(%arg2) : (tensor<8xi32>) -> tensor<8x50xf32>
+  %19 = stablehlo.broadcast_in_dim %17, dims = [0] : (tensor<8xf32>) -> tensor<8x1xf32>
+  %20 = stablehlo.broadcast_in_dim %19, dims = [0, 1] : (tensor<8x1xf32>) -> tensor<8x50xf32>
+  %21 = stablehlo.subtract %2, %20 : tensor<8x50xf32>
+  %cst_4 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %22 = stablehlo.broadcast_in_dim %cst_4, dims = [] : (tensor<f32>) -> tensor<8x50xf32>
+  %23 = stablehlo.compare EQ, %18, %22, FLOAT : (tensor<8x50xf32>, tensor<8x50xf32>) -> tensor<8x50xi1>
+  %24 = stablehlo.multiply %21, %18 : tensor<8x50xf32>
+  %cst_5 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %25 = call @_where(%23, %cst_5, %24) : (tensor<8x50xi1>, tensor<f32>, tensor<8x50xf32>) -> tensor<8x50xf32>
+  %cst_6 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %26 = stablehlo.reduce(%25 init: %cst_6) applies stablehlo.add across dimensions = [1] : (tensor<8x50xf32>, tensor<f32>) -> tensor<8xf32>
+  %27 = stablehlo.negate %26 : tensor<8xf32>
+  %28 = call @argmax(%2) : (tensor<8x50xf32>) -> tensor<8xi32>
+  %29 = stablehlo.multiply %17, %17 : tensor<8xf32>
+  return %27, %28, %17, %29 : tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>
+}
+func.func private @_one_hot(%arg0: tensor<8xi32>) -> tensor<8x50xf32> {
+  %0 = stablehlo.broadcast_in_dim %arg0, dims = [0] : (tensor<8xi32>) -> tensor<8x1xi32>
+  %1 = stablehlo.iota dim = 1 : tensor<1x50xi32>
+  %2 = stablehlo.broadcast_in_dim %0, dims = [0, 1] : (tensor<8x1xi32>) -> tensor<8x50xi32>
+  %3 = stablehlo.broadcast_in_dim %1, dims = [0, 1] : (tensor<1x50xi32>) -> tensor<8x50xi32>
+  %4 = stablehlo.compare EQ, %2, %3, SIGNED : (tensor<8x50xi32>, tensor<8x50xi32>) -> tensor<8x50xi1>
+  %5 = stablehlo.convert %4 : (tensor<8x50xi1>) -> tensor<8x50xf32>
+  return %5 : tensor<8x50xf32>
+}
+func.func private @_where(%arg0: tensor<8x50xi1>, %arg1: tensor<f32>, %arg2: tensor<8x50xf32>) -> tensor<8x50xf32> {
+  %0 = stablehlo.convert %arg1 : tensor<f32>
+  %1 = stablehlo.broadcast_in_dim %0, dims = [] : (tensor<f32>) -> tensor<8x50xf32>
+  %2 = stablehlo.select %arg0, %1, %arg2 : tensor<8x50xi1>, tensor<8x50xf32>
+  return %2 : tensor<8x50xf32>
+}
+func.func private @argmax(%arg0: tensor<8x50xf32>) -> tensor<8xi32> {
+  %0 = stablehlo.iota dim = 1 : tensor<8x50xi32>
+  %cst = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %c = stablehlo.constant dense<0> : tensor<i32>
+  %1:2 = stablehlo.reduce(%arg0 init: %cst), (%0 init: %c) across dimensions = [1] : (tensor<8x50xf32>, tensor<8x50xi32>, tensor<f32>, tensor<i32>) -> (tensor<8xf32>, tensor<8xi32>)
+   reducer(%arg1: tensor<f32>, %arg3: tensor<f32>) (%arg2: tensor<i32>, %arg4: tensor<i32>)  {
+    %2 = stablehlo.compare GT, %arg1, %arg3, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %3 = stablehlo.compare NE, %arg1, %arg1, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %4 = stablehlo.or %2, %3 : tensor<i1>
+    %5 = stablehlo.compare EQ, %arg1, %arg3, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %6 = stablehlo.compare LT, %arg2, %arg4, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    %7 = stablehlo.and %5, %6 : tensor<i1>
+    %8 = stablehlo.or %4, %7 : tensor<i1>
+    %9 = stablehlo.select %4, %arg1, %arg3 : tensor<i1>, tensor<f32>
+    %10 = stablehlo.select %8, %arg2, %arg4 : tensor<i1>, tensor<i32>
+    stablehlo.return %9, %10 : tensor<f32>, tensor<i32>
+  }
+  return %1#1 : tensor<8xi32>
+}
+
+// -----
+
 // A module XLA will partition (num_partitions > 1): the kernel's custom call
 // would be opaque to the SPMD partitioner, so the composite is left as it is.
+// DECLINE: gshard-pallas: gshard.shared_embedding_softmax at {{.*}} not rewritten (the module is partitioned over 2 devices)
 // CHECK-LABEL: func.func public @partitioned(
 // CHECK-NEXT:    stablehlo.composite "gshard.shared_embedding_softmax"
 // CHECK-NOT:     gshard.pallas

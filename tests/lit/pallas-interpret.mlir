@@ -14,7 +14,7 @@
 // GONE-NOT:    stablehlo.composite
 // GONE-NOT:    func.func private @gshard.shared_embedding_softmax(
 // CHECK-LABEL: func.func public @forward_ids(
-// CHECK-NEXT:    call @[[FWD:gshard\.pallas_forward_[0-9a-f]+]](%arg0, %arg1, %arg2) {gshard.plan = "gshard-pallas: platform=interpret block_tokens=8 block_vocab=16"}
+// CHECK-NEXT:    call @[[FWD:gshard\.pallas_forward_[0-9a-f]+]](%arg0, %arg1, %arg2) {gshard.plan = "gshard-pallas: platform=interpret block_tokens=8 block_vocab=16 block_features=16 block_grad_features=16"}
 // CHECK:       func.func private @[[FWD]](
 // CHECK:         stablehlo.while
 // CHECK:           stablehlo.while

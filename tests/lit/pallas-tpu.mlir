@@ -8,7 +8,7 @@
 // value-and-grad with z-loss.
 
 // CHECK-LABEL: func.func public @forward_ids(
-// CHECK-NEXT:    call @[[FWD:gshard\.pallas_forward_[0-9a-f]+]](%arg0, %arg1, %arg2) {gshard.plan = "gshard-pallas: platform=tpu block_tokens=8 block_vocab=128"}
+// CHECK-NEXT:    call @[[FWD:gshard\.pallas_forward_[0-9a-f]+]](%arg0, %arg1, %arg2) {gshard.plan = "gshard-pallas: platform=tpu block_tokens=8 block_vocab=128 block_features=128 block_grad_features=128"}
 // CHECK-NOT:   stablehlo.composite
 // CHECK:       func.func private @[[FWD]](%arg0: tensor<16x128xf32>, %arg1: tensor<200x128xf32>, %arg2: tensor<16xi32>)
 // CHECK:         stablehlo.custom_call @tpu_custom_call(%arg0, %arg1, {{.*}} -> (tensor<16x1xf32>, tensor<16x1xi32>, tensor<16x1xf32>, tensor<16x1xf32>)
