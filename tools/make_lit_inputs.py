@@ -14,6 +14,10 @@ emits. Regenerate them after a change of the contract.
 Shapes are small on purpose: N=8 tokens, M=16 features, V=50 classes (odd, so
 a vocab chunk of 16 leaves a partial last chunk). Locations are stripped.
 
+`value_and_grad_gemma` is the exception: a training step at Gemma's shape
+(8192 tokens x 2304 features x 256000 classes, bfloat16), to check what the
+passes do at a real model's size; as IR it is as small as the others.
+
 The `sharded_*` cases lower on a ("data"=2, "model"=4) mesh of host CPU devices
 (the script asks XLA for 8 of them before JAX starts) with V=64 classes, so
 that each "model" shard holds 16 of them; the inputs are sharded over "data".
@@ -91,6 +95,13 @@ def _per_token(options: SoftmaxOptions):
 
 SHARDED_V = 64  # 16 classes on each of the 4 "model" shards
 
+# Gemma 2 2B's output layer (DESIGN.md section 5's first anchor shape).
+GEMMA_N, GEMMA_M, GEMMA_V = 8192, 2304, 256000
+GEMMA = (jax.ShapeDtypeStruct((GEMMA_N, GEMMA_M), jnp.bfloat16),
+         jax.ShapeDtypeStruct((GEMMA_V, GEMMA_M), jnp.bfloat16),
+         jax.ShapeDtypeStruct((GEMMA_N, 1), jnp.float32),
+         jax.ShapeDtypeStruct((GEMMA_N, 1), jnp.int32))
+
 
 def _sharded(embedding_spec, labels: str = "ids"):
   """Abstract arguments `(x, embedding, weights, labels)` on the (2, 4) mesh:
@@ -134,6 +145,7 @@ CASES = {
     # The cotangent of per_example_xent (2 * xent) depends on the forward's results.
     "value_and_grad_xent_squared": (_value_and_grad_of(
         "ids", lambda out: jnp.sum(out.per_example_xent ** 2)), (X, EMBEDDING, WEIGHTS, IDS)),
+    "value_and_grad_gemma": (_value_and_grad("ids", soft_cap_logits=30.0), GEMMA),
     # On the (2, 4) mesh: the arguments are built by a function when lowered.
     "sharded_forward_ids": (_forward("ids", label_smoothing_prob=0.1, z_loss_weight=1e-4),
                             _sharded(("model", None))),
