@@ -5,13 +5,31 @@
     out = layer(layer.emb_lookup(ids), None, class_ids=labels)   # ignore_index=-100
     (out["avg_xent"] + out["z_loss"]).backward()
 
+    loss = gt.cross_entropy(x, layer.embedding, labels, label_smoothing=0.1)
+
+Torch semantics at the edges: `avg_xent` (and `z_loss`) divide by the weight
+of the tokens that are not ignored, as `F.cross_entropy`'s mean does, so a
+batch whose labels are all `ignore_index` gives NaN with zero gradients, as
+torch does (`use_tgt_labels_size_as_loss_denominator=True` restores Praxis's
+count of all tokens). `cross_entropy` takes `F.cross_entropy`'s arguments
+(`weight`, `reduction`, `ignore_index`, `label_smoothing`) and equals it on
+the scaled logits. Second derivatives are refused with an error that says what
+to use instead, as torch's own chunked `F.linear_cross_entropy` refuses them.
+
 The compute is JAX's: the op's body hands the torch tensors to JAX with DLPack
 (zero-copy for contiguous tensors whose data is aligned as XLA wants it, as
 torch's own allocations are; JAX copies a misaligned view; on CUDA, on the
-same device), runs `gshard_op.jit` (jax.jit plus the
-gshard passes, so the `[tokens, classes]` logits never exist) and hands the
-results back the same way. Compiled executables are cached per option set
-(here) and per shape and dtype (`gshard_op.jit`).
+same device, ordered after the work queued on torch's current stream), runs
+`gshard_op.jit` (jax.jit plus the gshard passes, so the `[tokens, classes]`
+logits never exist) and hands the results back the same way. Compiled
+executables are cached per option set (here) and per shape and dtype
+(`gshard_op.jit`).
+
+One GPU, two runtimes: JAX reserves 75% of a GPU's memory when its backend
+starts, which would starve torch in the same process. Imported before JAX's
+backend starts, this module sets `XLA_PYTHON_CLIENT_PREALLOCATE=false` (JAX
+then allocates on demand), unless the user set one of JAX's allocator
+variables; `JAX_ALLOCATOR` says what happened.
 
 Two `torch.library.custom_op`s, each with a `register_fake`, so that
 `torch.compile(fullgraph=True)` traces them without graph breaks:
@@ -31,9 +49,12 @@ Two `torch.library.custom_op`s, each with a `register_fake`, so that
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
+import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -41,11 +62,13 @@ import torch
 from torch import Tensor, nn
 
 import gshard_op
+from gshard_op.functional import check_inputs
 from gshard_op.functional import shared_embedding_softmax as _jax_softmax
 from gshard_op.options import SoftmaxOptions, layer_options
 from gshard_op.outputs import FIELDS
 
-__all__ = ["GShardSharedEmbeddingSoftmax", "shared_embedding_softmax"]
+__all__ = ["JAX_ALLOCATOR", "GShardSharedEmbeddingSoftmax", "cross_entropy",
+           "shared_embedding_softmax"]
 
 # The differentiable outputs, in the op's order (logits/log_probs only on request).
 _DIFF = ("per_example_xent", "total_xent", "avg_xent", "z_loss", "logits", "log_probs")
@@ -53,6 +76,54 @@ _DIFF = ("per_example_xent", "total_xent", "avg_xent", "z_loss", "logits", "log_
 _RESULTS = ("per_example_xent", "per_example_argmax", "per_example_weight", "total_xent",
             "total_weight", "avg_xent", "avg_xent_weight", "z_loss", "logits", "log_probs",
             "d_inputs", "d_embedding")
+
+
+# --- one GPU, two runtimes -------------------------------------------------------------
+# Importing jax (above) does not start its backend; the first array or
+# compilation does, and reads the allocator variables then.
+
+_JAX_ALLOCATOR_VARIABLES = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_ALLOCATOR",
+                            "XLA_PYTHON_CLIENT_MEM_FRACTION")
+
+
+def _jax_backend_started() -> bool:
+  """Whether JAX's backends exist already (then its allocator is configured).
+
+  `jax._src.xla_bridge.backends_are_initialized` is private: JAX has no public
+  way to ask without starting the backend. Where it is missing we answer False:
+  a variable set after the start is harmless, it is simply not read.
+  """
+  try:
+    from jax._src import xla_bridge
+    return xla_bridge.backends_are_initialized()
+  except (ImportError, AttributeError):
+    return False
+
+
+def _share_the_gpu_with_torch() -> str:
+  """Lets torch and JAX share one GPU: JAX allocates on demand instead of
+  reserving 75% of the GPU's memory when its backend starts. The user's own
+  allocator settings win; once the backend has started nothing can change it,
+  and a GPU backend started that way gets a warning. Returns what it did."""
+  chosen = [f"{name}={os.environ[name]}" for name in _JAX_ALLOCATOR_VARIABLES
+            if name in os.environ]
+  if chosen:
+    return "left to the user's " + ", ".join(chosen)
+  if _jax_backend_started():
+    if any(d.platform != "cpu" for d in jax.devices()):
+      warnings.warn(
+          "gshard_op.torch was imported after JAX's GPU backend started: JAX keeps its "
+          "default allocator, which reserves 75% of the GPU's memory, leaving little to "
+          "torch. Import gshard_op.torch first, or set XLA_PYTHON_CLIENT_PREALLOCATE=false "
+          "before JAX starts.", RuntimeWarning, stacklevel=2)
+    return ("unchanged: JAX's backend had already started (to share a GPU, set "
+            "XLA_PYTHON_CLIENT_PREALLOCATE=false before JAX starts)")
+  os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+  return "set XLA_PYTHON_CLIENT_PREALLOCATE=false"
+
+
+# What importing this module did to JAX's GPU allocator, in words.
+JAX_ALLOCATOR = _share_the_gpu_with_torch()
 
 
 # --- JAX side: one jitted function per option set ------------------------------------
@@ -65,30 +136,48 @@ class _Config:
   return_logits: bool
 
 
+def _mean(total, denominator):
+  """`total / denominator`, a mean over no tokens (denominator 0) NaN as in
+  `F.cross_entropy`, with a zero gradient (torch's too) rather than 0 * inf."""
+  some = denominator != 0
+  return jnp.where(some, total / jnp.where(some, denominator, 1.0), jnp.nan)
+
+
 def _jax_fields(x, embedding, ids, probs, weights, config: _Config):
   """`(differentiable, other)` field dicts of the functional op on `[N]` tokens.
 
   Tokens whose id is `ignore_index` get weight 0 and a `per_example_xent` of 0
   (as `F.cross_entropy` gives them); other ids outside `[0, V)` keep Praxis's
-  all-zero target.
+  all-zero target. The means (`avg_xent`, `z_loss`) are taken here, over the
+  total weight (torch) or the token count (Praxis), through `_mean`: the
+  functional op is always asked for Praxis's count, which is never 0 but for
+  an empty batch, and its means are rescaled.
   """
   keep = None
   if ids is not None:
     keep = ids != config.ignore_index
     weights = jnp.where(keep, weights, 0.0)
     ids = jnp.where(keep, ids, -1)
+  options = dataclasses.replace(config.options, use_tgt_labels_size_as_loss_denominator=True)
   out = _jax_softmax(x, embedding, weights[:, None], ids, probs,
-                     **dataclasses.asdict(config.options))
+                     **dataclasses.asdict(options))
   xent = out.per_example_xent
   if keep is not None:
     xent = jnp.where(keep, xent, jnp.zeros((), xent.dtype))
-  diff = dict(per_example_xent=xent, total_xent=out.total_xent, avg_xent=out.avg_xent,
-              z_loss=out.z_loss)
+  count = out.avg_xent_weight  # float32 N
+  if config.options.use_tgt_labels_size_as_loss_denominator:
+    denominator = count
+  else:
+    denominator = out.total_weight
+  diff = dict(per_example_xent=xent, total_xent=out.total_xent,
+              avg_xent=_mean(out.total_xent, denominator).astype(out.avg_xent.dtype),
+              z_loss=(_mean(out.z_loss * count, denominator)
+                      if config.options.z_loss_weight > 0 else out.z_loss))
   if config.return_logits:
     diff.update(logits=out.logits, log_probs=out.log_probs)
   other = dict(per_example_argmax=out.per_example_argmax,
                per_example_weight=out.per_example_weight[:, 0],
-               total_weight=out.total_weight, avg_xent_weight=out.avg_xent_weight)
+               total_weight=out.total_weight, avg_xent_weight=denominator)
   return diff, other
 
 
@@ -133,17 +222,44 @@ def _vjp_fn(config: _Config):
 
 # --- crossing between torch and JAX ----------------------------------------------------
 
+# DLPack on CUDA is ordered by streams, and both directions follow torch's
+# current stream through the protocol's `stream=` argument:
+# * torch -> JAX: `jax.dlpack.from_dlpack(t)` calls `t.__dlpack__(stream=s)` with
+#   the stream JAX reads on; torch makes `s` wait for an event recorded on its
+#   current stream, so JAX sees every write queued there before the call.
+# * JAX -> torch: `torch.from_dlpack(a)` calls `a.__dlpack__(stream=...)` with
+#   torch's current stream on `a`'s device; JAX makes that stream wait until `a`
+#   is ready, so torch's later kernels read the finished results.
+# The host waits for the JAX step before the op returns (`_to_torch`): torch's
+# caching allocator tracks only torch's streams, and would hand the inputs'
+# memory to the next torch kernel while JAX's stream could still be reading it.
+
+def _on_device_of(t: Tensor):
+  """torch exports a CUDA tensor only while its device is the current one."""
+  return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _to_jax(t: Tensor | None):
   """A JAX view of `t` (DLPack; a copy only where the strides are not compact)."""
   if t is None:
     return None
-  return jax.dlpack.from_dlpack(t.detach().contiguous())
+  t = t.detach().contiguous()
+  with _on_device_of(t):
+    try:
+      return jax.dlpack.from_dlpack(t)
+    except RuntimeError as e:
+      if t.is_cuda and all(d.platform != "gpu" for d in jax.devices()):
+        raise RuntimeError(f"gshard_op.torch: a tensor on {t.device} needs JAX's CUDA "
+                           "backend, which this JAX does not have (pip install "
+                           "'jax[cuda12]'), or move the tensors to the CPU") from e
+      raise
 
 
 def _to_torch(arrays, inputs) -> list[Tensor]:
-  """Torch views of JAX arrays (DLPack). An op's outputs may alias neither its
-  inputs nor each other; where JAX forwarded a buffer, the tensor is copied."""
-  arrays = jax.block_until_ready(arrays)  # done reading the inputs, too
+  """Torch views of JAX arrays (DLPack), once JAX is done with them and with
+  the inputs. An op's outputs may alias neither its inputs nor each other;
+  where JAX forwarded a buffer, the tensor is copied."""
+  arrays = jax.block_until_ready(arrays)
   seen = {t.data_ptr() for t in inputs if t is not None and t.numel()}
   out = []
   for a in arrays:
@@ -247,6 +363,27 @@ def _backward_fake(x, embedding, *args):
   return x.new_empty(x.shape), embedding.new_empty(embedding.shape)
 
 
+def _no_second_derivative(ctx, *grads):
+  """`backward(create_graph=True)` records the gradient op; differentiating it
+  again lands here. Refused, as torch's own chunked `F.linear_cross_entropy`
+  refuses it: the fused gradient is computed in the forward, and a Hessian
+  through a loss over tens of thousands of classes is rare enough that the
+  dense torch loss is the right tool for it."""
+  del ctx, grads
+  raise RuntimeError(
+      "gshard::shared_embedding_softmax has no second derivative in PyTorch: its "
+      "gradient op gshard::shared_embedding_softmax_backward, recorded by "
+      "backward(create_graph=True), cannot be differentiated again. For "
+      "double backward (Hessian-vector products, gradient penalties through the loss), "
+      "write the dense loss, F.cross_entropy(F.linear(x * in_features**-0.5, embedding), "
+      "labels), or F.linear_cross_entropy with options=None; or use "
+      "gshard_op.shared_embedding_softmax in JAX, which has second derivatives.")
+
+
+_backward_op.register_autograd(_no_second_derivative,
+                               setup_context=lambda ctx, inputs, output: None)
+
+
 # Positions of the options in the forward op's arguments.
 _N_TENSOR_ARGS = 5
 
@@ -278,15 +415,36 @@ _softmax_op.register_autograd(_backward, setup_context=_setup_context)
 
 # --- the public API ---------------------------------------------------------------------
 
+def _check_inputs(inputs: Tensor, embedding: Tensor, label_smoothing: float = 0.0) -> None:
+  """`gshard_op.functional.check_inputs` on the tensors' shapes and dtypes, and
+  `SoftmaxOptions`' check of a label smoothing, in eager mode. Dynamo cannot
+  trace JAX's and NumPy's dtype code (nor pass symbolic shapes to a function
+  it would run once); under torch.compile the op's body, which calls
+  `gshard_op.functional`, checks the shapes when it runs."""
+  if torch.compiler.is_compiling():
+    return
+  check_inputs(_jax_spec(inputs), _jax_spec(embedding))
+  SoftmaxOptions(label_smoothing_prob=label_smoothing)  # finite, in [0, 1]
+
+
+def _jax_spec(t: Tensor) -> jax.ShapeDtypeStruct:
+  """`t`'s shape and dtype as JAX names them (no data crosses)."""
+  try:
+    dtype = jnp.dtype(str(t.dtype).removeprefix("torch."))
+  except TypeError:
+    raise TypeError(f"dtype {t.dtype} has no JAX equivalent") from None
+  return jax.ShapeDtypeStruct(tuple(t.shape), dtype)
+
+
 def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: Tensor | None,
                              class_ids: Tensor | None = None,
                              class_probabilities: Tensor | None = None, *,
                              soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
                              z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
-                             use_tgt_labels_size_as_loss_denominator: bool = True,
+                             use_tgt_labels_size_as_loss_denominator: bool = False,
                              ignore_index: int = -100,
                              return_logits: bool = False) -> dict[str, Tensor | None]:
-  """Praxis's shared embedding softmax on torch tensors; see
+  """Praxis's shared embedding softmax on torch tensors, with torch's mean; see
   `gshard_op.shared_embedding_softmax` for the math.
 
   Args:
@@ -295,26 +453,28 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
     class_weights: broadcastable to `[..., 1]`; None: all ones.
     class_ids: integer `[..., 1]` or `[...]` labels. Tokens labelled
       `ignore_index` get weight 0 and `per_example_xent` 0, as in
-      `F.cross_entropy`; with `use_tgt_labels_size_as_loss_denominator=False`
-      (and unit weights) `avg_xent` is then `F.cross_entropy`'s mean. Other ids
-      outside `[0, V)` get an all-zero target (Praxis).
+      `F.cross_entropy`. Other ids outside `[0, V)` get an all-zero target
+      (Praxis).
     class_probabilities: float `[..., V]` soft labels; exactly one of the two.
+    use_tgt_labels_size_as_loss_denominator: the denominator of `avg_xent` and
+      `z_loss`. False (the default here, unlike Praxis and the JAX front ends):
+      the total weight of the tokens that are not ignored, so that with unit
+      weights `avg_xent` is `F.cross_entropy`'s mean (and with per-token weights
+      its weighted mean); a batch whose labels are all ignored gives NaN, with
+      zero gradients, as `F.cross_entropy` does, since torch users guard
+      against that NaN (or rely on the zero gradient) already. True: the number
+      of tokens, ignored ones included (Praxis), which gives 0 there instead.
     return_logits: also compute `logits` and `log_probs` (`[..., V]`, dense);
       when False, those fields are None and the logits are never formed.
 
   Returns:
     A dict with Praxis's fields (`gshard_op.outputs.FIELDS`). `avg_xent`,
     `total_xent`, `per_example_xent`, `z_loss` (and the logits, when returned)
-    are differentiable w.r.t. `inputs` and `embedding`.
+    are differentiable w.r.t. `inputs` and `embedding`, once: a second
+    derivative raises an error that says what to use instead.
   """
-  if embedding.dim() != 2:
-    raise ValueError(f"embedding must be [num_classes, in_features], got {list(embedding.shape)}")
+  _check_inputs(inputs, embedding)
   num_classes, in_features = embedding.shape
-  if inputs.dim() < 1 or inputs.shape[-1] != in_features:
-    raise ValueError(f"inputs must be [..., in_features={in_features}], got {list(inputs.shape)}")
-  if not (inputs.is_floating_point() and embedding.is_floating_point()):
-    raise TypeError(f"inputs and embedding must be floating point, got {inputs.dtype} "
-                    f"and {embedding.dtype}")
   if (class_ids is None) == (class_probabilities is None):
     raise ValueError("exactly one of class_ids and class_probabilities must be given")
   dtype = torch.promote_types(inputs.dtype, embedding.dtype)
@@ -364,12 +524,134 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
   return out
 
 
+# --- F.cross_entropy's arguments -----------------------------------------------------------
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def cross_entropy(inputs: Tensor, embedding: Tensor, target: Tensor, *,
+                  weight: Tensor | None = None, reduction: str = "mean",
+                  ignore_index: int = -100, label_smoothing: float = 0.0) -> Tensor:
+  """`F.cross_entropy(F.linear(inputs * M**-0.5, embedding), target, weight=weight,
+  reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)`,
+  computed by the op, so the `[..., V]` logits never exist.
+
+  The same as `F.linear_cross_entropy(inputs * M**-0.5, embedding, target, ...)`:
+  the `M**-0.5` is the layer's (Praxis's) logit scale.
+
+  Args:
+    inputs: `[..., M]`; embedding: `[V, M]`.
+    target: class indices `[...]` (any integer dtype; `ignore_index` marks tokens
+      that count neither in the loss nor in the mean's denominator), or class
+      probabilities `[..., V]` (floating point; no gradient flows to them).
+      Indices outside `[0, V)` other than `ignore_index` give Praxis's all-zero
+      target where torch raises.
+    weight: `[V]` rescaling of each class, as torch's: the loss of a token is
+      weighted by its target's weight and `mean` divides by the sum of those
+      weights; label smoothing weights each class's term by its own weight.
+      No gradient flows to it.
+    reduction: "mean" (NaN, with zero gradients, when every token is ignored, as
+      torch gives), "sum" or "none" (`[...]`, 0 for ignored tokens).
+    label_smoothing: in `[0, 1]`, torch's (and Praxis's) uniform smoothing.
+
+  "mean" and "sum" take the fused gradient computed in the forward; "none", and
+  class weights together with label smoothing on class indices, take the
+  general one (a second sweep over the vocabulary in the backward).
+  """
+  if reduction not in _REDUCTIONS:
+    raise ValueError(f"{reduction!r} is not a valid value for reduction; use one of {_REDUCTIONS}")
+  _check_inputs(inputs, embedding, label_smoothing)
+  num_classes = embedding.shape[0]
+  if weight is not None and (tuple(weight.shape) != (num_classes,)
+                             or not weight.is_floating_point()):
+    raise ValueError(f"weight must be a floating point [num_classes={num_classes}] tensor, "
+                     f"got {weight.dtype}{list(weight.shape)}")
+  dtype = torch.promote_types(inputs.dtype, embedding.dtype)
+  if target.is_floating_point():
+    return _probability_cross_entropy(inputs, embedding, target, weight, reduction,
+                                      label_smoothing, dtype)
+  return _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ignore_index,
+                                    label_smoothing, dtype)
+
+
+def _reduced(out, per_token: Tensor, reduction: str, dtype) -> Tensor:
+  """The op's fields as torch's reductions (`total_xent` is float32, torch's
+  sum has the logits' dtype)."""
+  if reduction == "none":
+    return per_token
+  return out["total_xent"].to(dtype) if reduction == "sum" else out["avg_xent"]
+
+
+def _probability_cross_entropy(inputs, embedding, target, weight, reduction, label_smoothing,
+                               dtype) -> Tensor:
+  """Soft labels: torch smooths them, `(1 - p) * target + p / V`, then weights
+  each class, and its mean divides by the number of tokens. The `[..., V]`
+  targets are dense already, so both happen to them here."""
+  probs = target.detach()
+  if label_smoothing:
+    probs = probs * (1.0 - label_smoothing) + label_smoothing / embedding.shape[0]
+  if weight is not None:
+    probs = probs * weight.detach()
+  out = shared_embedding_softmax(inputs, embedding, None, class_probabilities=probs,
+                                 use_tgt_labels_size_as_loss_denominator=True)
+  return _reduced(out, out["per_example_xent"], reduction, dtype)
+
+
+def _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ignore_index,
+                               label_smoothing, dtype) -> Tensor:
+  """Class indices. Unweighted, torch's smoothing is Praxis's: the op computes
+  it. A class weight `w[y]` is a per-token weight of the op, and torch's mean
+  is the op's `avg_xent` over the total weight. Weights with smoothing need
+  `sum_c w_c * -log p_c`, which no per-token weight gives: see
+  `_weighted_smoothing`."""
+  if weight is None:
+    out = shared_embedding_softmax(inputs, embedding, None, target,
+                                   label_smoothing_prob=label_smoothing,
+                                   ignore_index=ignore_index)
+    return _reduced(out, out["per_example_xent"], reduction, dtype)
+
+  num_classes = embedding.shape[0]
+  counted = (target != ignore_index) & (target >= 0) & (target < num_classes)
+  safe_target = torch.where(counted, target, 0)
+  w_y = torch.where(counted, weight.detach().float()[safe_target], 0.0)
+  if not label_smoothing:
+    out = shared_embedding_softmax(inputs, embedding, w_y[..., None], target,
+                                   ignore_index=ignore_index)
+    return _reduced(out, out["per_example_xent"] * w_y.to(dtype), reduction, dtype)
+
+  out = shared_embedding_softmax(inputs, embedding, None, target, ignore_index=ignore_index)
+  nll = out["per_example_xent"].float()
+  smooth = _weighted_smoothing(inputs, embedding, safe_target, weight.detach(), nll)
+  loss = torch.where(counted, (1.0 - label_smoothing) * w_y * nll
+                     + (label_smoothing / num_classes) * smooth, 0.0)
+  if reduction == "none":
+    return loss.to(dtype)
+  total = loss.sum()
+  return (total if reduction == "sum" else total / w_y.sum()).to(dtype)
+
+
+def _weighted_smoothing(inputs, embedding, target, weight, nll) -> Tensor:
+  """`sum_c w_c * -log p_c` per token without the `[..., V]` logits: with
+  `z = s * E x` (s = M**-0.5), `-log p_c = lse - z_c` and `lse = nll + z_y`, so
+  the sum is `W * (nll + z_y) - s * x . (E^T w)` with `W = sum_c w_c`: a
+  gathered row per token and one matrix-vector product, in float32."""
+  scale = inputs.shape[-1] ** -0.5
+  x = inputs.float()
+  e = embedding.float()
+  z_target = scale * (x * e[target]).sum(-1)
+  weighted_logits = scale * (x @ (e.T @ weight.float()))
+  return weight.float().sum() * (nll + z_target) - weighted_logits
+
+
 class GShardSharedEmbeddingSoftmax(nn.Module):
   """One `[num_classes, in_features]` embedding for the token lookup and the
   output softmax (Praxis's `GShardSharedEmbeddingSoftmax`), for PyTorch.
 
   `embedding` is an `nn.Parameter`, initialised N(0, 1). Label smoothing
-  applies in training mode only (`.eval()` turns it off).
+  applies in training mode only (`.eval()` turns it off). The options are
+  Praxis's, with one default changed for torch users:
+  `use_tgt_labels_size_as_loss_denominator=False`, so that `avg_xent` is
+  `F.cross_entropy`'s mean over the tokens that are not ignored.
 
   Example::
 
@@ -382,7 +664,7 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
   def __init__(self, in_features: int, num_classes: int, *, soft_cap_logits: float = 0.0,
                logits_abs_max: float = 0.0, z_loss_weight: float = 0.0,
                label_smoothing_prob: float = 0.0,
-               use_tgt_labels_size_as_loss_denominator: bool = True,
+               use_tgt_labels_size_as_loss_denominator: bool = False,
                ignore_index: int = -100, return_logits: bool = False,
                device=None, dtype=None):
     super().__init__()

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -69,7 +70,7 @@ def dense_fields(x, e, weights, ids, probs, opts):
     xent = F.cross_entropy(logits, probs, label_smoothing=smoothing, reduction="none")
   total_xent = (xent * weights).sum()
   total_weight = weights.sum()
-  if opts.get("use_tgt_labels_size_as_loss_denominator", True):
+  if opts.get("use_tgt_labels_size_as_loss_denominator", False):  # torch's mean by default
     denominator = torch.tensor(float(x.shape[0]))
   else:
     denominator = total_weight
@@ -157,7 +158,11 @@ CASES = {
     "class_weights": (dict(), dict(use_tgt_labels_size_as_loss_denominator=False)),
     "label_smoothing": (dict(ignore=True), dict(label_smoothing_prob=0.1)),
     "z_loss": (dict(ignore=True), dict(z_loss_weight=0.01)),
-    "cap_clip_z": (dict(), dict(soft_cap_logits=6.0, logits_abs_max=4.0, z_loss_weight=0.1)),
+    # Praxis's denominator (all tokens, ignored ones too), with ignored tokens.
+    "praxis_mean": (dict(ignore=True), dict(use_tgt_labels_size_as_loss_denominator=True,
+                                            z_loss_weight=0.01, label_smoothing_prob=0.1)),
+    "cap_clip_z": (dict(), dict(soft_cap_logits=6.0, logits_abs_max=4.0, z_loss_weight=0.1,
+                                use_tgt_labels_size_as_loss_denominator=True)),
 }
 
 
@@ -225,15 +230,14 @@ def test_matches_dense_torch(case_name, dtype, vjp_calls):
 
 def test_cross_entropy_reductions():
   """`avg_xent`, `total_xent` and `per_example_xent` are `F.cross_entropy`'s
-  mean, sum and none with `ignore_index`, the way a torch user writes them."""
+  mean, sum and none with `ignore_index`, by default, the way a torch user
+  writes them."""
   x, e, _, ids, _, _ = make_case(1, weights="ones", ignore=True)
   y = ids.reshape(-1)
-  for reduction, field, denominator_is_count in (("mean", "avg_xent", False),
-                                                 ("sum", "total_xent", True),
-                                                 ("none", "per_example_xent", True)):
+  for reduction, field in (("mean", "avg_xent"), ("sum", "total_xent"),
+                           ("none", "per_example_xent")):
     xg, eg = x.clone().requires_grad_(), e.clone().requires_grad_()
-    out = gt.shared_embedding_softmax(
-        xg, eg, None, ids, use_tgt_labels_size_as_loss_denominator=denominator_is_count)
+    out = gt.shared_embedding_softmax(xg, eg, None, ids)
     got = out[field].reshape(-1) if reduction == "none" else out[field]
     xr, er = x.clone().requires_grad_(), e.clone().requires_grad_()
     want = F.cross_entropy(F.linear(xr.reshape(-1, M) * M**-0.5, er), y, reduction=reduction)
@@ -243,6 +247,159 @@ def test_cross_entropy_reductions():
     (want * cot).sum().backward()
     assert_close(xg.grad, xr.grad, 1e-4, 2e-5, f"{reduction} d_inputs")
     assert_close(eg.grad, er.grad, 1e-4, 2e-5, f"{reduction} d_embedding")
+
+
+def test_mean_over_the_tokens_not_ignored():
+  """The torch front end's `avg_xent` divides by the tokens that are not
+  ignored, as `F.cross_entropy` does (issue 24: 16 tokens, 2 ignored, gave
+  9.343 against torch's 10.678); Praxis's count of all tokens is an option."""
+  g = torch.Generator().manual_seed(24)
+  x, e = 4.0 * torch.randn(16, M, generator=g), torch.randn(V, M, generator=g)
+  y = torch.randint(0, V, (16,), generator=g)
+  y[[3, 11]] = IGNORE
+  layer = gt.GShardSharedEmbeddingSoftmax(M, V)
+  with torch.no_grad():
+    layer.embedding.copy_(e)
+  xg, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+  ours = layer(xg, None, class_ids=y)["avg_xent"]
+  torch_mean = F.cross_entropy(F.linear(xr * M**-0.5, layer.embedding), y)
+  assert_close(ours, torch_mean, 2e-5, 2e-5, "avg_xent")
+  ours.backward()
+  torch_mean.backward()
+  assert_close(xg.grad, xr.grad, 1e-4, 2e-5, "d_inputs")
+  praxis = gt.shared_embedding_softmax(x, e, None, y,
+                                       use_tgt_labels_size_as_loss_denominator=True)
+  assert_close(praxis["avg_xent"], torch_mean.detach() * 14 / 16, 2e-5, 2e-5, "Praxis mean")
+  assert float(praxis["avg_xent_weight"]) == 16
+
+
+def test_all_tokens_ignored_gives_torchs_nan():
+  """Every label `ignore_index`: the mean over no tokens is NaN and the
+  gradients are zero, as `F.cross_entropy` gives; Praxis's denominator gives 0.
+  `z_loss` is a mean over the same tokens."""
+  x, e, w, ids, _, _ = make_case(6, weights="random")
+  ids = torch.full_like(ids, IGNORE)
+  xg, eg = x.clone().requires_grad_(), e.clone().requires_grad_()
+  out = gt.shared_embedding_softmax(xg, eg, w, ids, z_loss_weight=0.1, label_smoothing_prob=0.1)
+  xr, er = x.clone().requires_grad_(), e.clone().requires_grad_()
+  want = F.cross_entropy(F.linear(xr.reshape(-1, M) * M**-0.5, er), ids.reshape(-1),
+                         label_smoothing=0.1)
+  assert torch.isnan(want) and torch.isnan(out["avg_xent"]) and torch.isnan(out["z_loss"])
+  assert float(out["total_xent"]) == 0 and float(out["avg_xent_weight"]) == 0
+  (out["avg_xent"] + out["z_loss"]).backward()
+  want.backward()
+  for got, ref in ((xg.grad, xr.grad), (eg.grad, er.grad)):
+    assert torch.equal(ref, torch.zeros_like(ref)) and torch.equal(got, torch.zeros_like(got))
+  praxis = gt.shared_embedding_softmax(x, e, w, ids, z_loss_weight=0.1,
+                                       use_tgt_labels_size_as_loss_denominator=True)
+  assert float(praxis["avg_xent"]) == 0 and float(praxis["z_loss"]) == 0
+
+
+# --- gt.cross_entropy: F.cross_entropy's arguments ---------------------------------------
+
+def _torch_dense(x, e, target, **kwargs):
+  return F.cross_entropy(F.linear(x.reshape(-1, M) * M**-0.5, e),
+                         target.reshape(-1, *target.shape[len(BATCH):]), **kwargs)
+
+
+def _targets(kind, g):
+  """Class indices with one batch row all ignored and a few more ignored, or
+  class probabilities."""
+  if kind == "probabilities":
+    return torch.softmax(2.0 * torch.randn(BATCH + (V,), generator=g), -1)
+  ids = torch.randint(0, V, BATCH, generator=g)
+  ids[0] = IGNORE
+  ids[1, 2] = IGNORE
+  return ids
+
+
+XENT_CASES = [(kind, weighted, smoothing, reduction)
+              for kind in ("indices", "probabilities")
+              for weighted in (False, True)
+              for smoothing in (0.0, 0.2)
+              for reduction in ("mean", "sum", "none")]
+
+
+@pytest.mark.parametrize("kind,weighted,smoothing,reduction", XENT_CASES,
+                         ids=["-".join(map(str, c)) for c in XENT_CASES])
+def test_cross_entropy_matches_torch(kind, weighted, smoothing, reduction):
+  """`gt.cross_entropy` against `F.cross_entropy` on the scaled logits and
+  `F.linear_cross_entropy` on the scaled inputs (its chunked path where torch
+  takes it), values and gradients, a batch row whose targets are all ignored
+  included."""
+  g = torch.Generator().manual_seed(zlib.crc32(f"{kind}{weighted}{smoothing}{reduction}".encode()))
+  x, e = 2.0 * torch.randn(BATCH + (M,), generator=g), torch.randn(V, M, generator=g)
+  target = _targets(kind, g)
+  kwargs = dict(reduction=reduction, label_smoothing=smoothing)
+  if weighted:
+    kwargs["weight"] = 2.0 * torch.rand(V, generator=g)
+  cot = torch.randn(math.prod(BATCH) if reduction == "none" else (), generator=g)
+
+  def value_and_grads(fn, x, e):
+    x, e = x.clone().requires_grad_(), e.clone().requires_grad_()
+    loss = fn(x, e)
+    (loss.reshape(cot.shape) * cot).sum().backward()
+    return loss.detach().reshape(cot.shape), x.grad, e.grad
+
+  ours = value_and_grads(lambda x, e: gt.cross_entropy(x, e, target, **kwargs), x, e)
+  flat_target = target.reshape(-1, *target.shape[len(BATCH):])
+  references = {"F.cross_entropy": lambda x, e: _torch_dense(x, e, target, **kwargs)}
+  for name, options in (("F.linear_cross_entropy", None),
+                        ("chunked", torch.nn.LinearCrossEntropyOptions())):
+    references[name] = lambda x, e, options=options: F.linear_cross_entropy(
+        x.reshape(-1, M) * M**-0.5, e, flat_target, options=options, **kwargs)
+  if reduction == "none" and kind == "indices":
+    assert torch.all(ours[0].reshape(BATCH)[0] == 0)  # the row whose targets are all ignored
+  for name, fn in references.items():
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # the chunked path's fallback notice
+      want = value_and_grads(fn, x, e)
+    for got, ref, what in zip(ours, want, ("loss", "d_inputs", "d_embedding")):
+      assert_close(got, ref, 1e-4, 2e-5, f"{name} {what}")
+
+
+@pytest.mark.parametrize("weighted,smoothing", [(False, 0.0), (True, 0.0), (True, 0.1)])
+def test_cross_entropy_all_ignored(weighted, smoothing):
+  """Every target ignored: `mean` is NaN with zero gradients, `sum` 0, as torch."""
+  x, e, _, ids, _, _ = make_case(7)
+  ids = torch.full_like(ids, IGNORE)
+  kwargs = dict(label_smoothing=smoothing,
+                weight=torch.rand(V) if weighted else None)
+  for reduction in ("mean", "sum"):
+    xg = x.clone().requires_grad_()
+    got = gt.cross_entropy(xg, e, ids, reduction=reduction, **kwargs)
+    want = _torch_dense(x, e, ids, reduction=reduction, **kwargs)
+    assert torch.isnan(got) if reduction == "mean" else float(got) == 0
+    assert torch.isnan(want) == torch.isnan(got)
+    got.backward()
+    assert torch.equal(xg.grad, torch.zeros_like(xg.grad))
+
+
+def test_cross_entropy_argument_errors():
+  x, e, _, ids, _, _ = make_case(8)
+  with pytest.raises(ValueError, match="reduction"):
+    gt.cross_entropy(x, e, ids, reduction="avg")
+  with pytest.raises(ValueError, match="weight must be"):
+    gt.cross_entropy(x, e, ids, weight=torch.ones(V + 1))
+  with pytest.raises(ValueError, match="label_smoothing"):
+    gt.cross_entropy(x, e, ids, label_smoothing=1.5)
+  with pytest.raises(ValueError, match="in_features"):
+    gt.cross_entropy(x[..., :3], e, ids)
+
+
+def test_second_derivative_is_refused_by_name():
+  """`backward(create_graph=True)` gives the right first derivative; a second
+  backward through it fails with an error naming the op and the alternatives,
+  not torch's generic "no autograd formula"."""
+  x, e, _, ids, _, _ = make_case(9)
+  xg = x.clone().requires_grad_()
+  (d_x,) = torch.autograd.grad(gt.cross_entropy(xg, e, ids), xg, create_graph=True)
+  xr = x.clone().requires_grad_()
+  (want,) = torch.autograd.grad(_torch_dense(xr, e, ids), xr)
+  assert_close(d_x, want, 1e-4, 2e-5, "first derivative")
+  with pytest.raises(RuntimeError, match=r"(?s)gshard::shared_embedding_softmax has no second "
+                     r"derivative.*F\.cross_entropy.*JAX"):
+    d_x.square().sum().backward()
 
 
 def test_no_grad_and_eval_skip_the_gradient():
@@ -409,6 +566,122 @@ def test_dlpack_is_zero_copy(dtype):
   # An output that would alias an input (JAX forwards returned inputs) is copied.
   (same,) = gt._to_torch([a], (t,))
   assert same.data_ptr() != t.data_ptr() and torch.equal(same, t)
+
+
+# --- one GPU, two runtimes: JAX's allocator ----------------------------------------
+
+_ALLOCATOR_VARIABLES = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_ALLOCATOR",
+                        "XLA_PYTHON_CLIENT_MEM_FRACTION")
+
+
+def _fresh_import(code_before: str = "", **environ) -> dict:
+  """Imports gshard_op.torch in a fresh interpreter, after `code_before`, with
+  JAX's allocator variables only as given; returns what it saw."""
+  env = {k: v for k, v in os.environ.items() if k not in _ALLOCATOR_VARIABLES}
+  env.update(environ)
+  code = "\n".join([
+      "import json, os, warnings",
+      code_before,
+      "with warnings.catch_warnings(record=True) as caught:",
+      "  warnings.simplefilter('always')",
+      "  import gshard_op.torch as gt",
+      "print(json.dumps(dict(allocator=gt.JAX_ALLOCATOR,",
+      f"    environ={{k: os.environ.get(k) for k in {_ALLOCATOR_VARIABLES!r}}},",
+      "    warnings=[str(w.message) for w in caught if w.category is RuntimeWarning])))"])
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_allocator_on_demand_when_imported_first():
+  """Imported before JAX's backend starts: JAX will allocate on demand."""
+  seen = _fresh_import("import jax")  # importing jax does not start its backend
+  assert seen["environ"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+  assert seen["allocator"] == "set XLA_PYTHON_CLIENT_PREALLOCATE=false"
+
+
+@pytest.mark.parametrize("name,value", [("XLA_PYTHON_CLIENT_PREALLOCATE", "true"),
+                                        ("XLA_PYTHON_CLIENT_ALLOCATOR", "platform"),
+                                        ("XLA_PYTHON_CLIENT_MEM_FRACTION", ".5")])
+def test_allocator_left_to_the_user(name, value):
+  """Any of JAX's allocator variables set by the user: nothing is changed."""
+  seen = _fresh_import(**{name: value})
+  assert seen["environ"] == {k: value if k == name else None for k in _ALLOCATOR_VARIABLES}
+  assert seen["allocator"] == f"left to the user's {name}={value}"
+
+
+def test_allocator_untouched_after_the_backend_started():
+  """JAX's backend already running: its allocator is fixed, so nothing is set,
+  and `JAX_ALLOCATOR` says why (a GPU backend would also warn; the CPU's does not)."""
+  seen = _fresh_import("import jax; jax.devices()")
+  assert seen["environ"] == {k: None for k in _ALLOCATOR_VARIABLES}
+  assert seen["allocator"].startswith("unchanged: JAX's backend had already started")
+  assert "XLA_PYTHON_CLIENT_PREALLOCATE=false" in seen["allocator"]
+  assert seen["warnings"] == []
+
+
+# --- on a GPU (tools/device_check.py runs these) ------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA torch and a GPU")
+
+
+@pytest.mark.accelerator
+@cuda
+def test_cuda_follows_torchs_current_stream():
+  """Inputs written by kernels still queued on a side stream, results read by
+  kernels on it: the op orders itself after the first and before the second
+  through DLPack's `stream=` handshake, with no synchronize by the caller."""
+  side = torch.cuda.Stream()
+  g = torch.Generator(device="cuda").manual_seed(0)
+  with torch.cuda.stream(side):
+    e = torch.randn(32768, 512, device="cuda", generator=g)
+    x = torch.randn(2048, 512, device="cuda", generator=g)
+    for _ in range(20):  # keeps the stream busy well past the op's call
+      x = torch.tanh(x @ e[:512].T / 30.0) * 4.0
+    y = torch.randint(0, 32768, (2048,), device="cuda", generator=g)
+    ours = gt.cross_entropy(x, e, y, reduction="none") * 2.0
+    want = _scaled_dense(x, e, y) * 2.0
+  torch.cuda.synchronize()
+  torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-4)
+
+
+def _scaled_dense(x, e, y):
+  return F.cross_entropy(F.linear(x * x.shape[-1] ** -0.5, e), y, reduction="none")
+
+
+@pytest.mark.accelerator
+@cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_cuda_tensors_on_another_device():
+  """Tensors on cuda:1 while cuda:0 is current: torch exports them, JAX runs
+  on their device, and the results come back there."""
+  x = torch.randn(64, 32, device="cuda:1", requires_grad=True)
+  e = torch.randn(1000, 32, device="cuda:1")
+  y = torch.randint(0, 1000, (64,), device="cuda:1")
+  loss = gt.cross_entropy(x, e, y)
+  loss.backward()
+  assert loss.device == x.grad.device == torch.device("cuda:1")
+  torch.testing.assert_close(loss, _scaled_dense(x, e, y).mean(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.accelerator
+@cuda
+def test_cuda_memory_left_for_torch():
+  """In a fresh process that imports gshard_op.torch first, running the op
+  leaves most of the GPU free (JAX's default would hold 75% of it)."""
+  code = "\n".join([
+      "import torch, gshard_op.torch as gt",
+      "x = torch.randn(256, 64, device='cuda'); e = torch.randn(1000, 64, device='cuda')",
+      "gt.cross_entropy(x, e, torch.randint(0, 1000, (256,), device='cuda'))",
+      "free, total = torch.cuda.mem_get_info()",
+      "print(free / total)"])
+  env = {k: v for k, v in os.environ.items() if k not in _ALLOCATOR_VARIABLES}
+  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert float(proc.stdout.split()[-1]) > 0.5
 
 
 @pytest.fixture
