@@ -20,7 +20,7 @@ reported, with `compiled.memory_analysis().temp_size_in_bytes`.
   python tools/bench.py --shapes 2048x512x32768 --dtype bfloat16 --repeats 3
   python tools/bench.py --modes speed,memory --pipeline 'c1k=gshard-chunk-softmax{vocab-chunk=1024}'
   python tools/bench.py --quick                  # tiny shape (tests)
-  python tools/bench.py --torch --shapes 2048x512x32768   # PyTorch: eager, compile, ours
+  python tools/bench.py --torch --shapes 2048x512x32768   # PyTorch rows (below)
 
 Writes `bench.json` (every number, jax version, device) and `bench.png` to --out.
 Exits 1 when a mode fails to build or its loss/gradients differ from dense.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -351,37 +352,75 @@ def plot(results: list[dict], path: str) -> bool:
   return True
 
 
-# --- --torch: the PyTorch op against torch's own dense step -------------------------
+# --- --torch: the PyTorch op against torch's own steps ------------------------------
 #
-# Each candidate runs `loss.backward()` of the mean cross-entropy w.r.t. the
-# inputs and the embedding, on torch tensors:
-#   torch eager      F.cross_entropy(F.linear(x * M**-0.5, E), y), eager autograd;
-#   torch.compile    the same function under torch.compile(fullgraph=True) (inductor);
-#   gshard_op.torch  gshard_op.torch.shared_embedding_softmax(x, E, None, y)["avg_xent"].
-# Time: medians of interleaved rounds in this process. Memory: the peak resident
-# set of one step above the resident set before it, each candidate in a fresh
-# process after a warm-up step (VmHWM reset through /proc/self/clear_refs), so
-# that every allocator (torch's, XLA's) counts the same way.
-
-TORCH_CANDIDATES = ("torch eager", "torch.compile", "gshard_op.torch")
+# Each checked row runs `loss.backward()` of the mean cross-entropy w.r.t. the
+# inputs and the embedding, on torch tensors, and is checked equal to torch
+# eager (loss and both gradients) before it is timed; the floors are the three
+# matmuls alone, on each side, to show how far each runtime's CPU matmul is
+# from the other's. Time: medians of interleaved rounds in this process.
+# Memory: the peak resident set of one step above the resident set before it,
+# each row in a fresh process after a warm-up step (VmHWM reset through
+# /proc/self/clear_refs), so that every allocator (torch's, XLA's) counts the
+# same way.
 
 
-def torch_loss_fns(in_features: int, names=TORCH_CANDIDATES) -> dict:
+@dataclasses.dataclass(frozen=True)
+class TorchRow:
+  """One row of the --torch table: its name, what it runs, and whether it is
+  checked against torch eager (the floors compute no loss)."""
+  name: str
+  means: str
+  checked: bool = True
+
+
+TORCH_ROWS = (
+    TorchRow("torch eager", "F.cross_entropy(F.linear(x * M**-0.5, E), y), eager autograd"),
+    TorchRow("torch.compile", "the same under torch.compile(fullgraph=True), inductor"),
+    TorchRow("torch chunked", "F.linear_cross_entropy(x * M**-0.5, E, y, "
+                              "options=LinearCrossEntropyOptions()), eager"),
+    TorchRow("compile chunked", "torch.compile(fullgraph=True) of torch chunked: torch falls "
+                                "back to eager at the chunked op"),
+    TorchRow("gshard_op.torch", "gshard_op.torch.cross_entropy(x, E, y): the op, its fused "
+                                "gradient"),
+    TorchRow("torch floor", "the three matmuls alone in torch (logits materialised)", False),
+    TorchRow("jax floor", "the same three matmuls under jax.jit (the JAX table's floor)", False),
+)
+TORCH_CANDIDATES = tuple(row.name for row in TORCH_ROWS)
+
+
+def torch_loss_fns(in_features: int, names) -> dict:
+  """The checked rows' losses, `(x, E, y) -> scalar`."""
   import torch
   import torch.nn.functional as F
 
   import gshard_op.torch as gt
 
+  scale = in_features**-0.5
+
   def dense(x, embedding, ids):
-    return F.cross_entropy(F.linear(x * in_features**-0.5, embedding), ids)
+    return F.cross_entropy(F.linear(x * scale, embedding), ids)
+
+  def chunked_with(options):
+    def chunked(x, embedding, ids):
+      return F.linear_cross_entropy(x * scale, embedding, ids, options=options)
+    return chunked
 
   def ours(x, embedding, ids):
-    return gt.shared_embedding_softmax(x, embedding, None, ids)["avg_xent"]
+    return gt.cross_entropy(x, embedding, ids)
 
-  fns = {"torch eager": dense, "gshard_op.torch": ours}
-  if "torch.compile" in names:
-    fns["torch.compile"] = torch.compile(dense, fullgraph=True)
-  return {name: fns[name] for name in names}
+  makers = {
+      "torch eager": lambda: dense,
+      "torch.compile": lambda: torch.compile(dense, fullgraph=True),
+      "torch chunked": lambda: chunked_with(torch.nn.LinearCrossEntropyOptions()),
+      # Under torch.compile the chunked op wants allow_retain_graph=True (it
+      # warns and forces it otherwise, and the warning breaks fullgraph).
+      "compile chunked": lambda: torch.compile(
+          chunked_with(torch.nn.LinearCrossEntropyOptions(allow_retain_graph=True)),
+          fullgraph=True),
+      "gshard_op.torch": lambda: ours,
+  }
+  return {name: makers[name]() for name in names}
 
 
 def torch_inputs(n: int, m: int, v: int, dtype_name: str, seed: int = 0):
@@ -401,6 +440,31 @@ def torch_step(loss_fn, x, embedding, ids):
   return loss.detach(), x.grad, embedding.grad
 
 
+def torch_floor_step(x, embedding, ids):
+  """`floor_step` in torch: the three matmuls, `dlogits` elementwise in the logits."""
+  import torch
+  del ids
+  with torch.no_grad():
+    logits = x @ embedding.T
+    dlogits = logits * torch.ones((x.shape[0], 1), dtype=x.dtype)
+    return None, dlogits @ embedding, dlogits.T @ x
+
+
+def torch_steps(shape, names, args) -> dict:
+  """`{name: () -> (loss | None, d_x, d_embedding)}` on the torch inputs `args`;
+  the JAX floor gets them as JAX arrays, compiled beforehand."""
+  steps = {name: functools.partial(torch_step, fn, *args)
+           for name, fn in torch_loss_fns(shape[1], [n for n in names if "floor" not in n]).items()}
+  if "torch floor" in names:
+    steps["torch floor"] = functools.partial(torch_floor_step, *args)
+  if "jax floor" in names:
+    x, embedding, ids = (jnp.asarray(t.numpy()) for t in args)
+    jax_args = (x, embedding, ids.astype(jnp.int32), jnp.ones((x.shape[0], 1), jnp.float32))
+    compiled = jax.jit(floor_step).lower(*jax_args).compile()
+    steps["jax floor"] = lambda: (None, *jax.block_until_ready(compiled(*jax_args)))
+  return {name: steps[name] for name in names}
+
+
 def _proc_status_kib(key: str) -> int:
   with open("/proc/self/status") as f:
     return int(re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.M).group(1))
@@ -409,14 +473,13 @@ def _proc_status_kib(key: str) -> int:
 def torch_memory_worker(name: str, shape, dtype_name: str) -> int:
   """Prints `{"peak_rss_bytes": ...}`: one step's peak resident set above the one before."""
   import gc
-  fn = torch_loss_fns(shape[1], (name,))[name]
-  args = torch_inputs(*shape, dtype_name)
-  torch_step(fn, *args)  # compiles
+  step = torch_steps(shape, (name,), torch_inputs(*shape, dtype_name))[name]
+  step()  # compiles
   gc.collect()
   before = _proc_status_kib("VmRSS")
   with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # resets VmHWM to the current resident set
-  out = torch_step(fn, *args)
+  out = step()
   peak = _proc_status_kib("VmHWM")
   del out
   print(json.dumps({"peak_rss_bytes": (peak - before) * 1024}))
@@ -434,31 +497,40 @@ def torch_peak_rss(name: str, shape, dtype_name: str) -> int | None:
   return json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_bytes"]
 
 
+def _as_numpy(t):
+  return np.asarray(t.float().numpy() if hasattr(t, "numpy") else t, np.float64)
+
+
 def torch_bench_shape(shape, dtype_name: str, repeats: int, log) -> dict:
   import torch
   n, m, v = shape
-  fns = torch_loss_fns(m)
-  args = torch_inputs(n, m, v, dtype_name)
-  rows = {name: {"mode": name, "times_ms": []} for name in fns}
+  steps = torch_steps(shape, TORCH_CANDIDATES, torch_inputs(n, m, v, dtype_name))
+  rows = {row.name: {"mode": row.name, "means": row.means, "checked": row.checked,
+                     "times_ms": [], "max_rel_error": None, "correct": None}
+          for row in TORCH_ROWS}
   ref = None
-  for name, fn in fns.items():  # warm-up (compiles), checked against eager
-    log(f"  warm-up {name:<16}", end="")
+  for row in TORCH_ROWS:  # warm-up (compiles); the checked rows against eager
+    log(f"  warm-up {row.name:<16}", end="")
     t0 = time.perf_counter()
-    out = [t.float().numpy() for t in torch_step(fn, *args)]
-    rows[name]["first_call_s"] = round(time.perf_counter() - t0, 2)
-    log(f" {rows[name]['first_call_s']:6.1f} s")
+    out = steps[row.name]()
+    rows[row.name]["first_call_s"] = round(time.perf_counter() - t0, 2)
+    log(f" {rows[row.name]['first_call_s']:6.1f} s")
+    if not row.checked:
+      continue
+    out = [_as_numpy(t) for t in out]
     if ref is None:
       ref = out
     errors = {k: rel_error(a, b) for k, a, b in zip(("loss", "d_x", "d_embedding"), out, ref)}
-    rows[name]["max_rel_error"] = errors
-    rows[name]["correct"] = all(np.isfinite(e) and e <= TOLERANCE.get(dtype_name, 3e-2)
-                                for e in errors.values())
-  names = list(fns)
+    rows[row.name]["max_rel_error"] = errors
+    rows[row.name]["correct"] = all(np.isfinite(e) and e <= TOLERANCE.get(dtype_name, 3e-2)
+                                    for e in errors.values())
+  del ref, out
+  names = list(TORCH_CANDIDATES)
   for r in range(repeats):
     log(f"\r  round {r + 1}/{repeats}", end="")
     for name in names[r % len(names):] + names[:r % len(names)]:
       t0 = time.perf_counter()
-      torch_step(fns[name], *args)
+      steps[name]()
       rows[name]["times_ms"].append((time.perf_counter() - t0) * 1e3)
   log("")
   for name in names:
@@ -483,11 +555,14 @@ def print_torch_table(result: dict) -> None:
   print(head)
   print("-" * len(head))
   for r in result["rows"]:
-    err = max(r["max_rel_error"].values())
+    err = max(r["max_rel_error"].values()) if r["max_rel_error"] else None
+    check = {True: "ok", False: "FAIL", None: "(floor)"}[r["correct"]]
     print(f"{r['mode']:<16} {r['median_ms']:>10.1f} {min(r['times_ms']):>9.1f} "
           f"{r['ratio_to_eager']:>8.3f} {fmt_mib(r['peak_rss_bytes']):>9} "
-          f"{r.get('eager_over_peak', float('nan')):>9.1f}x {err:>11.1e}  "
-          f"{'ok' if r['correct'] else 'FAIL'}")
+          f"{r.get('eager_over_peak', float('nan')):>9.1f}x "
+          f"{'-' if err is None else f'{err:.1e}':>11}  {check}")
+  for r in result["rows"]:
+    print(f"  {r['mode']}: {r['means']}")
 
 
 def torch_main(shapes, dtype_name: str, repeats: int, out_dir: str) -> int:
@@ -511,7 +586,8 @@ def torch_main(shapes, dtype_name: str, repeats: int, out_dir: str) -> int:
     json.dump({"platform": platform.platform(), "cpu_count": os.cpu_count(),
                "jax_version": jax.__version__, "results": results}, f, indent=1)
   print(f"\nwrote {path}")
-  bad = [(res["shape"], r["mode"]) for res in results for r in res["rows"] if not r["correct"]]
+  bad = [(res["shape"], r["mode"]) for res in results for r in res["rows"]
+         if r["checked"] and not r["correct"]]
   if bad:
     print(f"FAILED: {bad}")
     return 1
@@ -568,8 +644,10 @@ def main(argv=None) -> int:
   ap.add_argument("--quick", action="store_true", help=f"tiny run: {QUICK[0]}, {QUICK[1]} rounds")
   ap.add_argument("--no-plot", action="store_true")
   ap.add_argument("--torch", action="store_true",
-                  help="PyTorch: torch eager and torch.compile dense vs gshard_op.torch "
-                       "(time and peak resident memory); writes bench_torch.json")
+                  help="PyTorch: torch eager, torch.compile, torch's chunked "
+                       "F.linear_cross_entropy (eager and compiled), gshard_op.torch and "
+                       "both runtimes' three-matmul floors (time and peak resident "
+                       "memory); writes bench_torch.json")
   ap.add_argument("--torch-memory", metavar="MODE", help=argparse.SUPPRESS)  # the worker
   args = ap.parse_args(argv)
 
