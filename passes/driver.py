@@ -39,6 +39,7 @@ import contextlib
 import os
 import re
 import sys
+import textwrap
 import traceback
 from collections.abc import Iterator, Sequence
 
@@ -139,17 +140,18 @@ def list_passes() -> str:
       if option.startswith("memory-budget-mib="):
         option += f"  default pipeline: {budget}"
       lines.append(f"      {option}")
-  lines += [
-      "0 means automatic: chunk and token-block sizes come from memory-budget-mib,",
+  notes = [
+      "0 means automatic: chunk and token-block sizes come from memory-budget-mib, "
       "gshard-pallas's blocks from its platform's defaults.",
-      "memory-budget-mib: MiB of float32 [tokens, classes] buffers a loop body may keep",
-      "live. A pass named in a pipeline has the default shown; the default pipeline",
-      f"(gshard_op.jit) and plain jax.jit's chunked lowering use {budget} MiB on this",
-      f"machine ({platform}): {pipelines.CPU_MEMORY_BUDGET_MIB:g} MiB on the CPU, 1/64 of an "
-      "accelerator's memory",
-      "(256 to 4096 MiB) on a GPU or TPU.",
+      f"Default budget here ({platform}): {budget} MiB of float32 [tokens, classes] buffers "
+      "a loop body may keep live, used by the default pipeline (gshard_op.jit) and by plain "
+      f"jax.jit's chunked lowering: {pipelines.CPU_MEMORY_BUDGET_MIB:g} MiB on the CPU, 1/64 "
+      "of an accelerator's memory (256 to 4096 MiB) on a GPU or TPU. A pass named in a "
+      "pipeline has the memory-budget-mib shown with it.",
       "Other pipeline names are looked up in MLIR's registry "
       "(canonicalize, cse, inline, symbol-dce, ...)."]
+  for note in notes:
+    lines += textwrap.wrap(note, width=88, break_on_hyphens=False)
   return "\n".join(lines) + "\n"
 
 

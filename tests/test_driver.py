@@ -272,14 +272,16 @@ def test_a_rewrite_says_nothing(capsys, write):
 
 
 def test_list_passes_explains_zero_and_the_default_budget(capsys):
+  import jax
+
   from gshard_op.passes import pipelines
   status, out, err = run(capsys, "--list-passes")
   assert status == 0 and err == ""
   budget = pipelines.default_memory_budget_mib()
   assert "vocab-chunk=0  (int)  0: automatic" in out
   assert f"memory-budget-mib=32.0  (float)  default pipeline: {budget}" in out
-  assert "0 means automatic" in out
-  assert f"use {budget} MiB on this" in out
+  assert "\n0 means automatic: " in out
+  assert f"\nDefault budget here ({jax.default_backend()}): {budget} MiB " in out
 
 
 # --- the checkout wrapper ------------------------------------------------------

@@ -12,6 +12,5 @@
 // CHECK:         gshard-inline  Replace gshard composites by calls to their decomposition
 // CHECK-NEXT:        (no options)
 // CHECK:       0 means automatic: chunk and token-block sizes come from memory-budget-mib,
-// CHECK:       (gshard_op.jit) and plain jax.jit's chunked lowering use 64.0 MiB on this
-// CHECK-NEXT:  machine (cpu): 64 MiB on the CPU, 1/64 of an accelerator's memory
+// CHECK:       Default budget here (cpu): 64.0 MiB of float32 [tokens, classes] buffers
 // CHECK:       Other pipeline names are looked up in MLIR's registry
