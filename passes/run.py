@@ -89,6 +89,7 @@ class Module:
   num_partitions: int
   num_replicas: int
   vocab_sizes: list[int]   # V of each gshard composite
+  printed: str = ""        # the module as MLIR prints it, without locations
 
   @property
   def shardy(self) -> bool | None:
@@ -163,10 +164,12 @@ def parse(path: str, text: str) -> Module:
       return ir.WalkResult.ADVANCE
 
     module.operation.walk(visit)
+    printed = module.operation.get_asm()
   replicas = _REPLICAS.search(text)
   return Module(path=path, text=text, operands=operands, results=results, result_names=names,
                 num_partitions=partition_count(text),
-                num_replicas=int(replicas.group(1)) if replicas else 1, vocab_sizes=vocab)
+                num_replicas=int(replicas.group(1)) if replicas else 1, vocab_sizes=vocab,
+                printed=printed)
 
 
 def check_signatures(a: Module, b: Module) -> None:
@@ -381,6 +384,10 @@ def run(args) -> int:
   modules = [parse(path, text) for path, text in texts]
   if len(modules) == 2:
     check_signatures(*modules)
+    if modules[0].printed == modules[1].printed:
+      print(f"{PROG}: warning: {modules[0].path} and {modules[1].path} are the same program "
+            "(did the passes rewrite anything? gshard-opt warns when they did not); the "
+            "comparison below shows nothing", file=sys.stderr)
   first = modules[0]
   bound = args.id_bound if args.id_bound is not None else id_bound(modules)
   if bound < 1:
