@@ -630,21 +630,23 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA torc
 @pytest.mark.accelerator
 @cuda
 def test_cuda_follows_torchs_current_stream():
-  """Inputs written by kernels still queued on a side stream, results read by
-  kernels on it: the op orders itself after the first and before the second
-  through DLPack's `stream=` handshake, with no synchronize by the caller."""
+  """Inputs whose last write is still queued on a side stream behind a
+  ~0.1 s spin, results read by kernels on it: the op orders itself after the
+  first and before the second through DLPack's `stream=` handshake, with no
+  synchronize by the caller. A race would read unwritten inputs, far outside
+  the tolerance (which allows for TF32 matmuls on the JAX side)."""
   side = torch.cuda.Stream()
   g = torch.Generator(device="cuda").manual_seed(0)
   with torch.cuda.stream(side):
     e = torch.randn(32768, 512, device="cuda", generator=g)
-    x = torch.randn(2048, 512, device="cuda", generator=g)
-    for _ in range(20):  # keeps the stream busy well past the op's call
-      x = torch.tanh(x @ e[:512].T / 30.0) * 4.0
     y = torch.randint(0, 32768, (2048,), device="cuda", generator=g)
+    x = torch.zeros(2048, 512, device="cuda")
+    torch.cuda._sleep(200_000_000)  # keeps the stream busy well past the op's call
+    x.copy_(torch.randn(2048, 512, device="cuda", generator=g))
     ours = gt.cross_entropy(x, e, y, reduction="none") * 2.0
     want = _scaled_dense(x, e, y) * 2.0
   torch.cuda.synchronize()
-  torch.testing.assert_close(ours, want, rtol=1e-4, atol=1e-4)
+  torch.testing.assert_close(ours, want, rtol=1e-2, atol=1e-2)
 
 
 def _scaled_dense(x, e, y):
@@ -663,7 +665,7 @@ def test_cuda_tensors_on_another_device():
   loss = gt.cross_entropy(x, e, y)
   loss.backward()
   assert loss.device == x.grad.device == torch.device("cuda:1")
-  torch.testing.assert_close(loss, _scaled_dense(x, e, y).mean(), rtol=1e-5, atol=1e-5)
+  torch.testing.assert_close(loss, _scaled_dense(x, e, y).mean(), rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.accelerator
