@@ -69,7 +69,7 @@ def test_benchmark_worker_and_table_at_a_tiny_shape(device_check, tmp_path):
   deadline = time.monotonic() + 300
   results = device_check.benchmark([(64, 40, 300)], "interpret", 1, deadline)
   rows = {r["candidate"]: r for r in results[0]["rows"]}
-  assert list(rows) == ["dense", "floor", "default", "pallas", "xla passes"]
+  assert list(rows) == ["dense", "floor", "default", "pallas", "xla passes", "pallas wide"]
   for name, r in rows.items():
     assert "error" not in r, (name, r)
     assert r["median_ms"] > 0 and len(r["times_ms"]) == 1 and r["temp_bytes"] is not None

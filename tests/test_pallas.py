@@ -336,6 +336,7 @@ def _specs(n, m, v, dtype, labels="ids"):
     ("cuda", "__gpu$xla.gpu.triton", jnp.float32, 32, "probs"),
     ("cuda", "__gpu$xla.gpu.triton", jnp.float32, 24, "ids"),  # M not a power of two
     ("cuda", "__gpu$xla.gpu.triton", jnp.bfloat16, 2304, "ids"),  # Gemma's width
+    ("cuda", "__gpu$xla.gpu.triton", jnp.bfloat16, 1000, "probs"),  # clamped feature blocks
     ("tpu", "tpu_custom_call", jnp.float32, 128, "ids"),
     ("tpu", "tpu_custom_call", jnp.bfloat16, 2304, "ids"),
 ])
@@ -384,7 +385,8 @@ def test_kernel_spliced_once_per_signature():
 @pytest.mark.parametrize("pipeline,message", [
     ("gshard-pallas{platform=rocm}", "platform must be one of interpret, cuda, tpu"),
     ("gshard-pallas{platform=cuda block-tokens=24}", "power of two"),
-    ("gshard-pallas{platform=cuda block-features=24}", "block-features must be 0 or a power of two"),
+    ("gshard-pallas{platform=cuda block-features=24}",
+     "block-features must be 0 or a power of two"),
     ("gshard-pallas{platform=cuda block-grad-features=8}",
      "block-grad-features must be 0 or a power of two >= 16"),
     ("gshard-pallas{block-vocab=-1}", "must be >= 0"),

@@ -75,6 +75,9 @@ ROUTE_SHAPE = (2000, 1000, 32003)
 INTERPRET_SHAPE = (48, 320, 1000)
 INTERPRET_BLOCKS = "block-tokens=32 block-vocab=256 block-features=128 block-grad-features=256"
 PRECISION = {"float32": "highest", "bfloat16": "default"}
+# A second Pallas configuration for the benchmark (within the cuda estimate of
+# passes/pallas.py at both anchor shapes in bfloat16).
+WIDE_COLUMNS = "block-tokens=16 block-vocab=16 block-grad-features=1024"
 WORKER_TIMEOUT_S = 240
 PYTEST_TIMEOUT_S = 240
 
@@ -202,6 +205,12 @@ def bench_candidates(kernel_platform: str) -> list[dict]:
       # The default pipeline without the kernels: what XLA alone reaches.
       {"name": "xla passes", "kind": "passes", "pipeline": default_pipeline(platform="cpu"),
        "tier": 2},
+      # Small token and class blocks buy wide gradient column blocks: fewer
+      # logit recomputes (passes/pallas_kernels.py) for smaller dots. Which
+      # wins is for the device to say.
+      {"name": "pallas wide", "kind": "passes", "tier": 2,
+       "pipeline": f"gshard-pallas{{platform={kernel_platform} {WIDE_COLUMNS}}},"
+                   f"{bench.CHUNK},{CLEANUP}"},
   ]
 
 
