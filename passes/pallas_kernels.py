@@ -37,8 +37,8 @@ Blocks never read out of bounds: the last block of an uneven split starts at
 `size - block` and masks what an earlier block already covered (the chunk
 pass's scheme, see `passes/chunk.py`), so every load has a static shape and no
 operand is padded. In the feature loop both operands' already-covered columns
-are zeroed, so an infinite value there adds nothing twice. Overlapping programs
-write identical values.
+are zeroed: zeroing one alone would turn an infinite entry of the other into
+`0 * inf = NaN`. Overlapping programs write identical values.
 
 The math is `gshard_op/reference.py`'s, non-finite logits included (the online
 softmax follows `passes/softmax_ir.py`'s rules): the inputs are scaled by `M**-0.5` in
