@@ -735,6 +735,8 @@ def test_bench_torch_quick(tmp_path):
   assert [row["mode"] for row in result["rows"]] == [*checked, "torch floor", "jax floor"]
   for row in result["rows"]:
     assert row["correct"] is (True if row["checked"] else None), row
-    assert row["median_ms"] > 0 and row["peak_rss_bytes"] is not None, row
-    if row["checked"]:
+    assert row["median_ms"] > 0 and row["peak_rss_bytes"] >= 0, row
+    # At the quick shape torch's chunked op (and a floor) can step within the
+    # memory the warm-up left resident: a peak of 0 bytes above it is right there.
+    if row["mode"] in ("torch eager", "torch.compile", "gshard_op.torch"):
       assert row["peak_rss_bytes"] > 0, row
