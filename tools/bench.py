@@ -98,6 +98,7 @@ DEFAULT_SHAPES = {
     "gpu": ("8192x2304x256000,8192x4096x128256", "bfloat16", 10),
 }
 QUICK = ("256x64x3000", 1)  # V not a power of two: partial last chunks
+TORCH_SHAPES = "2048x512x32768"  # --torch's default, in the input dtype's default (float32 on CPU)
 
 PLAN_RE = re.compile(r'gshard\.plan = "([^"]*)"')
 
@@ -647,11 +648,15 @@ def main(argv=None) -> int:
                   help="PyTorch: torch eager, torch.compile, torch's chunked "
                        "F.linear_cross_entropy (eager and compiled), gshard_op.torch and "
                        "both runtimes' three-matmul floors (time and peak resident "
-                       "memory); writes bench_torch.json")
+                       f"memory; default shape {TORCH_SHAPES}); writes bench_torch.json")
   ap.add_argument("--torch-memory", metavar="MODE", help=argparse.SUPPRESS)  # the worker
   args = ap.parse_args(argv)
 
-  shapes = args.shapes or parse_shapes(QUICK[0] if args.quick else shapes_default)
+  if args.quick:
+    shapes_default = QUICK[0]
+  elif args.torch or args.torch_memory:
+    shapes_default = TORCH_SHAPES
+  shapes = args.shapes or parse_shapes(shapes_default)
   dtype_name = args.dtype or dtype_default
   repeats = args.repeats or (QUICK[1] if args.quick else repeats_default)
   if args.torch_memory:
