@@ -13,12 +13,17 @@ import collections
 
 FORWARD = "gshard.shared_embedding_softmax"
 GRAD = "gshard.shared_embedding_softmax_grad"
-VERSION = 1
+# Version 2 added the `precision` attribute; version 1 composites are read as
+# precision "DEFAULT" (what their matmuls had).
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # Float attributes (f64), then the one bool attribute.
 FLOAT_ATTRIBUTES = ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
                     "label_smoothing_prob", "logit_scale")
 BOOL_ATTRIBUTES = ("use_tgt_labels_size_as_loss_denominator",)
+# String attributes, and the version that introduced them.
+STRING_ATTRIBUTES = {"precision": 2}
 
 FORWARD_OPERANDS = ("x", "embedding", "labels")
 FORWARD_RESULTS = ("per_example_xent", "per_example_argmax", "logsumexp",

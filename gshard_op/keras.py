@@ -125,6 +125,8 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
     soft_cap_logits, logits_abs_max, z_loss_weight, label_smoothing_prob,
       use_tgt_labels_size_as_loss_denominator: Praxis's options (see
       `gshard_op.SoftmaxOptions`); label smoothing applies only in training.
+    precision: of the op's matmuls (`jax.lax.Precision` names); None follows
+      `jax.default_matmul_precision`.
     embeddings_initializer: any `keras.initializers` initializer; default
       (None) `RandomNormal(mean=0, stddev=1)`, Praxis's Gaussian.
     embeddings_regularizer, embeddings_constraint: as `keras.layers.Embedding`.
@@ -147,6 +149,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
                soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
                z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
                use_tgt_labels_size_as_loss_denominator: bool = True,
+               precision: str | None = None,
                embeddings_initializer=None, embeddings_regularizer=None,
                embeddings_constraint=None, add_xent_loss: bool = True,
                implementation: str = "composite", **kwargs):
@@ -159,7 +162,8 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
         in_features, num_classes,
         soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
         z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
-        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator)
+        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
+        precision=precision)
     self.in_features = in_features
     self.num_classes = num_classes
     if embeddings_initializer is None:
@@ -222,6 +226,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
         z_loss_weight=opts.z_loss_weight,
         label_smoothing_prob=opts.label_smoothing_prob if training else 0.0,
         use_tgt_labels_size_as_loss_denominator=opts.use_tgt_labels_size_as_loss_denominator,
+        precision=opts.precision,
         implementation=self.implementation)
     if self.add_xent_loss:
       # float32 whatever the compute dtype: `avg_xent` itself is rounded to it.
@@ -255,6 +260,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
         "logits_abs_max": opts.logits_abs_max,
         "z_loss_weight": opts.z_loss_weight,
         "label_smoothing_prob": opts.label_smoothing_prob,
+        "precision": opts.precision,
         "use_tgt_labels_size_as_loss_denominator": opts.use_tgt_labels_size_as_loss_denominator,
         "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),

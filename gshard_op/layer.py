@@ -52,6 +52,7 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
                soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
                z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
                use_tgt_labels_size_as_loss_denominator: bool = True,
+               precision: str | None = None,
                dtype=None, param_dtype=jnp.float32,
                embedding_init=nnx.initializers.normal(stddev=1.0),
                promote_dtype=dtypes.promote_dtype,
@@ -65,7 +66,8 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
         in_features, num_classes,
         soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
         z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
-        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator)
+        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
+        precision=precision)
     self.in_features = in_features
     self.num_classes = num_classes
     self.dtype = dtype
@@ -112,4 +114,5 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
         z_loss_weight=opts.z_loss_weight,
         label_smoothing_prob=0.0 if deterministic else opts.label_smoothing_prob,
         use_tgt_labels_size_as_loss_denominator=opts.use_tgt_labels_size_as_loss_denominator,
+        precision=opts.precision,
         implementation=self.implementation)

@@ -28,6 +28,11 @@ class SoftmaxOptions:
       `p/V` elsewhere. The layer passes 0 when it is deterministic (evaluation).
     use_tgt_labels_size_as_loss_denominator: the loss denominator is the number
       of class weights (True) or their sum (False).
+    precision: of every matmul of the op, as `jax.lax.Precision` names it
+      ("default", "high", "highest", or the aliases "bfloat16",
+      "tensorfloat32", "float32"); stored as the enum's name. None follows
+      `jax.default_matmul_precision` where the op is traced, as a dense
+      `jnp.dot` does (`with_default_precision`).
   """
 
   soft_cap_logits: float = 0.0
@@ -35,6 +40,7 @@ class SoftmaxOptions:
   z_loss_weight: float = 0.0
   label_smoothing_prob: float = 0.0
   use_tgt_labels_size_as_loss_denominator: bool = True
+  precision: str | None = None
 
   def __post_init__(self):
     for name in ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
@@ -59,6 +65,45 @@ class SoftmaxOptions:
                        f"{self.label_smoothing_prob!r}")
     object.__setattr__(self, "use_tgt_labels_size_as_loss_denominator",
                        bool(self.use_tgt_labels_size_as_loss_denominator))
+    if self.precision is not None:
+      object.__setattr__(self, "precision", precision_name(self.precision, "precision"))
+
+  @property
+  def lax_precision(self):
+    """`precision` as the `jax.lax.Precision` that JAX's matmuls take (or None)."""
+    from jax import lax
+    return None if self.precision is None else lax.Precision[self.precision]
+
+  def with_default_precision(self) -> "SoftmaxOptions":
+    """These options with `precision` fixed: None becomes what
+    `jax.default_matmul_precision` says where this is called (trace time),
+    "DEFAULT" when it says nothing. JAX's trace context includes that setting,
+    so a change retraces."""
+    if self.precision is not None:
+      return self
+    import jax
+    configured = jax.config.jax_default_matmul_precision
+    name = "DEFAULT" if configured is None else precision_name(
+        configured, "jax_default_matmul_precision")
+    return dataclasses.replace(self, precision=name)
+
+
+PRECISIONS = ("DEFAULT", "HIGH", "HIGHEST")
+
+
+def precision_name(value, what: str) -> str:
+  """`value` (a `jax.lax.Precision` or one of its strings) as the enum's name."""
+  from jax import lax
+  if isinstance(value, lax.Precision):
+    return value.name
+  if isinstance(value, str) and value.upper() in PRECISIONS:  # the enum's own names
+    return value.upper()
+  try:
+    return lax.Precision(value).name
+  except (ValueError, TypeError):
+    raise ValueError(f"{what} must be a jax.lax.Precision or one of 'default', 'high', "
+                     "'highest', 'bfloat16', 'tensorfloat32', 'float32' (the op's matmuls "
+                     f"take no dot-algorithm presets), got {value!r}") from None
 
 
 def logit_scale(in_features: int) -> float:

@@ -101,11 +101,14 @@ def _map_over_batch(prim, args, dims, **params):
 # --- lowering ------------------------------------------------------------------
 
 def composite_attributes(options: SoftmaxOptions, in_features: int) -> dict:
-  """Every option, plus the logit scale, as the composite's attributes (f64 / bool)."""
+  """Every option, plus the logit scale, as the composite's attributes (f64 /
+  bool / string; the precision as fixed where the op was bound)."""
   attrs = {name: np.float64(getattr(options, name)) for name in contract.FLOAT_ATTRIBUTES
            if name != "logit_scale"}
   attrs["logit_scale"] = np.float64(logit_scale(in_features))
   attrs.update({name: bool(getattr(options, name)) for name in contract.BOOL_ATTRIBUTES})
+  attrs.update({name: str(getattr(options.with_default_precision(), name))
+                for name in contract.STRING_ATTRIBUTES})
   return attrs
 
 
@@ -346,9 +349,11 @@ def per_token_softmax(x, embedding, labels, options: SoftmaxOptions):
   Flat operands as in the module docstring; differentiable in `x` and
   `embedding` (labels, ids or probabilities, carry no gradient). The lowering
   route in force here (`gshard_op.lowering`) is fixed for the forward and its
-  derivatives alike.
+  derivatives alike, and so is the matmul precision (`options.precision`, or
+  `jax.default_matmul_precision` here when it is None).
   """
-  return _per_token_softmax(x, embedding, labels, options, lowering_lib.current())
+  return _per_token_softmax(x, embedding, labels, options.with_default_precision(),
+                            lowering_lib.current())
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))

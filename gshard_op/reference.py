@@ -25,9 +25,9 @@ def scaled_inputs(x: jax.Array) -> jax.Array:
   return x * jnp.asarray(logit_scale(x.shape[-1]), x.dtype)
 
 
-def raw_logits(x: jax.Array, embedding: jax.Array) -> jax.Array:
+def raw_logits(x: jax.Array, embedding: jax.Array, precision=None) -> jax.Array:
   """`(x * M**-0.5) @ embedding.T`, accumulated in float32: `[N, V]`."""
-  return jnp.einsum("nm,vm->nv", scaled_inputs(x), embedding,
+  return jnp.einsum("nm,vm->nv", scaled_inputs(x), embedding, precision=precision,
                     preferred_element_type=F32)
 
 
@@ -57,7 +57,7 @@ def transform_logits_vjp(z_raw: jax.Array, z: jax.Array, dz: jax.Array,
 
 def logits(x: jax.Array, embedding: jax.Array, opts: SoftmaxOptions) -> jax.Array:
   """The float32 `[N, V]` logits the softmax sees (after cap and clip)."""
-  return transform_logits(raw_logits(x, embedding), opts)
+  return transform_logits(raw_logits(x, embedding, opts.lax_precision), opts)
 
 
 def smoothing_coefficients(num_classes: int, opts: SoftmaxOptions) -> tuple[float, float]:
@@ -148,7 +148,7 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
   `per_example_xent`, `logsumexp` and `logsumexp_squared`; the logits'
   cotangent is `logits_cotangent`, pulled back through cap and clip.
   """
-  z_raw = raw_logits(x, embedding)
+  z_raw = raw_logits(x, embedding, opts.lax_precision)
   z = transform_logits(z_raw, opts)
   p = jnp.exp(z - lse[:, None])
   q = target_distribution(labels, embedding.shape[0], opts)
@@ -156,9 +156,9 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
   dz_raw = transform_logits_vjp(z_raw, z, dz, opts)
   scale = logit_scale(x.shape[-1])
   d_x = scale * jnp.einsum("nv,vm->nm", dz_raw.astype(embedding.dtype), embedding,
-                           preferred_element_type=F32,
+                           precision=opts.lax_precision, preferred_element_type=F32,
                            out_sharding=_sharded_like(x, x, embedding))
   d_embedding = jnp.einsum("nv,nm->vm", dz_raw.astype(x.dtype), scaled_inputs(x),
-                           preferred_element_type=F32,
+                           precision=opts.lax_precision, preferred_element_type=F32,
                            out_sharding=_sharded_like(embedding, x, embedding))
   return d_x.astype(x.dtype), d_embedding.astype(embedding.dtype)

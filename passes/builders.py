@@ -168,10 +168,13 @@ def clamp(lo, v: Value, hi) -> Value:
 
 # --- contractions and reductions ---------------------------------------------------
 
-def dot(a: Value, b: Value, contract: tuple[int, int], out: ir.Type) -> Value:
+def dot(a: Value, b: Value, contract: tuple[int, int], out: ir.Type,
+        precision: str | None = None) -> Value:
   """A 2-D `dot_general` contracting `a[contract[0]]` with `b[contract[1]]`.
 
-  Operands keep their dtype; `out` is the accumulation (result) element type.
+  Operands keep their dtype; `out` is the accumulation (result) element type;
+  `precision` ("DEFAULT", "HIGH", "HIGHEST"; None is DEFAULT) is that of
+  both operands, written as `jax.lax.dot_general` writes it.
   """
   ca, cb = contract
   shape = [d for i, d in enumerate(shape_of(a)) if i != ca] + \
@@ -179,7 +182,10 @@ def dot(a: Value, b: Value, contract: tuple[int, int], out: ir.Type) -> Value:
   dims = hlo.DotDimensionNumbers.get(
       lhs_batching_dimensions=[], rhs_batching_dimensions=[],
       lhs_contracting_dimensions=[ca], rhs_contracting_dimensions=[cb])
-  return hlo.dot_general(tensor(shape, out), a, b, dims)
+  config = None
+  if precision not in (None, "DEFAULT"):  # DEFAULT is what no attribute means
+    config = ir.ArrayAttr.get([hlo.PrecisionAttr.get(precision)] * 2)
+  return hlo.dot_general(tensor(shape, out), a, b, dims, precision_config=config)
 
 
 def reduce(v: Value, dims: Sequence[int], combiner, init) -> Value:

@@ -103,20 +103,24 @@ def match(op: ir.Operation) -> SoftmaxComposite:
   if name not in NAMES:
     raise RewriteError(op, f"not a gshard composite: {op.name} {name or ''}")
   version = _op_attribute(op, "version", ir.IntegerAttr, "an i32 integer").value
-  if version != contract.VERSION:
+  if version not in contract.READABLE_VERSIONS:
     raise RewriteError(op, f"{name} has version {version}; this build of the passes "
-                           f"understands version {contract.VERSION} only")
+                           f"understands versions {', '.join(map(str, contract.READABLE_VERSIONS))}")
   _op_attribute(op, "decomposition", ir.FlatSymbolRefAttr, "a symbol reference")
   attrs = _op_attribute(op, "composite_attributes", ir.DictAttr, "a dictionary")
   values = {k: _attribute(op, attrs, k, ir.FloatAttr, "an f64 float")
             for k in contract.FLOAT_ATTRIBUTES}
   flags = {k: _attribute(op, attrs, k, ir.BoolAttr, "a bool") for k in contract.BOOL_ATTRIBUTES}
+  # Version 1 predates the precision attribute: its matmuls were DEFAULT.
+  strings = {k: _attribute(op, attrs, k, ir.StringAttr, "a string") if version >= since
+             else "DEFAULT" for k, since in contract.STRING_ATTRIBUTES.items()}
   try:
     options = SoftmaxOptions(
         soft_cap_logits=values["soft_cap_logits"], logits_abs_max=values["logits_abs_max"],
         z_loss_weight=values["z_loss_weight"],
         label_smoothing_prob=values["label_smoothing_prob"],
-        use_tgt_labels_size_as_loss_denominator=flags["use_tgt_labels_size_as_loss_denominator"])
+        use_tgt_labels_size_as_loss_denominator=flags["use_tgt_labels_size_as_loss_denominator"],
+        precision=strings["precision"])
   except (TypeError, ValueError) as e:
     raise RewriteError(op, f"bad composite_attributes: {e}") from None
 

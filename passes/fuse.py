@@ -87,11 +87,12 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
     lse = results[contract.FORWARD_RESULTS.index("logsumexp")]
     g_p = probability_cotangent(lse, g_lse_blk, g_sq_blk)
     dz = logits_cotangent(sm, chunk, lse, q_blk, g_xent_blk, g_p)
-    d_x_blk = b.mul(b.dot(b.convert(dz, b.element_of(embedding)), embedding, (1, 0), b.f32()),
-                    sm.logit_scale)
+    d_x_blk = b.mul(b.dot(b.convert(dz, b.element_of(embedding)), embedding, (1, 0), b.f32(),
+                          sm.options.precision), sm.logit_scale)
     d_x_blk = b.convert(d_x_blk, b.element_of(x))
     d_x = write_owned_rows(acc.d_x, d_x_blk, start, own)
-    d_emb = accumulate_rows(acc.d_emb, b.convert(dz, b.element_of(x)), x_blk, update_rows)
+    d_emb = accumulate_rows(acc.d_emb, b.convert(dz, b.element_of(x)), x_blk, update_rows,
+                            sm.options.precision)
     loop.yield_(**{name: b.dynamic_update_slice(getattr(acc, name), r, [start])
                    for name, r in zip(outputs, results)},
                 d_x=d_x, d_emb=d_emb)
@@ -99,8 +100,10 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
   return forward, [loop.results.d_x, b.convert(loop.results.d_emb, b.element_of(embedding))]
 
 
-def accumulate_rows(d_emb: ir.Value, dz: ir.Value, x_blk: ir.Value, rows: int) -> ir.Value:
-  """`d_emb += dz.T @ x_blk`, `rows` rows at a time, each added in place.
+def accumulate_rows(d_emb: ir.Value, dz: ir.Value, x_blk: ir.Value, rows: int,
+                    precision: str | None = None) -> ir.Value:
+  """`d_emb += dz.T @ x_blk`, `rows` rows at a time, each added in place (the
+  matmul at `precision`).
 
   One `[V, M]` add would make XLA keep a second `[V, M]` buffer (it does not
   update a while-loop carry in place through a dot + add fusion);
@@ -115,7 +118,7 @@ def accumulate_rows(d_emb: ir.Value, dz: ir.Value, x_blk: ir.Value, rows: int) -
     dz_rows = b.dynamic_slice(dz, [zero, start], [tokens, rows])
     if first_owned is not None:  # rows an earlier step already added
       dz_rows = b.select(owned(start, first_owned, (tokens, rows), 1), dz_rows, 0.0)
-    update = b.dot(dz_rows, x_blk, (0, 0), b.f32())
+    update = b.dot(dz_rows, x_blk, (0, 0), b.f32(), precision)
     old = b.dynamic_slice(acc.d_emb, [start, zero], [rows, m])
     inner.yield_(d_emb=b.dynamic_update_slice(
         acc.d_emb, b.add(old, b.convert(update, b.element_of(d_emb))), [start, zero]))

@@ -240,10 +240,11 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
                            plan.vocab_chunk, class_offset)
       dz = logits_cotangent(sm, chunk, lse_blk, q_blk, g_xent_blk, g_p_blk)
       # chunk.embedding carries the logit scale, so d_x needs no scaling after.
+      precision = sm.options.precision
       d_x = b.add(acc.d_x, b.dot(b.convert(dz, b.element_of(embedding)), chunk.embedding,
-                                 (1, 0), b.f32()))
-      d_emb_chunk = b.mul(b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0), b.f32()),
-                          sm.logit_scale)
+                                 (1, 0), b.f32(), precision))
+      d_emb_chunk = b.mul(b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0), b.f32(),
+                                precision), sm.logit_scale)
       if reduce_d_emb is not None:
         d_emb_chunk = reduce_d_emb(d_emb_chunk)
       old = b.dynamic_slice(acc.d_emb, [start, zero], [plan.vocab_chunk, m])

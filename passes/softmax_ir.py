@@ -178,7 +178,7 @@ def chunk_logits(sm: Softmax, x: ir.Value, embedding: ir.Value, labels: ir.Value
   emb = b.dynamic_slice(embedding, [start, b.scalar(0, b.i32())], [size, m])
   if not scaled_x:
     emb = b.mul(emb, sm.logit_scale)
-  z_raw = b.dot(x, emb, (1, 1), b.f32())
+  z_raw = b.dot(x, emb, (1, 1), b.f32(), sm.options.precision)
   rows = b.add(b.iota((t, size), 1), b.broadcast(start, (t, size), []))
   mask = None if first_owned is None else owned(start, first_owned, (t, size), 1)
   classes = rows if class_offset is None else b.add(rows, b.broadcast(class_offset, (t, size), []))

@@ -406,7 +406,9 @@ def test_non_finite_memory_budget_is_a_usage_error_of_gshard_opt(tmp_path, budge
 # --- composites that break the contract -----------------------------------------------------------
 
 def _composite_module(*, attributes: str | None = None, logit_scale: str = "2.500000e-01",
-                      n: int = 8, m: int = 16, v: int = 50) -> str:
+                      n: int = 8, m: int = 16, v: int = 50, version: int = 1) -> str:
+  """A forward composite of contract `version` (1 by default: the passes still
+  read it), with the given attributes."""
   attrs = attributes or (
       "label_smoothing_prob = 0.000000e+00 : f64, "
       f"logit_scale = {logit_scale} : f64, logits_abs_max = 0.000000e+00 : f64, "
@@ -418,7 +420,7 @@ def _composite_module(*, attributes: str | None = None, logit_scale: str = "2.50
   func.func public @main(%x: tensor<{n}x{m}xf32>, %e: tensor<{v}x{m}xf32>, %l: tensor<{n}xi32>)
       -> tensor<{n}xf32> {{
     %r:4 = stablehlo.composite "gshard.shared_embedding_softmax" %x, %e, %l {{
-        composite_attributes = {{{attrs}}}, decomposition = @decomp, version = 1 : i32}}
+        composite_attributes = {{{attrs}}}, decomposition = @decomp, version = {version} : i32}}
       : ({types}) -> ({results})
     return %r#0 : tensor<{n}xf32>
   }}
@@ -467,6 +469,21 @@ def test_attribute_of_the_wrong_type_is_named(key, value, expected):
   attributes = ", ".join(f"{k} = {v}" for k, v in good.items())
   _rewrite_fails(_composite_module(attributes=attributes),
                  rf"composite attribute '{key}' must be {expected}, got ")
+
+
+_V2_ATTRIBUTES = ("label_smoothing_prob = 0.0 : f64, logit_scale = 0.25 : f64, "
+                  "logits_abs_max = 0.0 : f64, soft_cap_logits = 0.0 : f64, "
+                  "use_tgt_labels_size_as_loss_denominator = true, z_loss_weight = 0.0 : f64")
+
+
+@pytest.mark.parametrize("precision, match", [
+    (None, r"composite_attributes lacks 'precision' \(a string\)"),
+    ("1 : i32", r"composite attribute 'precision' must be a string"),
+    ('"FASTEST"', r"bad composite_attributes: precision must be a jax.lax.Precision"),
+])
+def test_version_2_needs_a_precision_the_passes_know(precision, match):
+  attributes = _V2_ATTRIBUTES + ("" if precision is None else f", precision = {precision}")
+  _rewrite_fails(_composite_module(attributes=attributes, version=2), match)
 
 
 def test_logit_scale_other_than_the_decompositions_is_refused():

@@ -21,7 +21,7 @@ from jax._src.interpreters import mlir as jax_mlir
 from jaxlib.mlir import ir
 
 import gshard_op
-from gshard_op import passes
+from gshard_op import contract, passes
 from gshard_op import GShardSharedEmbeddingSoftmax, shared_embedding_softmax
 from gshard_op.pipelined_jit import Jitted
 
@@ -266,8 +266,9 @@ def _parse(text):
 @pytest.mark.parametrize("pass_name", ["gshard-chunk-softmax", "gshard-inline"])
 def test_unknown_composite_version_is_a_pass_error(pass_name):
   text = _lowered_text()
-  assert text.count("version = 1 : i32") == 2
-  module = _parse(text.replace("version = 1 : i32", "version = 7 : i32"))
+  current = f"version = {contract.VERSION} : i32"
+  assert text.count(current) == 2
+  module = _parse(text.replace(current, "version = 7 : i32"))
   with pytest.raises(passes.PassError) as info:
     passes.run_pipeline(module, pass_name)
   message = str(info.value)

@@ -78,6 +78,8 @@ def parse_composites(text: str) -> list[dict]:
       key, value = (s.strip() for s in entry.split(" = ", 1))
       if value in ("true", "false"):
         attrs[key] = value == "true"
+      elif value.startswith('"'):
+        attrs[key] = value.strip('"')
       else:
         number, kind = value.rsplit(" : ", 1)
         assert kind == "f64", f"{key} is {kind}, not f64"
@@ -110,9 +112,11 @@ def expected_attributes(options: dict, in_features: int) -> dict:
 
 def check_composite(c, name, options, in_features, in_types, out_types, text):
   assert c["name"] == name
-  assert c["version"] == 1 == contract.VERSION
+  assert c["version"] == 2 == contract.VERSION
   attrs = c["attrs"]
-  assert set(attrs) == set(OPTION_KEYS) | {"logit_scale"}, sorted(attrs)
+  assert set(attrs) == set(OPTION_KEYS) | {"logit_scale", "precision"}, sorted(attrs)
+  # No precision asked for, none configured: DEFAULT, as a dense jnp.dot's.
+  assert attrs.pop("precision") == options.get("precision", "DEFAULT")
   for key, value in expected_attributes(options, in_features).items():
     if isinstance(value, bool):
       assert attrs[key] is value, key

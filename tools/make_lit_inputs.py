@@ -147,6 +147,9 @@ CASES = {
     "value_and_grad_xent_squared": (_value_and_grad_of(
         "ids", lambda out: jnp.sum(out.per_example_xent ** 2)), (X, EMBEDDING, WEIGHTS, IDS)),
     "value_and_grad_gemma": (_value_and_grad("ids", soft_cap_logits=30.0), GEMMA),
+    # Matmuls at HIGHEST (the composite's `precision` attribute, contract version 2).
+    "value_and_grad_highest": (_value_and_grad("ids", precision="highest"),
+                               (X, EMBEDDING, WEIGHTS, IDS)),
     # On the (2, 4) mesh: the arguments are built by a function when lowered.
     "sharded_forward_ids": (_forward("ids", label_smoothing_prob=0.1, z_loss_weight=1e-4),
                             _sharded(("model", None))),

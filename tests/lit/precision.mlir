@@ -1,0 +1,164 @@
+// RUN: gshard-opt %s --pass-pipeline='builtin.module(gshard-chunk-softmax{vocab-chunk=16})' | FileCheck %s --check-prefixes=CHECK,CHUNK
+// RUN: gshard-opt %s --pass-pipeline='builtin.module(gshard-fuse-fwd-bwd{token-chunk=4},gshard-chunk-softmax)' | FileCheck %s --check-prefixes=CHECK,FUSE
+// RUN: gshard-opt %s --pass-pipeline='builtin.module(gshard-chunk-softmax{vocab-chunk=16})' | FileCheck %s --check-prefix=NODEFAULT
+// RUN: gshard-opt %s --pass-pipeline='builtin.module(gshard-fuse-fwd-bwd{token-chunk=4},gshard-chunk-softmax)' | FileCheck %s --check-prefix=NODEFAULT
+
+// Contract version 2 records the matmul precision the op was traced with
+// (`precision="highest"` here; `jax.default_matmul_precision("highest")` gives
+// the same): every dot_general a pass emits carries it, as the dense
+// decomposition's do, so a dense model and the op's model agree on an
+// accelerator. Inputs: `python tools/make_lit_inputs.py --trim value_and_grad_highest`.
+
+// A dot_general without a precision, or at DEFAULT, would be a matmul the
+// caller did not ask for.
+// NODEFAULT-NOT: contracting_dims = [{{[01]}}] x [{{[01]}}] :
+// NODEFAULT-NOT: DEFAULT
+
+// CHECK-LABEL: func.func public @value_and_grad_highest(
+// CHUNK:         stablehlo.while
+// CHUNK:         stablehlo.dot_general {{.*}}, precision = [HIGHEST, HIGHEST] : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// CHUNK:         stablehlo.while
+// CHUNK:         stablehlo.dot_general {{.*}}, precision = [HIGHEST, HIGHEST] : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// CHUNK:         stablehlo.dot_general {{.*}}, precision = [HIGHEST, HIGHEST] : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// CHUNK:         stablehlo.dot_general {{.*}}, precision = [HIGHEST, HIGHEST] : (tensor<8x16xf32>, tensor<8x16xf32>) -> tensor<16x16xf32>
+// FUSE:          stablehlo.while
+// FUSE:          stablehlo.dot_general {{.*}}, precision = [HIGHEST, HIGHEST] : (tensor<4x16xf32>, tensor<50x16xf32>) -> tensor<4x50xf32>
+// FUSE:          stablehlo.dot_general {{.*}}, precision = [HIGHEST, HIGHEST] : (tensor<4x50xf32>, tensor<50x16xf32>) -> tensor<4x16xf32>
+// FUSE:          stablehlo.dot_general {{.*}}, precision = [HIGHEST, HIGHEST] : (tensor<4x{{[0-9]+}}xf32>, tensor<4x16xf32>) -> tensor<{{[0-9]+}}x16xf32>
+
+func.func public @value_and_grad_highest(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8x1xf32>, %arg3: tensor<8x1xi32>) -> (tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>) {
+  %0 = stablehlo.reshape %arg3 : (tensor<8x1xi32>) -> tensor<8xi32>
+  %1 = stablehlo.reshape %arg2 : (tensor<8x1xf32>) -> tensor<8xf32>
+  %2:4 = stablehlo.composite "gshard.shared_embedding_softmax" %arg0, %arg1, %0 {composite_attributes = {label_smoothing_prob = 0.000000e+00 : f64, logit_scale = 2.500000e-01 : f64, logits_abs_max = 0.000000e+00 : f64, precision = "HIGHEST", soft_cap_logits = 0.000000e+00 : f64, use_tgt_labels_size_as_loss_denominator = true, z_loss_weight = 0.000000e+00 : f64}, decomposition = @gshard.shared_embedding_softmax, version = 2 : i32} : (tensor<8x16xf32>, tensor<50x16xf32>, tensor<8xi32>) -> (tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>)
+  %3 = stablehlo.multiply %2#0, %1 : tensor<8xf32>
+  %cst = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %4 = stablehlo.reduce(%3 init: %cst) applies stablehlo.add across dimensions = [0] : (tensor<8xf32>, tensor<f32>) -> tensor<f32>
+  %cst_0 = stablehlo.constant dense<8.000000e+00> : tensor<f32>
+  %5 = stablehlo.divide %4, %cst_0 : tensor<f32>
+  %cst_1 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %6 = stablehlo.add %5, %cst_1 : tensor<f32>
+  %cst_2 = stablehlo.constant dense<1.000000e+00> : tensor<f32>
+  %cst_3 = stablehlo.constant dense<8.000000e+00> : tensor<f32>
+  %7 = stablehlo.divide %cst_2, %cst_3 : tensor<f32>
+  %8 = stablehlo.broadcast_in_dim %7, dims = [] : (tensor<f32>) -> tensor<8xf32>
+  %9 = stablehlo.multiply %8, %1 : tensor<8xf32>
+  %cst_4 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %10 = stablehlo.broadcast_in_dim %cst_4, dims = [] : (tensor<f32>) -> tensor<8xf32>
+  %cst_5 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %11 = stablehlo.broadcast_in_dim %cst_5, dims = [] : (tensor<f32>) -> tensor<8xf32>
+  %12:2 = stablehlo.composite "gshard.shared_embedding_softmax_grad" %arg0, %arg1, %0, %2#2, %9, %10, %11 {composite_attributes = {label_smoothing_prob = 0.000000e+00 : f64, logit_scale = 2.500000e-01 : f64, logits_abs_max = 0.000000e+00 : f64, precision = "HIGHEST", soft_cap_logits = 0.000000e+00 : f64, use_tgt_labels_size_as_loss_denominator = true, z_loss_weight = 0.000000e+00 : f64}, decomposition = @gshard.shared_embedding_softmax_grad, version = 2 : i32} : (tensor<8x16xf32>, tensor<50x16xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>) -> (tensor<8x16xf32>, tensor<50x16xf32>)
+  return %6, %12#0, %12#1 : tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>
+}
+func.func private @gshard.shared_embedding_softmax(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8xi32>) -> (tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>) {
+  %cst = stablehlo.constant dense<2.500000e-01> : tensor<f32>
+  %0 = stablehlo.broadcast_in_dim %cst, dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+  %1 = stablehlo.multiply %arg0, %0 : tensor<8x16xf32>
+  %2 = stablehlo.dot_general %1, %arg1, contracting_dims = [1] x [1], precision = [HIGHEST, HIGHEST] : (tensor<8x16xf32>, tensor<50x16xf32>) -> tensor<8x50xf32>
+  %cst_0 = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %3 = stablehlo.reduce(%2 init: %cst_0) applies stablehlo.maximum across dimensions = [1] : (tensor<8x50xf32>, tensor<f32>) -> tensor<8xf32>
+  %cst_1 = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %4 = stablehlo.broadcast_in_dim %cst_1, dims = [] : (tensor<f32>) -> tensor<8xf32>
+  %5 = stablehlo.maximum %4, %3 : tensor<8xf32>
+  %6 = stablehlo.is_finite %5 : (tensor<8xf32>) -> tensor<8xi1>
+  %cst_2 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %7 = stablehlo.broadcast_in_dim %cst_2, dims = [] : (tensor<f32>) -> tensor<8xf32>
+  %8 = stablehlo.select %6, %5, %7 : tensor<8xi1>, tensor<8xf32>
+  %9 = stablehlo.broadcast_in_dim %8, dims = [0] : (tensor<8xf32>) -> tensor<8x1xf32>
+  %10 = stablehlo.broadcast_in_dim %9, dims = [0, 1] : (tensor<8x1xf32>) -> tensor<8x50xf32>
+  %11 = stablehlo.subtract %2, %10 : tensor<8x50xf32>
+  %12 = stablehlo.exponential %11 : tensor<8x50xf32>
+  %cst_3 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %13 = stablehlo.reduce(%12 init: %cst_3) applies stablehlo.add across dimensions = [1] : (tensor<8x50xf32>, tensor<f32>) -> tensor<8xf32>
+  %14 = stablehlo.sign %13 : tensor<8xf32>
+  %15 = stablehlo.abs %13 : tensor<8xf32>
+  %16 = stablehlo.log %15 : tensor<8xf32>
+  %17 = stablehlo.add %16, %8 : tensor<8xf32>
+  %18 = call @_one_hot(%arg2) : (tensor<8xi32>) -> tensor<8x50xf32>
+  %19 = stablehlo.broadcast_in_dim %17, dims = [0] : (tensor<8xf32>) -> tensor<8x1xf32>
+  %20 = stablehlo.broadcast_in_dim %19, dims = [0, 1] : (tensor<8x1xf32>) -> tensor<8x50xf32>
+  %21 = stablehlo.subtract %2, %20 : tensor<8x50xf32>
+  %cst_4 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %22 = stablehlo.broadcast_in_dim %cst_4, dims = [] : (tensor<f32>) -> tensor<8x50xf32>
+  %23 = stablehlo.compare EQ, %18, %22, FLOAT : (tensor<8x50xf32>, tensor<8x50xf32>) -> tensor<8x50xi1>
+  %24 = stablehlo.multiply %21, %18 : tensor<8x50xf32>
+  %cst_5 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %25 = call @_where(%23, %cst_5, %24) : (tensor<8x50xi1>, tensor<f32>, tensor<8x50xf32>) -> tensor<8x50xf32>
+  %cst_6 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %26 = stablehlo.reduce(%25 init: %cst_6) applies stablehlo.add across dimensions = [1] : (tensor<8x50xf32>, tensor<f32>) -> tensor<8xf32>
+  %27 = stablehlo.negate %26 : tensor<8xf32>
+  %28 = call @argmax(%2) : (tensor<8x50xf32>) -> tensor<8xi32>
+  %29 = stablehlo.multiply %17, %17 : tensor<8xf32>
+  return %27, %28, %17, %29 : tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>
+}
+func.func private @_one_hot(%arg0: tensor<8xi32>) -> tensor<8x50xf32> {
+  %0 = stablehlo.broadcast_in_dim %arg0, dims = [0] : (tensor<8xi32>) -> tensor<8x1xi32>
+  %1 = stablehlo.iota dim = 1 : tensor<1x50xi32>
+  %2 = stablehlo.broadcast_in_dim %0, dims = [0, 1] : (tensor<8x1xi32>) -> tensor<8x50xi32>
+  %3 = stablehlo.broadcast_in_dim %1, dims = [0, 1] : (tensor<1x50xi32>) -> tensor<8x50xi32>
+  %4 = stablehlo.compare EQ, %2, %3, SIGNED : (tensor<8x50xi32>, tensor<8x50xi32>) -> tensor<8x50xi1>
+  %5 = stablehlo.convert %4 : (tensor<8x50xi1>) -> tensor<8x50xf32>
+  return %5 : tensor<8x50xf32>
+}
+func.func private @_where(%arg0: tensor<8x50xi1>, %arg1: tensor<f32>, %arg2: tensor<8x50xf32>) -> tensor<8x50xf32> {
+  %0 = stablehlo.convert %arg1 : tensor<f32>
+  %1 = stablehlo.broadcast_in_dim %0, dims = [] : (tensor<f32>) -> tensor<8x50xf32>
+  %2 = stablehlo.select %arg0, %1, %arg2 : tensor<8x50xi1>, tensor<8x50xf32>
+  return %2 : tensor<8x50xf32>
+}
+func.func private @argmax(%arg0: tensor<8x50xf32>) -> tensor<8xi32> {
+  %0 = stablehlo.iota dim = 1 : tensor<8x50xi32>
+  %cst = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %c = stablehlo.constant dense<0> : tensor<i32>
+  %1:2 = stablehlo.reduce(%arg0 init: %cst), (%0 init: %c) across dimensions = [1] : (tensor<8x50xf32>, tensor<8x50xi32>, tensor<f32>, tensor<i32>) -> (tensor<8xf32>, tensor<8xi32>)
+   reducer(%arg1: tensor<f32>, %arg3: tensor<f32>) (%arg2: tensor<i32>, %arg4: tensor<i32>)  {
+    %2 = stablehlo.compare GT, %arg1, %arg3, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %3 = stablehlo.compare NE, %arg1, %arg1, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %4 = stablehlo.or %2, %3 : tensor<i1>
+    %5 = stablehlo.compare EQ, %arg1, %arg3, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %6 = stablehlo.compare LT, %arg2, %arg4, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    %7 = stablehlo.and %5, %6 : tensor<i1>
+    %8 = stablehlo.or %4, %7 : tensor<i1>
+    %9 = stablehlo.select %4, %arg1, %arg3 : tensor<i1>, tensor<f32>
+    %10 = stablehlo.select %8, %arg2, %arg4 : tensor<i1>, tensor<i32>
+    stablehlo.return %9, %10 : tensor<f32>, tensor<i32>
+  }
+  return %1#1 : tensor<8xi32>
+}
+func.func private @gshard.shared_embedding_softmax_grad(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8xi32>, %arg3: tensor<8xf32>, %arg4: tensor<8xf32>, %arg5: tensor<8xf32>, %arg6: tensor<8xf32>) -> (tensor<8x16xf32>, tensor<50x16xf32>) {
+  %cst = stablehlo.constant dense<2.500000e-01> : tensor<f32>
+  %0 = stablehlo.broadcast_in_dim %cst, dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+  %1 = stablehlo.multiply %arg0, %0 : tensor<8x16xf32>
+  %2 = stablehlo.dot_general %1, %arg1, contracting_dims = [1] x [1], precision = [HIGHEST, HIGHEST] : (tensor<8x16xf32>, tensor<50x16xf32>) -> tensor<8x50xf32>
+  %3 = stablehlo.broadcast_in_dim %arg3, dims = [0] : (tensor<8xf32>) -> tensor<8x1xf32>
+  %4 = stablehlo.broadcast_in_dim %3, dims = [0, 1] : (tensor<8x1xf32>) -> tensor<8x50xf32>
+  %5 = stablehlo.subtract %2, %4 : tensor<8x50xf32>
+  %6 = stablehlo.exponential %5 : tensor<8x50xf32>
+  %7 = call @_one_hot(%arg2) : (tensor<8xi32>) -> tensor<8x50xf32>
+  %cst_0 = stablehlo.constant dense<2.000000e+00> : tensor<f32>
+  %8 = stablehlo.broadcast_in_dim %cst_0, dims = [] : (tensor<f32>) -> tensor<8xf32>
+  %9 = stablehlo.multiply %8, %arg3 : tensor<8xf32>
+  %10 = stablehlo.multiply %9, %arg6 : tensor<8xf32>
+  %11 = stablehlo.add %arg5, %10 : tensor<8xf32>
+  %cst_1 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %12 = stablehlo.reduce(%7 init: %cst_1) applies stablehlo.add across dimensions = [1] : (tensor<8x50xf32>, tensor<f32>) -> tensor<8xf32>
+  %13 = stablehlo.broadcast_in_dim %12, dims = [0] : (tensor<8xf32>) -> tensor<8x1xf32>
+  %14 = stablehlo.broadcast_in_dim %arg4, dims = [0] : (tensor<8xf32>) -> tensor<8x1xf32>
+  %15 = stablehlo.broadcast_in_dim %13, dims = [0, 1] : (tensor<8x1xf32>) -> tensor<8x50xf32>
+  %16 = stablehlo.multiply %6, %15 : tensor<8x50xf32>
+  %17 = stablehlo.subtract %16, %7 : tensor<8x50xf32>
+  %18 = stablehlo.broadcast_in_dim %14, dims = [0, 1] : (tensor<8x1xf32>) -> tensor<8x50xf32>
+  %19 = stablehlo.multiply %18, %17 : tensor<8x50xf32>
+  %20 = stablehlo.broadcast_in_dim %11, dims = [0] : (tensor<8xf32>) -> tensor<8x1xf32>
+  %21 = stablehlo.broadcast_in_dim %20, dims = [0, 1] : (tensor<8x1xf32>) -> tensor<8x50xf32>
+  %22 = stablehlo.multiply %21, %6 : tensor<8x50xf32>
+  %23 = stablehlo.add %19, %22 : tensor<8x50xf32>
+  %24 = stablehlo.dot_general %23, %arg1, contracting_dims = [1] x [0], precision = [HIGHEST, HIGHEST] : (tensor<8x50xf32>, tensor<50x16xf32>) -> tensor<8x16xf32>
+  %cst_2 = stablehlo.constant dense<2.500000e-01> : tensor<f32>
+  %25 = stablehlo.broadcast_in_dim %cst_2, dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+  %26 = stablehlo.multiply %25, %24 : tensor<8x16xf32>
+  %cst_3 = stablehlo.constant dense<2.500000e-01> : tensor<f32>
+  %27 = stablehlo.broadcast_in_dim %cst_3, dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+  %28 = stablehlo.multiply %arg0, %27 : tensor<8x16xf32>
+  %29 = stablehlo.dot_general %23, %28, contracting_dims = [0] x [0], precision = [HIGHEST, HIGHEST] : (tensor<8x50xf32>, tensor<8x16xf32>) -> tensor<50x16xf32>
+  return %26, %29 : tensor<8x16xf32>, tensor<50x16xf32>
+}
