@@ -151,18 +151,25 @@ def _owned_columns(start, first, width: int):
   return start + lax.broadcasted_iota(jnp.int32, (1, width), 1) >= first
 
 
-def _dot_nt(a, b):
-  """`a @ b.T` accumulated in float32."""
-  return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=F32)
+# The three matmuls, accumulated in float32 at the op's precision (the
+# composite's `precision` attribute), as the XLA passes emit theirs.
+
+def _dot_nt(cfg: KernelConfig, a, b):
+  """`a @ b.T`."""
+  return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=F32,
+                         precision=cfg.options.lax_precision)
 
 
-def _dot_nn(a, b):
-  return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=F32)
+def _dot_nn(cfg: KernelConfig, a, b):
+  """`a @ b`."""
+  return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=F32,
+                         precision=cfg.options.lax_precision)
 
 
-def _dot_tn(a, b):
-  """`a.T @ b` accumulated in float32."""
-  return lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=F32)
+def _dot_tn(cfg: KernelConfig, a, b):
+  """`a.T @ b`."""
+  return lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=F32,
+                         precision=cfg.options.lax_precision)
 
 
 @dataclasses.dataclass
@@ -207,7 +214,7 @@ def _raw_logits(cfg: KernelConfig, io: "_Blocks", x_ref, e_ref, rows, e_rows, to
     if first is not None:
       owned = _owned_columns(start, first, bk)
       xs, e = jnp.where(owned, xs, jnp.zeros_like(xs)), jnp.where(owned, e, jnp.zeros_like(e))
-    return z + _dot_nt(xs, e)
+    return z + _dot_nt(cfg, xs, e)
 
   return lax.fori_loop(0, pl.cdiv(m, bk), body, jnp.zeros((tokens, classes), F32))
 
@@ -306,7 +313,7 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     m, s, idx, t, zsum = carry
     v_start, v_first = _block_start(k, bv, v)
     e_rows = pl.ds(v_start, bv)
-    z_raw = (_dot_nt(xs, io.read(e_ref, "e", e_rows)) if xs is not None
+    z_raw = (_dot_nt(cfg, xs, io.read(e_ref, "e", e_rows)) if xs is not None
              else _raw_logits(cfg, io, x_ref, e_ref, rows, e_rows, bt, bv))
     blk = _logits_block(cfg, io, z_raw, labels, t_start, v_start, v_first)
     z = blk.owned_or(blk.z, -jnp.inf)
@@ -356,13 +363,13 @@ def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     e_rows = pl.ds(v_start, bv)
     if whole:
       e = io.read(e_ref, "e", e_rows)  # read once for the logits and for d_x
-      z_raw = _dot_nt(xs, e)
+      z_raw = _dot_nt(cfg, xs, e)
     else:
       z_raw = _raw_logits(cfg, io, x_ref, e_ref, rows, e_rows, bt, bv)
       e = io.read(e_ref, "e_cols", e_rows, cols)
     blk = _logits_block(cfg, io, z_raw, labels, t_start, v_start, v_first)
     dz = _cotangent(cfg, blk, *per_token, v)
-    return acc + _dot_nn(dz.astype(e.dtype), e)
+    return acc + _dot_nn(cfg, dz.astype(e.dtype), e)
 
   acc = lax.fori_loop(0, pl.cdiv(v, bv), body, jnp.zeros((bt, cfg.features(m)[1]), F32))
   io.write(d_x_ref, "x" if whole else "x_cols", rows,
@@ -392,13 +399,13 @@ def _d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     labels = _token_labels(cfg, io, labels_ref, rows)
     if whole:
       xs = _scaled(cfg, io.read(x_ref, "x", rows))
-      z_raw = _dot_nt(xs, e)
+      z_raw = _dot_nt(cfg, xs, e)
     else:
       z_raw = _raw_logits(cfg, io, x_ref, e_ref, rows, e_rows, bt, bv)
       xs = _scaled(cfg, io.read(x_ref, "x_cols", rows, cols))
     blk = _logits_block(cfg, io, z_raw, labels, t_start, v_start, None)
     dz = _cotangent(cfg, blk, lse, q_mass, g_xent, g_p, v)
-    return acc + _dot_tn(dz.astype(xs.dtype), xs)
+    return acc + _dot_tn(cfg, dz.astype(xs.dtype), xs)
 
   acc = lax.fori_loop(0, pl.cdiv(n, bt), body, jnp.zeros((bv, cfg.features(m)[1]), F32))
   io.write(d_e_ref, "e" if whole else "e_cols", e_rows, acc.astype(d_e_ref.dtype), cols)

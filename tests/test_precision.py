@@ -25,6 +25,7 @@ from arrays import make_arrays
 from conftest import np_options
 from gshard_op import contract
 from gshard_op.options import SoftmaxOptions
+from jax.extend import core as jax_core
 
 OPTIONS = dict(soft_cap_logits=4.0, z_loss_weight=1e-3, label_smoothing_prob=0.1)
 
@@ -148,4 +149,56 @@ def test_layers_take_the_option():
   x = jnp.ones((4, 16))
   text = jax.jit(lambda x: layer(x, jnp.ones((4, 1)), class_ids=jnp.zeros((4, 1), jnp.int32))
                  .avg_xent).lower(x).as_text()
+  assert set(_dot_precisions(text)) == {"HIGHEST"}
+
+
+# --- the Pallas kernels ----------------------------------------------------------------------
+
+def _kernel_dot_precisions(jaxpr) -> list:
+  """The precision of every dot_general inside the pallas_calls of `jaxpr`."""
+  found = []
+
+  def walk(j, inside):
+    for eqn in j.eqns:
+      if eqn.primitive.name == "dot_general" and inside:
+        found.append(eqn.params["precision"])
+      for sub in jax_core.jaxprs_in_params(eqn.params):
+        walk(sub, inside or eqn.primitive.name == "pallas_call")
+
+  walk(jaxpr.jaxpr, False)
+  return found
+
+
+@pytest.mark.parametrize("backend", ["interpret", "triton", "mosaic_tpu"])
+@pytest.mark.parametrize("block_features", [0, 16])  # whole rows, or feature blocks
+def test_every_kernel_dot_carries_the_precision(backend, block_features):
+  from gshard_op.passes import pallas_kernels as kernels
+  n, m, v = 32, 48, 64
+  cfg = kernels.KernelConfig(options=SoftmaxOptions(precision="highest"), logit_scale=m ** -0.5,
+                             labels_are_ids=True, block_tokens=16, block_vocab=16,
+                             backend=backend, block_features=block_features,
+                             block_grad_features=block_features)
+  x, e = jnp.zeros((n, m)), jnp.zeros((v, m))
+  ids, per_token = jnp.zeros((n,), jnp.int32), jnp.zeros((n,))
+  fwd = jax.make_jaxpr(lambda x, e, ids: kernels.forward(x, e, ids, cfg=cfg))(x, e, ids)
+  grad = jax.make_jaxpr(lambda *a: kernels.grad(*a, cfg=cfg))(
+      x, e, ids, per_token, per_token, per_token, per_token)
+  dots = _kernel_dot_precisions(fwd) + _kernel_dot_precisions(grad)
+  assert len(dots) >= 3, dots
+  highest = (jax.lax.Precision.HIGHEST,) * 2
+  assert all(p == highest for p in dots), dots
+
+
+def test_the_interpreted_kernels_compute_at_highest(rng):
+  """`gshard-pallas{platform=interpret}` on a HIGHEST module: every dot of the
+  spliced kernels says so (the GPU and TPU bodies are serialised; the test
+  above reads their jaxprs)."""
+  from gshard_op import passes
+  case = _case(rng)
+  with gshard_op.lowering("composite"):
+    lowered = jax.jit(_step(case, precision="highest")).lower(case.inputs, case.embedding)
+  module = lowered.compiler_ir("stablehlo")
+  passes.run_pipeline(module, "gshard-pallas{platform=interpret}")
+  text = str(module)
+  assert "stablehlo.composite" not in text
   assert set(_dot_precisions(text)) == {"HIGHEST"}
