@@ -19,7 +19,7 @@ from gshard_op.options import SoftmaxOptions
 from gshard_op.outputs import SoftmaxOutput
 
 _LAZY = {
-    "GShardSharedEmbeddingSoftmax": ("gshard_op.layer", "GShardSharedEmbeddingSoftmax"),
+    "GShardSharedEmbeddingSoftmax": ("gshard_op.nnx", "GShardSharedEmbeddingSoftmax"),
     "jit": ("gshard_op.pipelined_jit", "jit"),
     "nnx_jit": ("gshard_op.pipelined_jit", "nnx_jit"),
 }

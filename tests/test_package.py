@@ -57,3 +57,12 @@ def test_old_top_level_name_is_a_warning_alias(where, tmp_path):
                    ROOT if where == "checkout" else str(tmp_path))
   assert "True True True" in out, out
   assert "DeprecationWarning" in out and "gshard_op.passes" in out
+
+
+def test_nnx_layer_lives_in_gshard_op_nnx():
+  """The NNX layer's module is `gshard_op.nnx` (beside `keras` and `torch`), and
+  the top-level name stays."""
+  import gshard_op
+  import gshard_op.nnx
+  assert gshard_op.GShardSharedEmbeddingSoftmax is gshard_op.nnx.GShardSharedEmbeddingSoftmax
+  assert gshard_op.GShardSharedEmbeddingSoftmax.__module__ == "gshard_op.nnx"
