@@ -6,6 +6,11 @@ dense reference under JAX's own autodiff) and assembles the `SoftmaxOutput`.
 Only `[N]`-sized reductions happen out here. `logits` and `log_probs` are
 plain dense expressions of their own: a caller who never reads them never pays
 for them, because nothing else depends on them.
+
+The layers' own math lives here too, once for the NNX and Keras layers
+(`emb_lookup`, `get_logits`), and the argument checks every front end shares
+(`check_inputs`, `check_labels`: shapes and dtypes only, so torch runs them on
+its tensors' shapes and dtypes).
 """
 
 from __future__ import annotations
@@ -17,36 +22,56 @@ import jax.numpy as jnp
 import numpy as np
 
 from gshard_op import contract, reference
-from gshard_op.options import SoftmaxOptions
+from gshard_op.options import SoftmaxOptions, call_options
 from gshard_op.outputs import SoftmaxOutput
 from gshard_op.primitive import per_token_softmax
 
 IMPLEMENTATIONS = ("composite", "reference")
 
 
-def _flat_labels(inputs, num_classes, class_ids, class_probabilities):
-  """Checks the labels against `inputs[..., M]`; returns ids `[N]` or probs `[N, V]`."""
-  batch = inputs.shape[:-1]
+def check_labels(batch: tuple, num_classes: int, class_ids, class_probabilities) -> None:
+  """Checks the labels of `batch`-shaped tokens by shape and dtype only:
+  exactly one of ids (integer, `batch + (1,)` or `batch`) and probabilities
+  (floating point, `batch + (num_classes,)`). Anything with `.shape` and a
+  NumPy `.dtype` will do (arrays, `jax.ShapeDtypeStruct`s of torch tensors),
+  so every front end checks labels with the same code and the same words."""
+  batch = tuple(batch)
   if (class_ids is None) == (class_probabilities is None):
     raise ValueError("exactly one of class_ids and class_probabilities must be given, got "
                      + ("both" if class_ids is not None else "neither"))
   if class_ids is not None:
-    # Not jnp.asarray first: with x64 off it would wrap int64 ids to int32.
-    np_or_jnp = jnp if isinstance(class_ids, jax.Array) else np
-    class_ids = np_or_jnp.asarray(class_ids)
-    if not np.issubdtype(class_ids.dtype, np.integer):
+    if not jnp.issubdtype(class_ids.dtype, jnp.integer):
       raise TypeError(f"class_ids must be integers, got {class_ids.dtype}")
-    if class_ids.shape not in (batch, batch + (1,)):
+    if tuple(class_ids.shape) not in (batch, batch + (1,)):
       raise ValueError(f"class_ids must have shape {list(batch + (1,))} (or {list(batch)}) "
-                       f"for inputs{list(inputs.shape)}, got {list(class_ids.shape)}")
-    return _int32_ids(np_or_jnp, class_ids.reshape(-1), num_classes)
-  class_probabilities = jnp.asarray(class_probabilities)
+                       f"for {list(batch)} tokens, got {list(class_ids.shape)}")
+    return
   if not jnp.issubdtype(class_probabilities.dtype, jnp.floating):
     raise TypeError(f"class_probabilities must be floating point, got {class_probabilities.dtype}")
-  if class_probabilities.shape != batch + (num_classes,):
+  if tuple(class_probabilities.shape) != batch + (num_classes,):
     raise ValueError(f"class_probabilities must have shape {list(batch + (num_classes,))} "
-                     f"for inputs{list(inputs.shape)} and num_classes={num_classes}, "
+                     f"for {list(batch)} tokens and num_classes={num_classes}, "
                      f"got {list(class_probabilities.shape)}")
+
+
+def _holds_jax_values(tree) -> bool:
+  """Whether `tree` (an array, a scalar, or nested lists of them) holds a JAX
+  array or a tracer: then only jnp can make an array of it (NumPy cannot
+  convert a tracer, e.g. a list of traced scalars under `jax.jit`)."""
+  return any(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(tree))
+
+
+def _flat_labels(inputs, num_classes, class_ids, class_probabilities):
+  """Checks the labels against `inputs[..., M]`; returns ids `[N]` or probs `[N, V]`."""
+  if class_ids is not None:
+    # Not jnp.asarray when NumPy can: with x64 off it would wrap int64 ids to int32.
+    np_or_jnp = jnp if _holds_jax_values(class_ids) else np
+    class_ids = np_or_jnp.asarray(class_ids)
+  if class_probabilities is not None:
+    class_probabilities = jnp.asarray(class_probabilities)
+  check_labels(inputs.shape[:-1], num_classes, class_ids, class_probabilities)
+  if class_ids is not None:
+    return _int32_ids(np_or_jnp, class_ids.reshape(-1), num_classes)
   return class_probabilities.reshape(-1, num_classes)
 
 
@@ -94,12 +119,33 @@ def check_inputs(inputs, embedding):
       raise TypeError(f"{name} must be floating point, got {a.dtype}")
 
 
+def emb_lookup(embedding, ids):
+  """The rows `embedding[ids]`: `[...]` ids give `[..., M]`, the layers' token
+  lookup. An id outside `[0, V)` gives a row of zeros, as Praxis's one-hot
+  matmul does (no wrap-around)."""
+  ids = jnp.asarray(ids)
+  if not jnp.issubdtype(ids.dtype, jnp.integer):
+    raise TypeError(f"ids must be integers, got {ids.dtype}")
+  valid = (ids >= 0) & (ids < embedding.shape[0])
+  rows = jnp.take(embedding, jnp.where(valid, ids, 0), axis=0)
+  return jnp.where(valid[..., None], rows, jnp.zeros((), rows.dtype))
+
+
+def get_logits(inputs, embedding, options: SoftmaxOptions):
+  """`inputs[..., M]` to `[..., V]` logits in the inputs' dtype: scaled by
+  `M**-0.5`, capped and clipped as `options` say (the layers' `get_logits`)."""
+  check_inputs(inputs, embedding)
+  num_classes, in_features = embedding.shape
+  logits = reference.logits(inputs.reshape(-1, in_features), embedding, options)
+  return logits.astype(inputs.dtype).reshape(inputs.shape[:-1] + (num_classes,))
+
+
 def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
                              class_probabilities=None, *, soft_cap_logits=0.0,
                              logits_abs_max=0.0, z_loss_weight=0.0,
                              label_smoothing_prob=0.0,
                              use_tgt_labels_size_as_loss_denominator=True,
-                             precision=None,
+                             precision=None, options: SoftmaxOptions | None = None,
                              implementation="composite") -> SoftmaxOutput:
   """Logits, softmax cross-entropy and z-loss of a shared embedding (Praxis semantics).
 
@@ -116,6 +162,8 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
       deterministically (evaluation).
     precision: of the op's matmuls, as `jax.lax.Precision` names it; None
       follows `jax.default_matmul_precision`, as a dense `jnp.dot` does.
+    options: all the options above as one `SoftmaxOptions`, instead of the
+      keywords (`soft_cap_logits` ... `precision`); giving both is an error.
     implementation: "composite" (the primitive, rewritten by `gshard_op.jit`'s
       passes) or "reference" (the dense math, differentiated by JAX itself).
 
@@ -130,8 +178,8 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
   check_inputs(inputs, embedding)
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-  options = SoftmaxOptions(
-      soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
+  options = call_options(
+      options, soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
       z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
       use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
       precision=precision).with_default_precision()

@@ -93,12 +93,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import gshard_op  # noqa: E402
-from gshard_op import reference  # noqa: E402
-from gshard_op.functional import IMPLEMENTATIONS, check_inputs, shared_embedding_softmax  # noqa: E402
-from gshard_op.options import layer_options  # noqa: E402
-
-# Returned without labels (prediction): what needs no targets.
-UNLABELLED_FIELDS = ("logits", "log_probs", "per_example_argmax")
+from gshard_op import functional  # noqa: E402
+from gshard_op.functional import IMPLEMENTATIONS  # noqa: E402
+from gshard_op.options import for_layer_call, layer_options  # noqa: E402
 
 
 def check_backend() -> None:
@@ -193,21 +190,12 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
     An id outside `[0, num_classes)` gives a row of zeros, like Praxis's
     one-hot matmul (no wrap-around).
     """
-    ids = jnp.asarray(ids)
-    if not jnp.issubdtype(ids.dtype, jnp.integer):
-      raise TypeError(f"ids must be integers, got {ids.dtype}")
-    embeddings = self._embeddings()
-    valid = (ids >= 0) & (ids < self.num_classes)
-    rows = jnp.take(embeddings, jnp.where(valid, ids, 0), axis=0)
-    return jnp.where(valid[..., None], rows, jnp.zeros((), rows.dtype))
+    return functional.emb_lookup(self._embeddings(), ids)
 
   def get_logits(self, inputs) -> jax.Array:
     """`[..., in_features]` to `[..., num_classes]` logits, capped and clipped."""
     inputs = jnp.asarray(inputs, self.compute_dtype)
-    embeddings = self._embeddings()
-    check_inputs(inputs, embeddings)
-    logits = reference.logits(inputs.reshape(-1, self.in_features), embeddings, self.options)
-    return logits.astype(inputs.dtype).reshape(inputs.shape[:-1] + (self.num_classes,))
+    return functional.get_logits(inputs, self._embeddings(), self.options)
 
   def call(self, inputs, class_weights=None, class_ids=None, class_probabilities=None,
            training=None) -> dict:
@@ -219,14 +207,9 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
               "per_example_argmax": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
     if class_weights is None:
       class_weights = jnp.ones(inputs.shape[:-1] + (1,), jnp.float32)
-    opts = self.options
-    out = shared_embedding_softmax(
+    out = functional.shared_embedding_softmax(
         inputs, self._embeddings(), class_weights, class_ids, class_probabilities,
-        soft_cap_logits=opts.soft_cap_logits, logits_abs_max=opts.logits_abs_max,
-        z_loss_weight=opts.z_loss_weight,
-        label_smoothing_prob=opts.label_smoothing_prob if training else 0.0,
-        use_tgt_labels_size_as_loss_denominator=opts.use_tgt_labels_size_as_loss_denominator,
-        precision=opts.precision,
+        options=for_layer_call(self.options, training=bool(training)),
         implementation=self.implementation)
     if self.add_xent_loss:
       # float32 whatever the compute dtype: `avg_xent` itself is rounded to it.

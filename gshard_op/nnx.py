@@ -11,9 +11,9 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 
-from gshard_op import reference
-from gshard_op.functional import IMPLEMENTATIONS, check_inputs, shared_embedding_softmax
-from gshard_op.options import layer_options
+from gshard_op import functional
+from gshard_op.functional import IMPLEMENTATIONS
+from gshard_op.options import for_layer_call, layer_options
 from gshard_op.outputs import SoftmaxOutput
 
 
@@ -84,21 +84,13 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
     Like Praxis's one-hot matmul, an id outside `[0, num_classes)` gives a row
     of zeros (it does not wrap around).
     """
-    ids = jnp.asarray(ids)
-    if not jnp.issubdtype(ids.dtype, jnp.integer):
-      raise TypeError(f"ids must be integers, got {ids.dtype}")
     (embedding,) = self.promote_dtype((self.embedding[...],), dtype=self.dtype)
-    valid = (ids >= 0) & (ids < self.num_classes)
-    rows = jnp.take(embedding, jnp.where(valid, ids, 0), axis=0)
-    return jnp.where(valid[..., None], rows, jnp.zeros((), rows.dtype))
+    return functional.emb_lookup(embedding, ids)
 
   def get_logits(self, inputs: jax.Array) -> jax.Array:
     """`[..., in_features]` to `[..., num_classes]` logits, capped and clipped."""
     inputs, embedding = self.promote_dtype((inputs, self.embedding[...]), dtype=self.dtype)
-    check_inputs(inputs, embedding)
-    flat = inputs.reshape(-1, self.in_features)
-    logits = reference.logits(flat, embedding, self.options)
-    return logits.astype(inputs.dtype).reshape(inputs.shape[:-1] + (self.num_classes,))
+    return functional.get_logits(inputs, embedding, self.options)
 
   def __call__(self, inputs: jax.Array, class_weights: jax.Array,
                class_ids: jax.Array | None = None,
@@ -107,12 +99,7 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
     """Logits, cross-entropy and z-loss; see `gshard_op.shared_embedding_softmax`."""
     deterministic = self.deterministic if deterministic is None else deterministic
     inputs, embedding = self.promote_dtype((inputs, self.embedding[...]), dtype=self.dtype)
-    opts = self.options
-    return shared_embedding_softmax(
+    return functional.shared_embedding_softmax(
         inputs, embedding, class_weights, class_ids, class_probabilities,
-        soft_cap_logits=opts.soft_cap_logits, logits_abs_max=opts.logits_abs_max,
-        z_loss_weight=opts.z_loss_weight,
-        label_smoothing_prob=0.0 if deterministic else opts.label_smoothing_prob,
-        use_tgt_labels_size_as_loss_denominator=opts.use_tgt_labels_size_as_loss_denominator,
-        precision=opts.precision,
+        options=for_layer_call(self.options, training=not deterministic),
         implementation=self.implementation)

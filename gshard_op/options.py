@@ -119,3 +119,39 @@ def layer_options(in_features: int, num_classes: int, **options) -> SoftmaxOptio
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
       raise ValueError(f"{name} must be a positive int, got {size!r}")
   return SoftmaxOptions(**options)
+
+
+def _left_at_default(value, default) -> bool:
+  """Whether an option keyword's value is its default (arrays never are)."""
+  return value is default or (isinstance(value, (bool, int, float, str)) and value == default)
+
+
+def call_options(options: SoftmaxOptions | None, defaults: SoftmaxOptions = SoftmaxOptions(),
+                 **keywords) -> SoftmaxOptions:
+  """The options of one call of a front end that takes them either as
+  `options=SoftmaxOptions(...)` or as keywords (its public API since the
+  start): `options` when given, else `SoftmaxOptions(**keywords)`.
+
+  Both at once is refused: a keyword that differs from its default in
+  `defaults` (the front end's own defaults) next to `options` is an error,
+  rather than one silently winning over the other.
+  """
+  if options is None:
+    return SoftmaxOptions(**keywords)
+  if not isinstance(options, SoftmaxOptions):
+    raise TypeError(f"options must be a gshard_op.SoftmaxOptions, got {type(options).__name__}")
+  given = [name for name, value in keywords.items()
+           if not _left_at_default(value, getattr(defaults, name))]
+  if given:
+    raise ValueError(f"options= and the option keywords {given} were both given: pass "
+                     "the options one way, either options=SoftmaxOptions(...) or keywords")
+  return options
+
+
+def for_layer_call(options: SoftmaxOptions, *, training: bool) -> SoftmaxOptions:
+  """`options` as the layers apply them: label smoothing in training only
+  (an NNX layer that is `deterministic`, a Keras call with `training=False`,
+  a torch module in `.eval()` mode get none)."""
+  if training or options.label_smoothing_prob == 0:
+    return options
+  return dataclasses.replace(options, label_smoothing_prob=0.0)

@@ -285,6 +285,69 @@ def test_nnx_jit_and_value_and_grad(implementation, rng):
                              rtol=1e-6)
 
 
+# --- the functional op's options= and its labels -------------------------------------------
+
+def test_options_object_equals_the_keywords(rng):
+  """`options=SoftmaxOptions(...)` gives what the same keywords give, and the
+  layer hands its own `options` to the functional op (smoothing dropped when
+  deterministic)."""
+  opts = dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.05,
+              label_smoothing_prob=0.1, use_tgt_labels_size_as_loss_denominator=False,
+              precision="highest")
+  layer = make_layer(seed=11, **opts)
+  assert layer.options == gshard_op.SoftmaxOptions(**opts)
+  inputs, weights, ids, _ = random_call_args(rng)
+  e = layer.embedding[...]
+  by_keywords = gshard_op.shared_embedding_softmax(inputs, e, weights, ids, **opts)
+  by_object = gshard_op.shared_embedding_softmax(inputs, e, weights, ids,
+                                                 options=gshard_op.SoftmaxOptions(**opts))
+  for name in FIELDS:
+    np.testing.assert_array_equal(by_object[name], by_keywords[name], err_msg=name)
+  np.testing.assert_array_equal(layer(inputs, weights, class_ids=ids).avg_xent,
+                                by_keywords.avg_xent)
+  evaluation = gshard_op.shared_embedding_softmax(
+      inputs, e, weights, ids, **{**opts, "label_smoothing_prob": 0.0})
+  np.testing.assert_array_equal(layer(inputs, weights, class_ids=ids, deterministic=True).avg_xent,
+                                evaluation.avg_xent)
+
+
+def test_options_object_and_keywords_together_are_refused(rng):
+  inputs, weights, ids, _ = random_call_args(rng)
+  e = make_layer().embedding[...]
+  options = gshard_op.SoftmaxOptions(z_loss_weight=0.1)
+  with pytest.raises(ValueError, match=r"options= and the option keywords \['soft_cap_logits', "
+                                       r"'precision'\] were both given"):
+    gshard_op.shared_embedding_softmax(inputs, e, weights, ids, options=options,
+                                       soft_cap_logits=1.0, precision="high")
+  with pytest.raises(TypeError, match="options must be a gshard_op.SoftmaxOptions, got dict"):
+    gshard_op.shared_embedding_softmax(inputs, e, weights, ids, options={"z_loss_weight": 0.1})
+  # Keywords at their defaults are not a second set of options.
+  out = gshard_op.shared_embedding_softmax(inputs, e, weights, ids, options=options,
+                                           z_loss_weight=0.0, precision=None)
+  assert float(out.z_loss) > 0
+
+
+def test_labels_as_a_list_of_traced_scalars_under_jit(rng):
+  """Ids given as a Python list of traced scalars (a pytree argument of a
+  jitted function) work, as an array of the same ids does (issue 20, 11b)."""
+  e = make_layer(seed=12).embedding[...]
+  inputs, weights, ids, _ = random_call_args(rng, batch=(5,))
+  ids = np.asarray(ids).reshape(5)
+
+  @jax.jit
+  def avg_xent(inputs, id_list):
+    return gshard_op.shared_embedding_softmax(inputs, e, weights, id_list).avg_xent
+
+  want = gshard_op.shared_embedding_softmax(inputs, e, weights, ids).avg_xent
+  got = avg_xent(inputs, [jnp.int32(i) for i in ids])
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  nested = jax.jit(lambda x, rows: gshard_op.shared_embedding_softmax(
+      x, e, weights, rows).avg_xent)(inputs, [[jnp.int32(i)] for i in ids])  # [5, 1]
+  np.testing.assert_allclose(nested, want, rtol=1e-6)
+  with pytest.raises(TypeError, match="class_ids must be integers"):
+    avg_xent(inputs, [jnp.float32(i) for i in ids])
+
+
 # --- argument checks ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
