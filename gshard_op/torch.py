@@ -62,10 +62,10 @@ import torch
 from torch import Tensor, nn
 
 import gshard_op
-from gshard_op.functional import check_inputs
+from gshard_op.functional import check_inputs, check_labels
 from gshard_op.functional import shared_embedding_softmax as _jax_softmax
-from gshard_op.options import SoftmaxOptions, layer_options
-from gshard_op.outputs import FIELDS
+from gshard_op.options import SoftmaxOptions, call_options, for_layer_call, layer_options
+from gshard_op.outputs import FIELDS  # noqa: F401  (gt.FIELDS: the order of the returned dict)
 
 __all__ = ["JAX_ALLOCATOR", "GShardSharedEmbeddingSoftmax", "cross_entropy",
            "shared_embedding_softmax"]
@@ -271,12 +271,25 @@ def _to_torch(arrays, inputs) -> list[Tensor]:
   return out
 
 
+# The ops' schemas take primitive types only, so a call's `_Config` crosses
+# into them as these arguments (the options' fields in their order, then
+# `ignore_index` and `return_logits`), and back out through `_config`. A
+# `precision` of None crosses as "".
+
+def _op_args(options: SoftmaxOptions, ignore_index: int, return_logits: bool) -> tuple:
+  return (options.soft_cap_logits, options.logits_abs_max, options.z_loss_weight,
+          options.label_smoothing_prob, options.use_tgt_labels_size_as_loss_denominator,
+          options.precision or "", int(ignore_index), bool(return_logits))
+
+
 def _config(soft_cap_logits, logits_abs_max, z_loss_weight, label_smoothing_prob,
-            use_tgt_labels_size_as_loss_denominator, ignore_index, return_logits) -> _Config:
+            use_tgt_labels_size_as_loss_denominator, precision, ignore_index,
+            return_logits) -> _Config:
   return _Config(SoftmaxOptions(
       soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
       z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
-      use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator),
+      use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
+      precision=precision or None),
       ignore_index=ignore_index, return_logits=return_logits)
 
 
@@ -286,14 +299,15 @@ def _config(soft_cap_logits, logits_abs_max, z_loss_weight, label_smoothing_prob
 def _softmax_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor | None,
                 weights: Tensor, soft_cap_logits: float, logits_abs_max: float,
                 z_loss_weight: float, label_smoothing_prob: float,
-                use_tgt_labels_size_as_loss_denominator: bool, ignore_index: int,
-                return_logits: bool, with_grads: bool) -> tuple[
+                use_tgt_labels_size_as_loss_denominator: bool, precision: str,
+                ignore_index: int, return_logits: bool, with_grads: bool) -> tuple[
                     Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                     Tensor, Tensor, Tensor, Tensor]:
   """On `x[N, M]`, `embedding[V, M]`, `ids[N]` int32 or `probs[N, V]`, `weights[N]`
   float32: the results `_RESULTS`, unrequested ones empty."""
   config = _config(soft_cap_logits, logits_abs_max, z_loss_weight, label_smoothing_prob,
-                   use_tgt_labels_size_as_loss_denominator, ignore_index, return_logits)
+                   use_tgt_labels_size_as_loss_denominator, precision, ignore_index,
+                   return_logits)
   args = [_to_jax(t) for t in (x, embedding, ids, probs, weights)]
   fn = _fused_fn(config) if with_grads else _forward_fn(config)
   fields, grads = fn(*args)
@@ -306,7 +320,7 @@ def _softmax_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor 
 @_softmax_op.register_fake
 def _softmax_fake(x, embedding, ids, probs, weights, soft_cap_logits, logits_abs_max,
                   z_loss_weight, label_smoothing_prob, use_tgt_labels_size_as_loss_denominator,
-                  ignore_index, return_logits, with_grads):
+                  precision, ignore_index, return_logits, with_grads):
   n, v = x.shape[0], embedding.shape[0]
   f32, dt = torch.float32, x.dtype
   scalar = lambda dtype: x.new_empty((), dtype=dtype)
@@ -328,8 +342,8 @@ def _backward_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor
                  g_z_loss: Tensor | None, g_logits: Tensor | None,
                  g_log_probs: Tensor | None, soft_cap_logits: float, logits_abs_max: float,
                  z_loss_weight: float, label_smoothing_prob: float,
-                 use_tgt_labels_size_as_loss_denominator: bool, ignore_index: int,
-                 return_logits: bool) -> tuple[Tensor, Tensor]:
+                 use_tgt_labels_size_as_loss_denominator: bool, precision: str,
+                 ignore_index: int, return_logits: bool) -> tuple[Tensor, Tensor]:
   """`(d_x, d_embedding)` for the given cotangents (None: zero)."""
   per_token = [g for g in (g_per_example_xent, g_logits, g_log_probs) if g is not None]
   # The saved gradients are those of avg_xent + z_loss; total_xent is
@@ -347,7 +361,8 @@ def _backward_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor
             (saved_d_embedding.float() * scale).to(embedding.dtype))
 
   config = _config(soft_cap_logits, logits_abs_max, z_loss_weight, label_smoothing_prob,
-                   use_tgt_labels_size_as_loss_denominator, ignore_index, return_logits)
+                   use_tgt_labels_size_as_loss_denominator, precision, ignore_index,
+                   return_logits)
   cotangents = dict(per_example_xent=g_per_example_xent, total_xent=g_total_xent,
                     avg_xent=g_avg_xent, z_loss=g_z_loss, logits=g_logits,
                     log_probs=g_log_probs)
@@ -415,6 +430,26 @@ _softmax_op.register_autograd(_backward, setup_context=_setup_context)
 
 # --- the public API ---------------------------------------------------------------------
 
+# The options' defaults here: Praxis's, but for torch's mean (see
+# `shared_embedding_softmax`).
+TORCH_DEFAULTS = SoftmaxOptions(use_tgt_labels_size_as_loss_denominator=False)
+
+
+# Dynamo cannot trace `SoftmaxOptions`' checks (NumPy's float32 rounding in
+# `__post_init__`), so under torch.compile these two pure functions of constant
+# arguments run once, when Dynamo traces the call, and their result is a
+# constant of the graph (it guards on the arguments).
+
+@torch.compiler.assume_constant_result
+def _call_options(options: SoftmaxOptions | None, **keywords) -> SoftmaxOptions:
+  return call_options(options, TORCH_DEFAULTS, **keywords)
+
+
+@torch.compiler.assume_constant_result
+def _layer_call_options(options: SoftmaxOptions, training: bool) -> SoftmaxOptions:
+  return for_layer_call(options, training=training)
+
+
 def _check_inputs(inputs: Tensor, embedding: Tensor, label_smoothing: float = 0.0) -> None:
   """`gshard_op.functional.check_inputs` on the tensors' shapes and dtypes, and
   `SoftmaxOptions`' check of a label smoothing, in eager mode. Dynamo cannot
@@ -427,6 +462,19 @@ def _check_inputs(inputs: Tensor, embedding: Tensor, label_smoothing: float = 0.
   SoftmaxOptions(label_smoothing_prob=label_smoothing)  # finite, in [0, 1]
 
 
+def _check_labels(batch, num_classes: int, class_ids: Tensor | None,
+                  class_probabilities: Tensor | None) -> None:
+  """`gshard_op.functional.check_labels` on the labels' shapes and dtypes. Under
+  torch.compile the one-of-two rule only, for the reason `_check_inputs` gives:
+  the op's body checks the flattened labels when it runs."""
+  if torch.compiler.is_compiling():
+    if (class_ids is None) == (class_probabilities is None):
+      raise ValueError("exactly one of class_ids and class_probabilities must be given")
+    return
+  check_labels(tuple(batch), num_classes, *(None if t is None else _jax_spec(t)
+                                            for t in (class_ids, class_probabilities)))
+
+
 def _jax_spec(t: Tensor) -> jax.ShapeDtypeStruct:
   """`t`'s shape and dtype as JAX names them (no data crosses)."""
   try:
@@ -436,12 +484,47 @@ def _jax_spec(t: Tensor) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(tuple(t.shape), dtype)
 
 
+def _flat_labels(class_ids: Tensor | None, class_probabilities: Tensor | None, n: int,
+                 num_classes: int) -> tuple[Tensor | None, Tensor | None]:
+  """`(ids[N] int32, None)` or `(None, probs[N, V])`, the probabilities detached."""
+  if class_ids is not None:
+    return class_ids.reshape(n).to(torch.int32), None
+  return None, class_probabilities.detach().reshape(n, num_classes)
+
+
+def _flat_weights(class_weights, x: Tensor, batch) -> Tensor:
+  """`class_weights` broadcast to `[..., 1]`, then flattened to `[N]` float32
+  (None: all ones); no gradient flows to them."""
+  n = x.shape[0]
+  if class_weights is None:
+    return x.new_ones((n,), dtype=torch.float32)
+  class_weights = torch.as_tensor(class_weights, device=x.device)
+  weights = torch.broadcast_to(class_weights.detach(), tuple(batch) + (1,))
+  return weights.reshape(n).to(torch.float32)
+
+
+def _fields(results, batch, num_classes: int, return_logits: bool) -> dict[str, Tensor | None]:
+  """The op's flat results as Praxis's fields, in `batch`'s shape."""
+  r = dict(zip(_RESULTS, results))
+  dense = tuple(batch) + (num_classes,)
+  return dict(
+      logits=r["logits"].reshape(dense) if return_logits else None,
+      log_probs=r["log_probs"].reshape(dense) if return_logits else None,
+      per_example_argmax=r["per_example_argmax"].reshape(batch),
+      per_example_xent=r["per_example_xent"].reshape(batch),
+      per_example_weight=r["per_example_weight"].reshape(tuple(batch) + (1,)),
+      total_xent=r["total_xent"], total_weight=r["total_weight"], avg_xent=r["avg_xent"],
+      avg_xent_weight=r["avg_xent_weight"], z_loss=r["z_loss"])
+
+
 def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: Tensor | None,
                              class_ids: Tensor | None = None,
                              class_probabilities: Tensor | None = None, *,
                              soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
                              z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
                              use_tgt_labels_size_as_loss_denominator: bool = False,
+                             precision: str | None = None,
+                             options: SoftmaxOptions | None = None,
                              ignore_index: int = -100,
                              return_logits: bool = False) -> dict[str, Tensor | None]:
   """Praxis's shared embedding softmax on torch tensors, with torch's mean; see
@@ -464,6 +547,12 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
       zero gradients, as `F.cross_entropy` does, since torch users guard
       against that NaN (or rely on the zero gradient) already. True: the number
       of tokens, ignored ones included (Praxis), which gives 0 there instead.
+    precision: of the op's matmuls, as `jax.lax.Precision` names it
+      ("default", "high", "highest", ...); None follows JAX's
+      `jax_default_matmul_precision` where the op is first compiled.
+    options: all the options above as one `gshard_op.SoftmaxOptions`, instead
+      of the keywords (`soft_cap_logits` ... `precision`); not both. Its own
+      defaults are Praxis's: `SoftmaxOptions()` counts all tokens.
     return_logits: also compute `logits` and `log_probs` (`[..., V]`, dense);
       when False, those fields are None and the logits are never formed.
 
@@ -473,55 +562,34 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
     are differentiable w.r.t. `inputs` and `embedding`, once: a second
     derivative raises an error that says what to use instead.
   """
+  options = _call_options(
+      options, soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
+      z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
+      use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
+      precision=precision)
+  return _softmax(inputs, embedding, class_weights, class_ids, class_probabilities, options,
+                  ignore_index, return_logits)
+
+
+def _softmax(inputs: Tensor, embedding: Tensor, class_weights: Tensor | None,
+             class_ids: Tensor | None, class_probabilities: Tensor | None,
+             options: SoftmaxOptions, ignore_index: int,
+             return_logits: bool) -> dict[str, Tensor | None]:
+  """`shared_embedding_softmax` once its options are one `SoftmaxOptions`."""
   _check_inputs(inputs, embedding)
   num_classes, in_features = embedding.shape
-  if (class_ids is None) == (class_probabilities is None):
-    raise ValueError("exactly one of class_ids and class_probabilities must be given")
-  dtype = torch.promote_types(inputs.dtype, embedding.dtype)
   batch = inputs.shape[:-1]
-  n = math.prod(batch)
-  x = inputs.to(dtype).reshape(n, in_features)
+  _check_labels(batch, num_classes, class_ids, class_probabilities)
+
+  dtype = torch.promote_types(inputs.dtype, embedding.dtype)
+  x = inputs.to(dtype).reshape(math.prod(batch), in_features)
   embedding = embedding.to(dtype)
-
-  ids = probs = None
-  if class_ids is not None:
-    if class_ids.is_floating_point() or class_ids.is_complex():
-      raise TypeError(f"class_ids must be integers, got {class_ids.dtype}")
-    if tuple(class_ids.shape) not in (tuple(batch), tuple(batch) + (1,)):
-      raise ValueError(f"class_ids must have shape {list(batch) + [1]} (or {list(batch)}), "
-                       f"got {list(class_ids.shape)}")
-    ids = class_ids.reshape(n).to(torch.int32)
-  else:
-    if tuple(class_probabilities.shape) != tuple(batch) + (num_classes,):
-      raise ValueError(f"class_probabilities must have shape {list(batch) + [num_classes]}, "
-                       f"got {list(class_probabilities.shape)}")
-    if not class_probabilities.is_floating_point():
-      raise TypeError(f"class_probabilities must be floating point, got {class_probabilities.dtype}")
-    probs = class_probabilities.detach().reshape(n, num_classes)
-  if class_weights is None:
-    weights = x.new_ones((n,), dtype=torch.float32)
-  else:
-    class_weights = torch.as_tensor(class_weights, device=x.device)
-    weights = torch.broadcast_to(class_weights.detach(), tuple(batch) + (1,))
-    weights = weights.reshape(n).to(torch.float32)
-
+  ids, probs = _flat_labels(class_ids, class_probabilities, x.shape[0], num_classes)
+  weights = _flat_weights(class_weights, x, batch)
   with_grads = torch.is_grad_enabled() and (x.requires_grad or embedding.requires_grad)
-  results = _softmax_op(x, embedding, ids, probs, weights, float(soft_cap_logits),
-                        float(logits_abs_max), float(z_loss_weight), float(label_smoothing_prob),
-                        bool(use_tgt_labels_size_as_loss_denominator), int(ignore_index),
-                        bool(return_logits), with_grads)
-  r = dict(zip(_RESULTS, results))
-  dense = tuple(batch) + (num_classes,)
-  out = dict(
-      logits=r["logits"].reshape(dense) if return_logits else None,
-      log_probs=r["log_probs"].reshape(dense) if return_logits else None,
-      per_example_argmax=r["per_example_argmax"].reshape(batch),
-      per_example_xent=r["per_example_xent"].reshape(batch),
-      per_example_weight=r["per_example_weight"].reshape(tuple(batch) + (1,)),
-      total_xent=r["total_xent"], total_weight=r["total_weight"], avg_xent=r["avg_xent"],
-      avg_xent_weight=r["avg_xent_weight"], z_loss=r["z_loss"])
-  assert tuple(out) == FIELDS
-  return out
+  results = _softmax_op(x, embedding, ids, probs, weights,
+                        *_op_args(options, ignore_index, return_logits), with_grads)
+  return _fields(results, batch, num_classes, return_logits)
 
 
 # --- F.cross_entropy's arguments -----------------------------------------------------------
@@ -531,7 +599,8 @@ _REDUCTIONS = ("none", "mean", "sum")
 
 def cross_entropy(inputs: Tensor, embedding: Tensor, target: Tensor, *,
                   weight: Tensor | None = None, reduction: str = "mean",
-                  ignore_index: int = -100, label_smoothing: float = 0.0) -> Tensor:
+                  ignore_index: int = -100, label_smoothing: float = 0.0,
+                  precision: str | None = None) -> Tensor:
   """`F.cross_entropy(F.linear(inputs * M**-0.5, embedding), target, weight=weight,
   reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)`,
   computed by the op, so the `[..., V]` logits never exist.
@@ -553,6 +622,9 @@ def cross_entropy(inputs: Tensor, embedding: Tensor, target: Tensor, *,
     reduction: "mean" (NaN, with zero gradients, when every token is ignored, as
       torch gives), "sum" or "none" (`[...]`, 0 for ignored tokens).
     label_smoothing: in `[0, 1]`, torch's (and Praxis's) uniform smoothing.
+    precision: of the op's matmuls, as `jax.lax.Precision` names it (not an
+      argument of torch's: its matmuls follow `torch.backends` settings); None
+      follows JAX's `jax_default_matmul_precision`.
 
   "mean" and "sum" take the fused gradient computed in the forward; "none", and
   class weights together with label smoothing on class indices, take the
@@ -569,9 +641,9 @@ def cross_entropy(inputs: Tensor, embedding: Tensor, target: Tensor, *,
   dtype = torch.promote_types(inputs.dtype, embedding.dtype)
   if target.is_floating_point():
     return _probability_cross_entropy(inputs, embedding, target, weight, reduction,
-                                      label_smoothing, dtype)
+                                      label_smoothing, dtype, precision)
   return _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ignore_index,
-                                    label_smoothing, dtype)
+                                    label_smoothing, dtype, precision)
 
 
 def _reduced(out, per_token: Tensor, reduction: str, dtype) -> Tensor:
@@ -583,7 +655,7 @@ def _reduced(out, per_token: Tensor, reduction: str, dtype) -> Tensor:
 
 
 def _probability_cross_entropy(inputs, embedding, target, weight, reduction, label_smoothing,
-                               dtype) -> Tensor:
+                               dtype, precision) -> Tensor:
   """Soft labels: torch smooths them, `(1 - p) * target + p / V`, then weights
   each class, and its mean divides by the number of tokens. The `[..., V]`
   targets are dense already, so both happen to them here."""
@@ -593,12 +665,13 @@ def _probability_cross_entropy(inputs, embedding, target, weight, reduction, lab
   if weight is not None:
     probs = probs * weight.detach()
   out = shared_embedding_softmax(inputs, embedding, None, class_probabilities=probs,
-                                 use_tgt_labels_size_as_loss_denominator=True)
+                                 use_tgt_labels_size_as_loss_denominator=True,
+                                 precision=precision)
   return _reduced(out, out["per_example_xent"], reduction, dtype)
 
 
 def _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ignore_index,
-                               label_smoothing, dtype) -> Tensor:
+                               label_smoothing, dtype, precision) -> Tensor:
   """Class indices. Unweighted, torch's smoothing is Praxis's: the op computes
   it. A class weight `w[y]` is a per-token weight of the op, and torch's mean
   is the op's `avg_xent` over the total weight. Weights with smoothing need
@@ -607,7 +680,7 @@ def _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ign
   if weight is None:
     out = shared_embedding_softmax(inputs, embedding, None, target,
                                    label_smoothing_prob=label_smoothing,
-                                   ignore_index=ignore_index)
+                                   ignore_index=ignore_index, precision=precision)
     return _reduced(out, out["per_example_xent"], reduction, dtype)
 
   num_classes = embedding.shape[0]
@@ -616,10 +689,11 @@ def _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ign
   w_y = torch.where(counted, weight.detach().float()[safe_target], 0.0)
   if not label_smoothing:
     out = shared_embedding_softmax(inputs, embedding, w_y[..., None], target,
-                                   ignore_index=ignore_index)
+                                   ignore_index=ignore_index, precision=precision)
     return _reduced(out, out["per_example_xent"] * w_y.to(dtype), reduction, dtype)
 
-  out = shared_embedding_softmax(inputs, embedding, None, target, ignore_index=ignore_index)
+  out = shared_embedding_softmax(inputs, embedding, None, target, ignore_index=ignore_index,
+                                 precision=precision)
   nll = out["per_example_xent"].float()
   smooth = _weighted_smoothing(inputs, embedding, safe_target, weight.detach(), nll)
   loss = torch.where(counted, (1.0 - label_smoothing) * w_y * nll
@@ -651,7 +725,9 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
   applies in training mode only (`.eval()` turns it off). The options are
   Praxis's, with one default changed for torch users:
   `use_tgt_labels_size_as_loss_denominator=False`, so that `avg_xent` is
-  `F.cross_entropy`'s mean over the tokens that are not ignored.
+  `F.cross_entropy`'s mean over the tokens that are not ignored. `precision`
+  is that of the op's matmuls (`jax.lax.Precision`'s names; None follows JAX's
+  `jax_default_matmul_precision`).
 
   Example::
 
@@ -665,15 +741,16 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
                logits_abs_max: float = 0.0, z_loss_weight: float = 0.0,
                label_smoothing_prob: float = 0.0,
                use_tgt_labels_size_as_loss_denominator: bool = False,
-               ignore_index: int = -100, return_logits: bool = False,
-               device=None, dtype=None):
+               precision: str | None = None, ignore_index: int = -100,
+               return_logits: bool = False, device=None, dtype=None):
     super().__init__()
     # Checks the sizes and options now rather than at the first call.
     self.options = layer_options(
         in_features, num_classes,
         soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
         z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
-        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator)
+        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
+        precision=precision)
     self.in_features = in_features
     self.num_classes = num_classes
     self.ignore_index = ignore_index
@@ -696,14 +773,9 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
               class_ids: Tensor | None = None,
               class_probabilities: Tensor | None = None) -> dict[str, Tensor | None]:
     """See `shared_embedding_softmax`; label smoothing only when `self.training`."""
-    o = self.options
-    return shared_embedding_softmax(
-        inputs, self.embedding, class_weights, class_ids, class_probabilities,
-        soft_cap_logits=o.soft_cap_logits, logits_abs_max=o.logits_abs_max,
-        z_loss_weight=o.z_loss_weight,
-        label_smoothing_prob=o.label_smoothing_prob if self.training else 0.0,
-        use_tgt_labels_size_as_loss_denominator=o.use_tgt_labels_size_as_loss_denominator,
-        ignore_index=self.ignore_index, return_logits=self.return_logits)
+    return _softmax(inputs, self.embedding, class_weights, class_ids, class_probabilities,
+                    _layer_call_options(self.options, self.training), self.ignore_index,
+                    self.return_logits)
 
   def extra_repr(self) -> str:
     return (f"in_features={self.in_features}, num_classes={self.num_classes}, "

@@ -10,6 +10,7 @@ loss is the classic bug.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import gshard_op  # noqa: E402
 import gshard_op.torch as gt  # noqa: E402
 
 BATCH, M, V = (3, 5), 16, 37  # 15 tokens, V not a power of two
@@ -537,16 +539,85 @@ def test_torch_compile_fullgraph():
   np.testing.assert_allclose(got, want, rtol=2e-4)
 
 
+# --- options= and precision ---------------------------------------------------------------
+
+@pytest.fixture
+def op_configs(monkeypatch):
+  """The `_Config`s the ops build their JAX steps for, in call order."""
+  seen = []
+  for name in ("_forward_fn", "_fused_fn", "_vjp_fn"):
+    def record(config, original=getattr(gt, name)):
+      seen.append(config)
+      return original(config)
+    monkeypatch.setattr(gt, name, record)
+  return seen
+
+
+def test_options_object_equals_the_keywords():
+  """`options=SoftmaxOptions(...)` gives what the keywords give; both at once
+  is refused; the object's defaults are its own (Praxis's denominator)."""
+  x, e, w, ids, _, _ = make_case(21)
+  opts = dict(soft_cap_logits=3.0, z_loss_weight=0.1, label_smoothing_prob=0.1)
+  by_keywords = gt.shared_embedding_softmax(x, e, w, ids, **opts)
+  by_object = gt.shared_embedding_softmax(
+      x, e, w, ids, options=gshard_op.SoftmaxOptions(
+          **opts, use_tgt_labels_size_as_loss_denominator=False))
+  for name, value in by_keywords.items():
+    if value is not None:
+      assert torch.equal(by_object[name], value), name
+  praxis = gt.shared_embedding_softmax(x, e, w, ids, options=gshard_op.SoftmaxOptions(**opts))
+  assert float(praxis["avg_xent_weight"]) == math.prod(BATCH)
+  with pytest.raises(ValueError, match=r"options= and the option keywords \['z_loss_weight'\]"):
+    gt.shared_embedding_softmax(x, e, w, ids, options=gshard_op.SoftmaxOptions(),
+                                z_loss_weight=0.1)
+  with pytest.raises(TypeError, match="options must be a gshard_op.SoftmaxOptions"):
+    gt.shared_embedding_softmax(x, e, w, ids, options=opts)
+
+
+@pytest.mark.parametrize("front_end", ["function", "cross_entropy", "layer", "compiled layer"])
+def test_precision_reaches_the_jax_step(front_end, op_configs):
+  """`precision=` crosses the custom ops' schemas (as a string) into the JAX
+  step, whose matmuls then carry it; under torch.compile(fullgraph=True) too,
+  with the layer's eval-mode options (no label smoothing)."""
+  x, e, w, ids, _, _ = make_case(22)
+  x, e = x.requires_grad_(), e.requires_grad_()
+  if front_end == "function":
+    loss = gt.shared_embedding_softmax(x, e, w, ids, precision="highest")["avg_xent"]
+  elif front_end == "cross_entropy":
+    loss = gt.cross_entropy(x, e, ids, precision="highest")
+  else:
+    layer = gt.GShardSharedEmbeddingSoftmax(M, V, precision="highest", label_smoothing_prob=0.1)
+    layer.eval()
+    with torch.no_grad():
+      layer.embedding.copy_(e)
+    if front_end == "compiled layer":
+      layer = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    loss = layer(x, w, ids)["avg_xent"]
+  loss.backward()
+  assert op_configs, "no JAX step was built"
+  assert {c.options.precision for c in op_configs} == {"HIGHEST"}
+  if front_end.endswith("layer"):
+    assert {c.options.label_smoothing_prob for c in op_configs} == {0.0}
+  n = math.prod(BATCH)
+  specs = (jax.ShapeDtypeStruct((n, M), jnp.float32), jax.ShapeDtypeStruct((V, M), jnp.float32),
+           jax.ShapeDtypeStruct((n,), jnp.int32), None, jax.ShapeDtypeStruct((n,), jnp.float32))
+  assert "HIGHEST" in gt._fused_fn(op_configs[0]).lower(*specs).as_text()
+  default = dataclasses.replace(op_configs[0], options=dataclasses.replace(
+      op_configs[0].options, precision=None))
+  assert "HIGHEST" not in gt._fused_fn(default).lower(*specs).as_text()
+
+
 def test_opcheck():
   """torch.library's own checks of the schema, fake and autograd registrations."""
   x = torch.randn(6, 8, requires_grad=True)
   e = torch.randn(11, 8, requires_grad=True)
   ids = torch.randint(0, 11, (6,), dtype=torch.int32)
-  options = (0.0, 0.0, 0.1, 0.1, True, IGNORE, True)
-  for with_grads in (False, True):
-    result = torch.library.opcheck(gt._softmax_op,
-                                   (x, e, ids, None, torch.rand(6), *options, with_grads))
-    assert set(result.values()) == {"SUCCESS"}, result
+  for precision in ("", "HIGHEST"):  # "": None, JAX's default matmul precision
+    options = (0.0, 0.0, 0.1, 0.1, True, precision, IGNORE, True)
+    for with_grads in (False, True):
+      result = torch.library.opcheck(gt._softmax_op,
+                                     (x, e, ids, None, torch.rand(6), *options, with_grads))
+      assert set(result.values()) == {"SUCCESS"}, result
 
 
 # --- crossing over: DLPack, caching ------------------------------------------------
