@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 
 import jax
 # JAX has no public way to declare a configuration option; one that is part of
 # the trace context is the only switch that jax.jit's caches key on.
 from jax._src import config as jax_config
 
+from gshard_op import budget
+
 MODES = ("chunked", "composite")
-CPU_MEMORY_BUDGET_MIB = 64.0
 
 _mode = jax_config.enum_state(
     "gshard_op_lowering", MODES, "chunked",
@@ -46,10 +46,8 @@ _mode = jax_config.enum_state(
 
 
 def _check_budget(value):
-  if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                            or not math.isfinite(value) or value <= 0):
-    raise ValueError(f"memory_budget_mib must be a finite number > 0 or None, got {value!r}")
-  return None if value is None else float(value)
+  """None (the platform's default) or `budget.check`'s float."""
+  return None if value is None else budget.check(value)
 
 
 _budget = jax_config.State(
@@ -67,12 +65,12 @@ class Lowering:
 
   `shard` is set only inside a partitioned program (`gshard_op/partitioning.py`):
   the operands are then one device's blocks of that layout (a hashable
-  `gshard_op.passes.shard.ShardSpec`), and the rule emits that device's loops
+  `gshard_op.ir.sharding.ShardSpec`), and the rule emits that device's loops
   and the collectives that combine them.
   """
 
   mode: str = "chunked"
-  memory_budget_mib: float = CPU_MEMORY_BUDGET_MIB
+  memory_budget_mib: float = budget.CPU_MEMORY_BUDGET_MIB
   shard: object = None
 
   def __repr__(self):  # as the dataclass's, without an unset `shard`
@@ -83,24 +81,13 @@ class Lowering:
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"lowering mode must be one of {MODES}, got {self.mode!r}")
-    _check_budget(self.memory_budget_mib)
-
-
-def default_memory_budget_mib(backend: str | None = None) -> float:
-  """64 MiB on the CPU; on an accelerator 1/64 of its memory (256 MiB to 4 GiB)."""
-  device = jax.devices(backend)[0]
-  if device.platform == "cpu":
-    return CPU_MEMORY_BUDGET_MIB
-  limit = (device.memory_stats() or {}).get("bytes_limit")
-  if not limit:
-    return 1024.0
-  return float(min(4096.0, max(256.0, limit / 64 / 2**20)))
+    budget.check(self.memory_budget_mib)
 
 
 def current() -> Lowering:
   """The `Lowering` in force where the primitive is bound (trace time)."""
-  budget = _budget.value
-  return Lowering(_mode.value, default_memory_budget_mib() if budget is None else budget)
+  mib = _budget.value
+  return Lowering(_mode.value, budget.default_mib() if mib is None else mib)
 
 
 @contextlib.contextmanager

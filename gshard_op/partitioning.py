@@ -12,9 +12,9 @@ for the loops. Here the lowering rule instead emits a
   propagation keeps the embedding sharded on it);
 * once propagation has chosen the operands' shardings, the partitioner calls
   `_partition`, which reads them, applies the one layout rule of
-  `gshard-shard-vocab` (`shard.vocab_layout`) and returns the per-device
+  `gshard-shard-vocab` (`sharding.vocab_layout`) and returns the per-device
   function: the same primitive bound with `Lowering.shard` set, whose rule
-  emits `shard.emit_shard`, the per-shard loops and `[tokens]`-sized
+  emits `sharding.emit_shard`, the per-shard loops and `[tokens]`-sized
   all-reduces of the pass.
 
 So a vocab-sharded embedding is never all-gathered on `V`, on Auto and
@@ -132,7 +132,7 @@ def _partitioned(prim: Primitive, options: SoftmaxOptions, lowering: Lowering,
 
 
 def _one_device():
-  from gshard_op.passes.shard import ShardSpec
+  from gshard_op.ir.sharding import ShardSpec
   return ShardSpec((), (), ())
 
 
@@ -166,8 +166,9 @@ def _partition(prim: Primitive, options: SoftmaxOptions, lowering: Lowering, mes
   return mesh, lower_fn, result_shardings, arg_shardings
 
 
-def _spec_axes(sharding, dim: int) -> tuple[str, ...]:
-  """The mesh axes dimension `dim` of a `NamedSharding` is split over."""
+def spec_axes(sharding, dim: int) -> tuple[str, ...]:
+  """The mesh axes dimension `dim` of a `NamedSharding` (or any sharding with
+  a `spec`) is split over."""
   spec = sharding.spec
   entry = spec[dim] if dim < len(spec) else None
   if entry is None:
@@ -178,25 +179,25 @@ def _spec_axes(sharding, dim: int) -> tuple[str, ...]:
 def _layout(prim: Primitive, mesh, x, embedding):
   """The layout rule of `gshard-shard-vocab` on the shardings the partitioner
   chose; a vocab its shards do not divide is gathered on `V`, with a warning."""
-  from gshard_op.passes import shard
+  from gshard_op.ir import sharding as ir_sharding
 
-  grid = shard.Mesh.of_axes(dict(mesh.shape))
+  grid = ir_sharding.Mesh.of_axes(dict(mesh.shape))
   n, v = x.shape[0], embedding.shape[0]
-  tokens = _spec_axes(x.sharding, 0) if isinstance(x.sharding, NamedSharding) else ()
+  tokens = spec_axes(x.sharding, 0) if isinstance(x.sharding, NamedSharding) else ()
   vocab = ()
   if isinstance(embedding.sharding, NamedSharding):
-    vocab = _spec_axes(embedding.sharding, 0)
+    vocab = spec_axes(embedding.sharding, 0)
   elif not embedding.sharding.is_fully_replicated:
     _announce(f"{prim.name}: the embedding's sharding {embedding.sharding} names no mesh "
               "axes; it is gathered and the vocab is not sharded")
   try:
-    return shard.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=vocab,
+    return ir_sharding.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=vocab,
                               token_axes=tokens)
-  except shard.Unsupported as e:
+  except ir_sharding.Unsupported as e:
     _announce(f"{prim.name}: {e}; the embedding is gathered on the vocab (correct, but "
               "each device holds all of it). Pad the vocab to a multiple of the shards "
               "to keep it sharded.")
-    return shard.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=(),
+    return ir_sharding.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=(),
                               token_axes=tokens)
 
 

@@ -127,26 +127,25 @@ def _explicit_layout(x_aval, embedding_aval):
   with `gshard-shard-vocab`'s rule; None where the embedding's vocab is not
   sharded over Explicit axes, or its model dimension is, or the shards do not
   divide V (the partitioner then decides: `gshard_op/partitioning.py`)."""
-  from gshard_op.passes import shard  # deferred, as in _chunked
+  from gshard_op.ir import sharding as ir_sharding  # deferred, as in _chunked
 
-  sharding = embedding_aval.sharding
-  mesh, spec = getattr(sharding, "mesh", None), getattr(sharding, "spec", None)
-  if mesh is None or spec is None or mesh.empty or not len(spec):
+  emb_sharding = embedding_aval.sharding
+  mesh = getattr(emb_sharding, "mesh", None)
+  if mesh is None or getattr(emb_sharding, "spec", None) is None or mesh.empty:
     return None
-  axes = lambda spec, dim: (() if dim >= len(spec) or spec[dim] is None else
-                            tuple(spec[dim]) if isinstance(spec[dim], (tuple, list))
-                            else (spec[dim],))
-  vocab = axes(spec, 0)
+  vocab = partitioning.spec_axes(emb_sharding, 0)
   explicit = dict(zip(mesh.axis_names, mesh.axis_types))
   if (not vocab or any(explicit[a] != jax.sharding.AxisType.Explicit for a in vocab)
-      or axes(spec, 1)):
+      or partitioning.spec_axes(emb_sharding, 1)):
     return None
-  x_spec = getattr(x_aval.sharding, "spec", None) or ()
+  tokens = ()
+  if getattr(x_aval.sharding, "spec", None) is not None:
+    tokens = partitioning.spec_axes(x_aval.sharding, 0)
   try:
-    return shard.vocab_layout(shard.Mesh.of_axes(mesh.shape),
-                              num_tokens=x_aval.shape[0], num_classes=embedding_aval.shape[0],
-                              vocab_axes=vocab, token_axes=axes(x_spec, 0))
-  except shard.Unsupported:
+    return ir_sharding.vocab_layout(
+        ir_sharding.Mesh.of_axes(mesh.shape), num_tokens=x_aval.shape[0],
+        num_classes=embedding_aval.shape[0], vocab_axes=vocab, token_axes=tokens)
+  except ir_sharding.Unsupported:
     return None
 
 
@@ -155,7 +154,7 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
   """The chunked loops, emitted at the point JAX lowers the primitive:
 
   * inside a partitioned program (`lowering.shard`), this device's loops on
-    its blocks plus the collectives that combine them (`shard.emit_shard`);
+    its blocks plus the collectives that combine them (`ir.sharding.emit_shard`);
   * under an Explicit mesh that shards the vocab, the same per-device loops in
     a manual computation, as `gshard-shard-vocab` emits them;
   * in any other program XLA partitions, a custom-partitioning call that
@@ -163,9 +162,10 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
   * otherwise (one device, `shard_map` bodies, `jax.export`), the loops of
     `gshard-chunk-softmax` on the whole operands.
   """
-  # Deferred: `passes` imports this package's contract, and only a lowering needs it.
-  from gshard_op.passes import loops, shard
-  from gshard_op.passes.softmax_ir import Softmax
+  # Deferred: only a lowering needs the IR emitters (and the MLIR bindings).
+  from gshard_op.ir import loops
+  from gshard_op.ir import sharding as ir_sharding
+  from gshard_op.ir.softmax import Softmax
 
   is_grad = prim is shared_embedding_softmax_grad_p
   (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
@@ -180,13 +180,15 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
   if lowering.shard is not None:
     layout = lowering.shard.layout()
     sm = dataclasses.replace(sm, num_classes=v * layout.vocab_shards)
-    return shard.emit_shard(sm, layout, is_grad, list(args), plan(layout.mesh.device_ids.size),
-                            ctx.module_context.new_channel)
+    devices = layout.mesh.device_ids.size
+    return ir_sharding.emit_shard(sm, layout, is_grad, list(args), plan(devices),
+                                  ctx.module_context.new_channel)
   layout = _explicit_layout(ctx.avals_in[0], ctx.avals_in[1])
   if layout is not None:
     result_types = [mlir.aval_to_ir_type(ctx.module_context, aval) for aval in ctx.avals_out]
-    return shard.emit_manual(sm, layout, is_grad, list(args), result_types,
-                             plan(layout.mesh.device_ids.size), ctx.module_context.new_channel)
+    devices = layout.mesh.device_ids.size
+    return ir_sharding.emit_manual(sm, layout, is_grad, list(args), result_types, plan(devices),
+                                   ctx.module_context.new_channel, tag="gshard-shard-vocab")
   if partitioning.applies(ctx):
     return partitioning.lower(ctx, prim, args, options=options, lowering=lowering)
   chunks = plan(1)(n, v)

@@ -111,20 +111,20 @@ def cross_entropy(log_probs: jax.Array, q: jax.Array) -> jax.Array:
   """`-sum(q * log_probs, -1)`, where a class with `q = 0` adds 0 even if its
   log-probability is infinite or NaN (an id out of range, a `-inf` logit):
   what XLA makes of Praxis's one-hot product, stated rather than left to its
-  simplifier. `passes/softmax_ir.py` (`weighted_by`) follows the same rule."""
+  simplifier. `gshard_op/ir/softmax.py` (`weighted_by`) follows the same rule."""
   return -jnp.sum(jnp.where(q == 0, 0.0, log_probs * q), axis=-1)
 
 
 def probability_cotangent(lse, g_lse, g_lse_squared):
   """`g_p = g_lse + 2 * lse * g_lse_squared`: the coefficient of the softmax
-  `p` in the logits' cotangent (`softmax_ir.probability_cotangent` in IR)."""
+  `p` in the logits' cotangent (`softmax.probability_cotangent` in IR)."""
   return g_lse + 2.0 * lse * g_lse_squared
 
 
 def logits_cotangent(p, q, g_xent, g_p):
   """`dz = g_xent * (p * Q - q) + g_p * p`, `[N, V]`, with the softmax `p`, the
   target `q` of mass `Q` and `g_p` from `probability_cotangent`
-  (`softmax_ir.logits_cotangent` in IR, one chunk at a time)."""
+  (`softmax.logits_cotangent` in IR, one chunk at a time)."""
   total_mass = jnp.sum(q, axis=-1, keepdims=True)
   return g_xent[:, None] * (p * total_mass - q) + g_p[:, None] * p
 

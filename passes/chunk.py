@@ -1,6 +1,6 @@
 """`gshard-chunk-softmax`: composites -> loops over vocab (and token) chunks.
 
-Each composite becomes the loops of `passes/loops.py` (`emit_forward` /
+Each composite becomes the loops of `gshard_op/ir/loops.py` (`emit_forward` /
 `emit_grad`: an online softmax over vocab chunks, token blocks when the
 budget says so), sized by `ChunkingOptions.plan`; the plan is recorded as a
 `gshard.plan` attribute on the loops. The primitives' chunked lowering emits
@@ -13,11 +13,11 @@ import logging
 
 from jaxlib.mlir import ir
 
+from gshard_op.ir.loops import emit_forward, emit_grad, replace, tagging_new_loops
+from gshard_op.ir.softmax import Softmax
 from gshard_op.passes import composites
+from gshard_op.passes.chunking import ChunkingOptions
 from gshard_op.passes.framework import register
-from gshard_op.passes.loops import (ChunkingOptions, emit_forward, emit_grad, replace,
-                                    tagging_new_loops)
-from gshard_op.passes.softmax_ir import Softmax
 
 __all__ = ["ChunkSoftmaxPass"]
 

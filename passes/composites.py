@@ -18,7 +18,7 @@ from jaxlib.mlir import ir
 
 from gshard_op import contract
 from gshard_op.options import SoftmaxOptions, logit_scale
-from gshard_op.passes import builders as b
+from gshard_op.ir import builders as b
 from gshard_op.passes.framework import RewriteError, walk
 
 NAMES = (contract.FORWARD, contract.GRAD)

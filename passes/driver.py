@@ -127,9 +127,9 @@ def list_passes() -> str:
   memory budget on this machine."""
   import jax  # heavy: only when listing
 
-  from gshard_op.passes import pipelines
+  from gshard_op import budget as budgets
   framework.load_entry_point_plugins()
-  budget = pipelines.default_memory_budget_mib()
+  budget = budgets.default_mib()
   platform = jax.default_backend()
   lines = ["gshard passes:"]
   for name in sorted(passes.REGISTRY):
@@ -138,16 +138,16 @@ def list_passes() -> str:
     lines.append(f"  {name}  {cls.summary}{f'  [{source}]' if source else ''}".rstrip())
     for option in framework.options_help(cls) or ["(no options)"]:
       if option.startswith("memory-budget-mib="):
-        option += f"  default pipeline: {budget}"
+        option += f" (here {budget} MiB)"
       lines.append(f"      {option}")
   notes = [
       "0 means automatic: chunk and token-block sizes come from memory-budget-mib, "
-      "gshard-pallas's blocks from its platform's defaults.",
+      "gshard-pallas's blocks from its platform's defaults, and memory-budget-mib=0 "
+      "is the default budget.",
       f"Default budget here ({platform}): {budget} MiB of float32 [tokens, classes] buffers "
-      "a loop body may keep live, used by the default pipeline (gshard_op.jit) and by plain "
-      f"jax.jit's chunked lowering: {pipelines.CPU_MEMORY_BUDGET_MIB:g} MiB on the CPU, 1/64 "
-      "of an accelerator's memory (256 to 4096 MiB) on a GPU or TPU. A pass named in a "
-      "pipeline has the memory-budget-mib shown with it.",
+      "a loop body may keep live, the same for every pass, the default pipeline "
+      f"(gshard_op.jit) and plain jax.jit's chunked lowering: {budgets.CPU_MEMORY_BUDGET_MIB:g} "
+      "MiB on the CPU, 1/64 of an accelerator's memory (256 to 4096 MiB) on a GPU or TPU.",
       "Other pipeline names are looked up in MLIR's registry "
       "(canonicalize, cse, inline, symbol-dce, ...)."]
   for note in notes:

@@ -152,13 +152,15 @@ def _convert(pass_name: str, option: str, annotation, text: str):
 
 def options_help(cls: type[ModulePass]) -> list[str]:
   """`name=default  (type)` for each option of a pass, then its note: the
-  field's `metadata["help"]` if it has one, else `0: automatic` for an int
-  option whose default is 0 (the convention: a size the pass chooses)."""
+  field's `metadata["help"]` if it has one, else `0: automatic` for a numeric
+  option whose default is 0 (the convention: a size or budget the pass
+  chooses)."""
   lines = []
   for f in dataclasses.fields(cls):
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     note = f.metadata.get("help")
-    if note is None and kind == "int" and f.default == 0 and not isinstance(f.default, bool):
+    if (note is None and kind in ("int", "float") and f.default == 0
+        and not isinstance(f.default, bool)):
       note = "0: automatic"
     lines.append(f"{_option_name(f.name)}={_format(f.default)}  ({kind})"
                  + (f"  {note}" if note else ""))

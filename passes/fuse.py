@@ -23,14 +23,14 @@ import logging
 
 from jaxlib.mlir import ir
 
-from gshard_op import contract
-from gshard_op.passes import builders as b
+from gshard_op import budget, contract
+from gshard_op.ir import builders as b
+from gshard_op.ir.loops import (chunk_start, owned, per_token_outputs, replace,
+                                tagging_new_loops, token_block, trip_count, write_owned_rows)
+from gshard_op.ir.softmax import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
+                                  probability_cotangent, target_logits)
 from gshard_op.passes import composites
 from gshard_op.passes.framework import ModulePass, register
-from gshard_op.passes.loops import (check_budget, chunk_start, owned, per_token_outputs, replace,
-                                    tagging_new_loops, token_block, trip_count, write_owned_rows)
-from gshard_op.passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
-                                         probability_cotangent, target_logits)
 
 log = logging.getLogger("gshard.passes")
 
@@ -40,7 +40,7 @@ MIN_TOKEN_CHUNK = 8
 
 
 def plan_token_chunk(num_tokens: int, num_classes: int, *, token_chunk: int = 0,
-                     memory_budget_mib: float = 256.0) -> int | None:
+                     memory_budget_mib: float) -> int | None:
   """Tokens per block: as given, else the largest power of two whose `[T, V]`
   buffers fit the (finite) budget; None when fewer than `MIN_TOKEN_CHUNK` would
   fit, or when there are no tokens (the chunked rewrite handles N = 0)."""
@@ -167,7 +167,7 @@ def find_pairs(module: ir.Operation):
       continue
     fwd = composites.match(fwd_op)
     if (fwd_op.block != op.block or lse != fwd.results.logsumexp
-        or any(a != b_ for a, b_ in zip(fwd.args, grad.args))  # x, embedding, labels
+        or any(f != g for f, g in zip(fwd.args, grad.args))  # x, embedding, labels
         or fwd.options != grad.options):
       continue
     pairs.append((fwd, grad))
@@ -177,14 +177,14 @@ def find_pairs(module: ir.Operation):
 @register
 class FuseForwardBackwardPass(ModulePass):
   """Options: `token-chunk` (0: from the budget), `memory-budget-mib` (the
-  `[T, V]` buffers), `accumulate-bf16` (d_embedding accumulator in bf16),
+  `[T, V]` buffers; 0: the platform's default, `gshard_op/budget.py`), `accumulate-bf16` (d_embedding accumulator in bf16),
   `update-rows` (rows of d_embedding updated in place per step)."""
 
   name = "gshard-fuse-fwd-bwd"
   summary = "Fuse a forward and gradient composite pair into one loop over token blocks (3 matmuls)"
 
   token_chunk: int = 0
-  memory_budget_mib: float = 256.0
+  memory_budget_mib: float = 0.0
   accumulate_bf16: bool = False
   update_rows: int = 4096
 
@@ -192,13 +192,13 @@ class FuseForwardBackwardPass(ModulePass):
     if self.token_chunk < 0 or self.update_rows <= 0:
       raise ValueError("token-chunk must be >= 0 and update-rows > 0, got "
                        f"{self.token_chunk} and {self.update_rows}")
-    check_budget(self.memory_budget_mib)
+    budget.check_option(self.memory_budget_mib)
 
   def run(self, module: ir.Operation) -> None:
     fused = False
     for fwd, grad in find_pairs(module):
       tokens = plan_token_chunk(fwd.num_tokens, fwd.num_classes, token_chunk=self.token_chunk,
-                                memory_budget_mib=self.memory_budget_mib)
+                                memory_budget_mib=budget.resolve(self.memory_budget_mib))
       if tokens is None:
         why = ("an empty batch" if fwd.num_tokens == 0 else
                f"memory-budget-mib={self.memory_budget_mib} is too small for "

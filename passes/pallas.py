@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import func
 
-from gshard_op.passes import builders as b
+from gshard_op.ir import builders as b
 from gshard_op.passes import composites
 from gshard_op.passes import pallas_kernels as kernels
 from gshard_op.passes.framework import ModulePass, RewriteError, register

@@ -41,7 +41,7 @@ are zeroed: zeroing one alone would turn an infinite entry of the other into
 `0 * inf = NaN`. Overlapping programs write identical values.
 
 The math is `gshard_op/reference.py`'s, non-finite logits included (the online
-softmax follows `passes/softmax_ir.py`'s rules): the inputs are scaled by `M**-0.5` in
+softmax follows `gshard_op/ir/softmax.py`'s rules): the inputs are scaled by `M**-0.5` in
 their own dtype, matmuls take the operand dtype (bf16 or f32) and accumulate in
 float32, all softmax statistics are float32. Per-token label mass and the
 `g_lse + 2 lse g_lse_squared` cotangent are `[N]` vectors computed around the
@@ -124,13 +124,13 @@ def _block_start(k, block: int, total: int):
 
 def _shift(m):
   """The exponent shift of a running max: `m` where finite, else 0, as
-  `jax.nn.logsumexp` shifts (`softmax_ir.shift`)."""
+  `jax.nn.logsumexp` shifts (`softmax.shift`)."""
   return jnp.where(jnp.isfinite(m), m, 0.0)
 
 
 def _rescale(m_old, m_new):
   """Takes a sum of `exp(z - _shift(m_old))` to `exp(z - _shift(m_new))`; 0 while
-  only `-inf` was seen (`softmax_ir.rescale`)."""
+  only `-inf` was seen (`softmax.rescale`)."""
   return jnp.where(m_old == -jnp.inf, 0.0, jnp.exp(_shift(m_old) - _shift(m_new)))
 
 
@@ -242,7 +242,7 @@ def _logits_block(cfg: KernelConfig, io: "_Blocks", z_raw, labels, t_start, v_st
 
 
 def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_classes: int):
-  """The block's raw-logit cotangent (`softmax_ir.logits_cotangent`):
+  """The block's raw-logit cotangent (`softmax.logits_cotangent`):
   `g_xent * (p * Q - q) + g_p * p`, 0 where not owned, then through clip and cap."""
   a, off = cfg.smoothing(num_classes)
   p = jnp.exp(blk.z - lse)

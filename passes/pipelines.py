@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 
 # One budget for both routes: the primitives' chunked lowering and these passes.
-from gshard_op.lowering import CPU_MEMORY_BUDGET_MIB, default_memory_budget_mib  # noqa: F401
+from gshard_op import budget
 
 
 # `jax.export` platform -> `gshard-pallas{platform=...}`; other platforms get no kernels.
@@ -27,13 +27,13 @@ def default_pipeline(memory_budget_mib: float | None = None, platform: str | Non
   """Shard, then the Pallas kernels (GPU, TPU), else fuse, else chunk, all within
   the budget; then clean up. `platform` is a `jax.export` platform name
   (default: the default backend's); on the CPU the pipeline has no kernels."""
-  budget = default_memory_budget_mib() if memory_budget_mib is None else memory_budget_mib
+  mib = budget.default_mib() if memory_budget_mib is None else memory_budget_mib
   if platform is None:
     platform = jax.export.default_export_platform()
   pallas = (f"gshard-pallas{{platform={PALLAS_PLATFORMS[platform]}}},"
             if platform in PALLAS_PLATFORMS else "")
-  return (f"gshard-shard-vocab{{memory-budget-mib={budget}}},"
+  return (f"gshard-shard-vocab{{memory-budget-mib={mib}}},"
           f"{pallas}"
-          f"gshard-fuse-fwd-bwd{{memory-budget-mib={budget}}},"
-          f"gshard-chunk-softmax{{memory-budget-mib={budget}}},"
+          f"gshard-fuse-fwd-bwd{{memory-budget-mib={mib}}},"
+          f"gshard-chunk-softmax{{memory-budget-mib={mib}}},"
           "canonicalize,cse")

@@ -31,7 +31,7 @@ from gshard_op import shared_embedding_softmax
 from pass_testing import Config, assert_close, to_numpy, with_fast_xla
 from gshard_op.outputs import FIELDS
 from gshard_op.passes import chunk as chunk_pass
-from gshard_op.passes.loops import LIVE_CHUNK_BUFFERS, MIN_VOCAB_CHUNK, ChunkPlan, plan_chunks
+from gshard_op.ir.loops import LIVE_CHUNK_BUFFERS, MIN_VOCAB_CHUNK, ChunkPlan, plan_chunks
 
 PIPELINES = {
     "vocab16": "gshard-chunk-softmax{vocab-chunk=16}",
@@ -523,18 +523,20 @@ def test_plan_budget_examples():
   assert plan_chunks(4096, 32768, memory_budget_mib=32.0) == ChunkPlan(4096, 512)
   assert plan_chunks(4096, 32768, memory_budget_mib=64.0) == ChunkPlan(4096, 1024)
   # a small vocabulary is one chunk
-  assert plan_chunks(10, 50) == ChunkPlan(10, 50)
-  assert plan_chunks(10, 5000) == ChunkPlan(10, 5000)
-  assert plan_chunks(10, 300000) == ChunkPlan(10, 131072)
+  assert plan_chunks(10, 50, memory_budget_mib=32.0) == ChunkPlan(10, 50)
+  assert plan_chunks(10, 5000, memory_budget_mib=32.0) == ChunkPlan(10, 5000)
+  assert plan_chunks(10, 300000, memory_budget_mib=32.0) == ChunkPlan(10, 131072)
   # tiny budget: 2**16 elements < 4096 * 128, so tokens are split to 512
   assert plan_chunks(4096, 32768, memory_budget_mib=1.0) == ChunkPlan(512, 128)
 
 
 def test_plan_explicit_sizes():
-  assert plan_chunks(100, 1000, vocab_chunk=64, token_chunk=10) == ChunkPlan(10, 64)
-  assert plan_chunks(100, 1000, vocab_chunk=5000, token_chunk=500) == ChunkPlan(100, 1000)
+  assert plan_chunks(100, 1000, vocab_chunk=64, token_chunk=10,
+                     memory_budget_mib=32.0) == ChunkPlan(10, 64)
+  assert plan_chunks(100, 1000, vocab_chunk=5000, token_chunk=500,
+                     memory_budget_mib=32.0) == ChunkPlan(100, 1000)
   # an explicit vocab chunk, tokens from the budget
-  assert plan_chunks(100, 1000, vocab_chunk=7) == ChunkPlan(100, 7)
+  assert plan_chunks(100, 1000, vocab_chunk=7, memory_budget_mib=32.0) == ChunkPlan(100, 7)
   assert plan_chunks(4096, 32768, vocab_chunk=1024, memory_budget_mib=1.0) == ChunkPlan(64, 1024)
   # an explicit token chunk is kept even when over the budget
   assert plan_chunks(4096, 32768, token_chunk=4096, memory_budget_mib=1.0).token_chunk == 4096
@@ -550,5 +552,22 @@ def test_pass_uses_plan_chunks():
   with pytest.raises(passes.PipelineError, match="vocab-chunk"):
     passes.parse_pipeline("gshard-chunk-softmax{vocab-chunk=-1}")
   with pytest.raises(passes.PipelineError):
-    passes.parse_pipeline("gshard-chunk-softmax{memory-budget-mib=0}")
+    passes.parse_pipeline("gshard-chunk-softmax{memory-budget-mib=-1}")
+
+
+def test_every_pass_defaults_to_the_lowerings_budget():
+  """One budget default (issue 20): a pass with no memory-budget-mib, or 0,
+  plans as the primitives' chunked lowering does on this platform."""
+  from gshard_op import budget
+  from gshard_op.passes.fuse import FuseForwardBackwardPass, plan_token_chunk
+  default = budget.default_mib()
+  for text in ("gshard-chunk-softmax", "gshard-chunk-softmax{memory-budget-mib=0}"):
+    p = passes.parse_pipeline(text)[0]
+    assert p.plan(4096, 32768) == plan_chunks(4096, 32768, memory_budget_mib=default)
+  assert passes.parse_pipeline("gshard-shard-vocab")[0].plan(
+      4096, 32768) == plan_chunks(4096, 32768, memory_budget_mib=default)
+  fuse = passes.parse_pipeline("gshard-fuse-fwd-bwd")[0]
+  assert isinstance(fuse, FuseForwardBackwardPass) and fuse.memory_budget_mib == 0
+  assert budget.resolve(fuse.memory_budget_mib) == default
+  assert plan_token_chunk(2048, 32768, memory_budget_mib=default) == 256
 

@@ -274,12 +274,13 @@ def test_a_rewrite_says_nothing(capsys, write):
 def test_list_passes_explains_zero_and_the_default_budget(capsys):
   import jax
 
-  from gshard_op.passes import pipelines
+  from gshard_op import budget as budgets
   status, out, err = run(capsys, "--list-passes")
   assert status == 0 and err == ""
-  budget = pipelines.default_memory_budget_mib()
+  budget = budgets.default_mib()
   assert "vocab-chunk=0  (int)  0: automatic" in out
-  assert f"memory-budget-mib=32.0  (float)  default pipeline: {budget}" in out
+  # One default for every pass (issue 20): 0, the platform's budget.
+  assert f"memory-budget-mib=0.0  (float)  0: automatic (here {budget} MiB)" in out
   assert "\n0 means automatic: " in out
   assert f"\nDefault budget here ({jax.default_backend()}): {budget} MiB " in out
 

@@ -139,7 +139,7 @@ def test_unparsable_pipeline(text):
 
 @pytest.mark.parametrize("text", ["gshard-chunk-softmax{vocab-chunk=-1}",
                                   "gshard-chunk-softmax{token-chunk=-2}",
-                                  "gshard-chunk-softmax{memory-budget-mib=0}",
+                                  "gshard-chunk-softmax{memory-budget-mib=-0.5}",
                                   "gshard-chunk-softmax{memory-budget-mib=-5.0}"])
 def test_option_values_out_of_range(text):
   with pytest.raises(PipelineError, match="gshard-chunk-softmax"):
@@ -155,7 +155,7 @@ def test_pipeline_error_is_a_value_error():
 
 def test_pipeline_text_spells_out_every_option(options_pass):
   assert ChunkSoftmaxPass().pipeline_text() == (
-      "gshard-chunk-softmax{vocab-chunk=0 token-chunk=0 memory-budget-mib=32.0}")
+      "gshard-chunk-softmax{vocab-chunk=0 token-chunk=0 memory-budget-mib=0.0}")
   assert InlinePass().pipeline_text() == "gshard-inline"
   assert options_pass(flag=True, ratio=0.25).pipeline_text() == (
       "test-framework-options{flag=true count=1 ratio=0.25 max-depth=0}")
@@ -199,7 +199,8 @@ def test_registry_content():
     assert len(framework.options_help(cls)) == len(dataclasses.fields(cls))
   chunk_help = framework.options_help(ChunkSoftmaxPass)
   assert any(h.startswith("vocab-chunk=0") and "int" in h for h in chunk_help), chunk_help
-  assert any(h.startswith("memory-budget-mib=32.0") and "float" in h for h in chunk_help)
+  assert any(h.startswith("memory-budget-mib=0.0") and "float" in h and "0: automatic" in h
+             for h in chunk_help), chunk_help
 
 
 def test_register_rejects_duplicate_and_empty_names():

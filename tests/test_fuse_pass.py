@@ -323,8 +323,8 @@ def test_fuse_plan_from_budget():
   from gshard_op.passes import fuse
   assert fuse.plan_token_chunk(N, V, memory_budget_mib=0.001) is None
   assert fuse.plan_token_chunk(N, V, memory_budget_mib=256.0) == N
-  assert fuse.plan_token_chunk(N, V, token_chunk=10) == 10
-  assert fuse.plan_token_chunk(N, V, token_chunk=100) == N
+  assert fuse.plan_token_chunk(N, V, token_chunk=10, memory_budget_mib=0.001) == 10
+  assert fuse.plan_token_chunk(N, V, token_chunk=100, memory_budget_mib=0.001) == N
   # [T, V] float32 buffers, LIVE_BLOCK_BUFFERS of them: 64 MiB / (2 * 4 * 32768) = 256
   assert fuse.plan_token_chunk(2048, 32768, memory_budget_mib=64.0) == 256
   assert fuse.plan_token_chunk(2048, 32768, memory_budget_mib=0.2) is None  # 6 tokens

@@ -194,12 +194,12 @@ def test_sharded_temp_memory_beats_xla_partitioning(launched):
   assert temps["sharded"] * 4 < temps["dense_sharded"], temps
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "target missed by a hair (CPU, jax 0.10.2): per-device temp 3.16 MiB sharded (2x4 mesh) "
-    "vs 12.53 MiB on one device (ratio 0.253): the float32 d_x [N_local, M] accumulator "
-    "(2 MiB) does not shrink with the vocab shards"))
 def test_sharded_temp_memory_is_at_most_a_quarter_of_one_device(launched):
   """The same step: per-device temp of the sharded step <= 1/4 of the same
-  pipeline's single-device (chunked) figure."""
+  pipeline's single-device (chunked) figure. With the passes' budget the
+  platform's default (64 MiB on the CPU, the lowering's), 4.28 vs 21.06 MiB
+  (0.203); under the old 32 MiB pass default it was 3.16 vs 12.53 (0.253),
+  the float32 d_x [N_local, M] accumulator (2 MiB) not shrinking with the
+  vocab shards."""
   temps = _memory(launched)
   assert temps["sharded"] * 4 <= temps["single"], temps

@@ -18,8 +18,8 @@ from jaxlib.mlir import ir
 from gshard_op import contract
 from gshard_op.passes import composites
 from gshard_op.passes.framework import ModulePass, RewriteError, register
-from gshard_op.passes.loops import ChunkPlan, emit_forward, replace
-from gshard_op.passes.softmax_ir import Softmax
+from gshard_op.ir.loops import ChunkPlan, emit_forward, replace
+from gshard_op.ir.softmax import Softmax
 
 
 @register

@@ -1,14 +1,14 @@
 """The loop kit every rewriting pass shares: chunk plans and the chunked loops.
 
-* `ChunkPlan`, `plan_chunks`, `ChunkingOptions`: loop sizes from options or a
-  memory budget (the chunk and shard passes' options).
+* `ChunkPlan`, `plan_chunks`: loop sizes from given sizes or a memory budget
+  (`gshard_op/budget.py`).
 * `emit_forward`, `emit_grad`: the forward and gradient composites as
   `stablehlo.while` loops over vocab chunks (and token blocks), built on the
-  online softmax of `passes/softmax_ir.py`. The chunk pass emits them for a
+  online softmax of `gshard_op/ir/softmax.py`. The chunk pass emits them for a
   whole composite, the shard pass for each device's slice, and the
   primitives' lowering directly.
 * The loop bookkeeping the fused sweep shares with them: `chunk_start` (an
-  uneven split's last chunk overlaps and masks), `owned` (from `softmax_ir`),
+  uneven split's last chunk overlaps and masks), `owned` (from `softmax`),
   `write_owned_rows`, `token_block`, `per_token_outputs`; and `replace` /
   `tagging_new_loops` to swap a composite for the results and record the plan.
 
@@ -35,9 +35,8 @@ import math
 
 from jaxlib.mlir import ir
 
-from gshard_op.passes import builders as b
-from gshard_op.passes.framework import ModulePass
-from gshard_op.passes.softmax_ir import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
+from gshard_op.ir import builders as b
+from gshard_op.ir.softmax import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
                                          owned, probability_cotangent, target_logits)
 
 MIN_VOCAB_CHUNK = 128
@@ -57,7 +56,7 @@ class ChunkPlan:
 
 
 def plan_chunks(num_tokens: int, num_classes: int, *, vocab_chunk: int = 0,
-                token_chunk: int = 0, memory_budget_mib: float = 32.0) -> ChunkPlan:
+                token_chunk: int = 0, memory_budget_mib: float) -> ChunkPlan:
   """Chunk sizes: the ones given, else the largest that keep the loop body's
   `[T, C]` float32 buffers within the (finite, positive) budget (power-of-two
   vocab chunks of at least 128 classes; tokens are split only when even that
@@ -72,34 +71,6 @@ def plan_chunks(num_tokens: int, num_classes: int, *, vocab_chunk: int = 0,
   if token_chunk <= 0 and tokens * vocab > budget:
     tokens = max(1, min(num_tokens, int(budget // vocab)))
   return ChunkPlan(token_chunk=tokens, vocab_chunk=vocab)
-
-
-@dataclasses.dataclass
-class ChunkingOptions(ModulePass):
-  """The loop-sizing options shared by the passes that emit chunked loops:
-  `vocab-chunk` and `token-chunk` (0: from the budget) and
-  `memory-budget-mib` (the loop body's `[T, C]` float32 buffers; finite)."""
-
-  vocab_chunk: int = 0
-  token_chunk: int = 0
-  memory_budget_mib: float = 32.0
-
-  def __post_init__(self):
-    if self.vocab_chunk < 0 or self.token_chunk < 0:
-      raise ValueError("vocab-chunk and token-chunk must be >= 0, got "
-                       f"{self.vocab_chunk} and {self.token_chunk}")
-    check_budget(self.memory_budget_mib)
-
-  def plan(self, num_tokens: int, num_classes: int, budget_share: float = 1.0) -> ChunkPlan:
-    return plan_chunks(num_tokens, num_classes, vocab_chunk=self.vocab_chunk,
-                       token_chunk=self.token_chunk,
-                       memory_budget_mib=self.memory_budget_mib * budget_share)
-
-
-def check_budget(memory_budget_mib: float) -> None:
-  """Raises ValueError unless the budget is a finite number of MiB > 0."""
-  if not (math.isfinite(memory_budget_mib) and memory_budget_mib > 0):
-    raise ValueError(f"memory-budget-mib must be finite and > 0, got {memory_budget_mib}")
 
 
 # --- loop bookkeeping ----------------------------------------------------------------

@@ -33,7 +33,7 @@ from jaxlib.mlir import ir
 
 from gshard_op.options import SoftmaxOptions
 from gshard_op.reference import smoothing_coefficients
-from gshard_op.passes import builders as b
+from gshard_op.ir import builders as b
 
 INT_MAX = int(np.iinfo(np.int32).max)
 INT_MIN = int(np.iinfo(np.int32).min)
@@ -56,7 +56,8 @@ class Softmax:
 
   @property
   def smoothing(self) -> tuple[float, float]:
-    """`(a, b)`: the target is `a * labels + b`."""
+    """`(label_scale, uniform)`: the target is `label_scale * labels + uniform`
+    (`1 - p` and `p / V` with label smoothing `p`, else 1 and 0)."""
     if self.options.label_smoothing_prob > 0:
       return smoothing_coefficients(self.num_classes, self.options)
     return 1.0, 0.0
@@ -95,10 +96,10 @@ class Softmax:
     return b.row_sum(b.convert(labels, b.f32()))
 
   def target_mass(self, label_mass: ir.Value) -> ir.Value:
-    """`Q`, the total mass of the smoothed target: `a * P + b * V`
+    """`Q`, the total mass of the smoothed target: `label_scale * P + uniform * V`
     (`reference.target_distribution` summed over the classes)."""
-    a, off = self.smoothing
-    return b.add(b.mul(label_mass, a), off * self.num_classes)
+    label_scale, uniform = self.smoothing
+    return b.add(b.mul(label_mass, label_scale), uniform * self.num_classes)
 
 
 def weighted_by(weight: ir.Value, v: ir.Value) -> ir.Value:
@@ -264,19 +265,19 @@ class OnlineStats:
   def finalize(self, sm: Softmax, label_mass: ir.Value) -> list[ir.Value]:
     """`[per_example_xent, per_example_argmax, logsumexp, logsumexp_squared]`.
 
-    With target `q = a * labels + b` and `P = label_mass` (`Softmax.label_mass`):
-    `xent = -sum(q * (z - lse)) = -(a * (t - lse * P) + b * (zsum - V * lse))`.
+    With target `q = label_scale * labels + uniform` and `P = label_mass` (`Softmax.label_mass`):
+    `xent = -sum(q * (z - lse)) = -(label_scale * (t - lse * P) + uniform * (zsum - V * lse))`.
     A zero target weight contributes 0 whatever it multiplies (as in
     `reference.cross_entropy`): `lse * P` is 0 for an out-of-range id even
     where `lse` is infinite, and `t` skips the classes with a zero target.
     """
     lse = b.add(shift(self.m), b.log(self.s))
-    a, off = sm.smoothing
+    label_scale, uniform = sm.smoothing
     xent = b.full(b.shape_of(lse), b.f32(), 0.0)
-    if a:
-      xent = b.mul(b.sub(weighted_by(label_mass, lse), self.t), a)
-    if off:
-      xent = b.sub(xent, b.mul(b.sub(self.zsum, b.mul(lse, float(sm.num_classes))), off))
+    if label_scale:
+      xent = b.mul(b.sub(weighted_by(label_mass, lse), self.t), label_scale)
+    if uniform:
+      xent = b.sub(xent, b.mul(b.sub(self.zsum, b.mul(lse, float(sm.num_classes))), uniform))
     return [xent, self.idx, lse, b.mul(lse, lse)]
 
 
@@ -310,18 +311,18 @@ def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
   (`reference.logits_cotangent`, then `transform_cotangent`).
 
   `dz = g_xent * (p * Q - q) + g_p * p` with `p = exp(z - lse)`, the target
-  `q = a * labels + b`, its mass `Q = Softmax.target_mass` and
+  `q = label_scale * labels + uniform`, its mass `Q = Softmax.target_mass` and
   `g_p = probability_cotangent(...)`; then back through clip and cap. Columns
   the chunk does not own get 0.
   """
   shape = b.shape_of(chunk.z)
   p = b.exp(b.sub(chunk.z, b.rows(lse, shape)))
-  a, off = sm.smoothing
+  label_scale, uniform = sm.smoothing
   q = chunk.target(sm)
-  if a != 1.0:
-    q = b.mul(q, a)
-  if off:
-    q = b.add(q, off)
+  if label_scale != 1.0:
+    q = b.mul(q, label_scale)
+  if uniform:
+    q = b.add(q, uniform)
   dz = b.add(b.mul(b.rows(g_xent, shape), b.sub(b.mul(p, b.rows(q_mass, shape)), q)),
              b.mul(b.rows(g_p, shape), p))
   dz = chunk.owned_or(dz, 0.0)
