@@ -17,6 +17,7 @@ failure, and report one JSON line that the tests below read. Scenarios:
 - `fsdp`: the same shape with the embedding sharded on M over "fsdp" and the
   tokens over both axes: gathered on M as dense XLA does, never on V, and no
   `[N_local, V]` tensor;
+- `vocab_and_model`: the embedding sharded on V and on M at once;
 - `export`: `jax.export` of the `auto_vocab` step, serialised and called;
 - `nnx`: a small LM whose embedding carries `nnx.with_partitioning(...,
   ("vocab", None))`, 10 optax steps under plain `nnx.jit`;
@@ -142,6 +143,26 @@ def scenario_fsdp(rng):
   _assert_tree_close(ours(x, e), dense(x, e), "fsdp plain jit vs dense reference")
   return {"temp_mib": _temp_mib(compiled), "all_gathers": _all_gathers(hlo),
           "dense_temp_mib": _temp_mib(dense.lower(x, e).compile())}
+
+
+def scenario_vocab_and_model(rng):
+  """The embedding sharded on V over "vocab" and on M over "data": gathered on
+  M (as FSDP), kept sharded on V."""
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  mesh = _auto_mesh(("data", "vocab"))
+  n, m, v = 512, 64, 4096
+  x, e, w, ids, c = _arrays(rng, n, m, v)
+  shardings = (NamedSharding(mesh, P("data", None)), NamedSharding(mesh, P("vocab", "data")))
+  ours = jax.jit(_step(w, ids, c, "composite"), in_shardings=shardings)
+  dense = jax.jit(_step(w, ids, c, "reference"), in_shardings=shardings)
+  hlo = ours.lower(x, e).compile().as_text()
+  assert not _has_v_row_gather(hlo, v), _all_gathers(hlo)
+  assert not re.search(rf"\[{v},{m}\]\S* all-gather", hlo), _all_gathers(hlo)
+  assert not re.search(rf"\[{n // 2},{v}\]", hlo), f"a [{n // 2}, {v}] tensor"
+  _assert_tree_close(ours(x, e), dense(x, e), "vocab+model plain jit vs dense reference")
+  return {"all_gathers": _all_gathers(hlo)}
 
 
 def scenario_export(rng):
