@@ -94,6 +94,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import gshard_op  # noqa: E402
 from gshard_op import functional  # noqa: E402
+from gshard_op._private import keras_trainer  # noqa: E402
 from gshard_op.functional import IMPLEMENTATIONS  # noqa: E402
 from gshard_op.options import for_layer_call, layer_options  # noqa: E402
 
@@ -278,7 +279,7 @@ class GShardJitTrainer:
                                 "(KERAS_NNX_ENABLED); use plain Keras on JAX")
     out_shardings = None
     if keras.distribution.distribution() is not None:  # as Keras's own trainer
-      trainable, non_trainable, optimizer, metrics = self._get_state_sharding_spec()
+      trainable, non_trainable, optimizer, metrics = keras_trainer.state_sharding_spec(self)
       state = ((trainable, non_trainable, optimizer, metrics) if with_optimizer
                else (trainable, non_trainable, metrics))
       out_shardings = (None, state)
@@ -291,16 +292,16 @@ class GShardJitTrainer:
       return
     if self.run_eagerly or not self.jit_compile:
       return super().make_train_function(force=force)
-    self.train_function = self._make_function(
-        self._gshard_jit(self.train_step, with_optimizer=True))
+    self.train_function = keras_trainer.make_function(
+        self, self._gshard_jit(self.train_step, with_optimizer=True))
 
   def make_test_function(self, force=False):
     if self.test_function is not None and not force:
       return
     if self.run_eagerly or not self.jit_compile:
       return super().make_test_function(force=force)
-    self.test_function = self._make_function(
-        self._gshard_jit(self.test_step, with_optimizer=False))
+    self.test_function = keras_trainer.make_function(
+        self, self._gshard_jit(self.test_step, with_optimizer=False))
 
 
 def lowered_train_step(model: keras.Model, x, y=None, sample_weight=None):
@@ -316,23 +317,11 @@ def lowered_train_step(model: keras.Model, x, y=None, sample_weight=None):
   if model.optimizer is None:
     raise ValueError("compile the model (model.compile(optimizer=...)) first")
   data = keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
-  model._symbolic_build(data_batch=data)  # what fit does before its first step
+  keras_trainer.symbolic_build(model, data)  # what fit does before its first step
   if not model.optimizer.built:
     model.optimizer.build(model.trainable_variables)
-  steps = []
-  make_function = model._make_function
-
-  def capture(step, *args, **kwargs):
-    steps.append(step)
-    return make_function(step, *args, **kwargs)
-
-  previous = model.train_function
-  model._make_function = capture
-  try:
+  with keras_trainer.capturing_steps(model) as steps:
     model.make_train_function(force=True)
-  finally:
-    del model._make_function
-    model.train_function = previous
   if not hasattr(steps[-1], "lower"):
     raise ValueError("the model's train step is not compiled (run_eagerly=True or "
                      "jit_compile=False)")

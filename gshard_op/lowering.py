@@ -29,20 +29,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
-import jax
+from gshard_op import budget
 # JAX has no public way to declare a configuration option; one that is part of
 # the trace context is the only switch that jax.jit's caches key on.
-from jax._src import config as jax_config
-
-from gshard_op import budget
+from gshard_op._private import jax_config
 
 MODES = ("chunked", "composite")
 
-_mode = jax_config.enum_state(
+_mode = jax_config.traced_enum(
     "gshard_op_lowering", MODES, "chunked",
     help="How gshard_op's primitives lower: 'chunked' loops that never build the "
-         "[tokens, classes] logits, or 'composite' for gshard_op's MLIR passes.",
-    include_in_jit_key=True, include_in_trace_context=True)
+         "[tokens, classes] logits, or 'composite' for gshard_op's MLIR passes.")
 
 
 def _check_budget(value):
@@ -50,13 +47,11 @@ def _check_budget(value):
   return None if value is None else budget.check(value)
 
 
-_budget = jax_config.State(
+_budget = jax_config.traced_float(
     "gshard_op_memory_budget_mib", None,
     "MiB of float32 [tokens, classes] chunk buffers the chunked lowering may keep live "
     "(None: 64 MiB on the CPU, 1/64 of an accelerator's memory).",
-    parser=_check_budget, include_in_jit_key=True, include_in_trace_context=True)
-jax.config.add_option("gshard_op_memory_budget_mib", _budget, float, meta_args=[],
-                      meta_kwargs={"help": _budget.__doc__})
+    parser=_check_budget)
 
 
 @dataclasses.dataclass(frozen=True)

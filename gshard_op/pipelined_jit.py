@@ -33,6 +33,7 @@ import jax
 from jaxlib.mlir import ir
 
 from gshard_op import passes
+from gshard_op._private import nnx_jit as private_nnx_jit
 from gshard_op.lowering import lowering
 from gshard_op.passes.pipelines import default_pipeline
 
@@ -216,13 +217,13 @@ def nnx_jit(fun: Callable | None = None, *, pipeline: str | None = None,
   from flax import nnx  # flax is needed only here
 
   pipeline = _pipeline(pipeline, memory_budget_mib)
-  wrapped = nnx.jit(fun, **nnx_jit_kwargs)
-  # nnx.jit keeps the jax.jit of its pure function as `jitted_fn` and calls
-  # only its __call__, lower, trace and eval_shape: Jitted provides the four.
-  wrapped.jitted_fn = Jitted(wrapped.jitted_fn, pipeline, fun=fun,
-                             static_argnums=nnx_jit_kwargs.get("static_argnums"),
-                             static_argnames=nnx_jit_kwargs.get("static_argnames"))
-  return wrapped
+  # nnx.jit's wrapper calls its inner jax.jit's __call__, lower, trace and
+  # eval_shape only: Jitted provides the four.
+  return private_nnx_jit.replace_inner_jit(
+      nnx.jit(fun, **nnx_jit_kwargs),
+      lambda inner: Jitted(inner, pipeline, fun=fun,
+                           static_argnums=nnx_jit_kwargs.get("static_argnums"),
+                           static_argnames=nnx_jit_kwargs.get("static_argnames")))
 
 
 __all__ = ["Jitted", "Lowered", "Traced", "jit", "nnx_jit", "rewrite"]

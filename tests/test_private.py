@@ -1,0 +1,190 @@
+"""The private APIs of JAX, Flax and Keras behind `gshard_op/_private/`.
+
+One test per private thing, checking that it exists with the signature and the
+behaviour gshard_op relies on, so that an upgrade that moves one fails here, by
+name, rather than somewhere in a lowering or a `fit`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from gshard_op._private import jax_config, nnx_jit  # noqa: E402
+
+
+def parameters(fn) -> list[str]:
+  return list(inspect.signature(fn).parameters)
+
+
+# --- jax._src.config -----------------------------------------------------------------------
+
+def test_jax_config_constructors_take_what_we_pass():
+  from jax._src import config
+  assert {"name", "enum_values", "default", "help", "include_in_jit_key",
+          "include_in_trace_context"} <= set(parameters(config.enum_state)), \
+      "jax._src.config.enum_state moved or changed"
+  assert {"name", "default", "help", "parser", "include_in_jit_key",
+          "include_in_trace_context"} <= set(parameters(config.State.__init__)), \
+      "jax._src.config.State moved or changed"
+  assert callable(jax.config.add_option), "jax.config.add_option is gone"
+
+
+@pytest.fixture(scope="module")
+def options():
+  """One option of each kind, made once per process (JAX refuses a name twice)."""
+  return (jax_config.traced_enum("gshard_op_test_private_mode", ("a", "b"), "a", help="a test"),
+          jax_config.traced_float("gshard_op_test_private_size", None, "a test",
+                                  parser=lambda v: None if v is None else float(v)))
+
+
+def test_jax_config_options_retrace_jit_when_they_change(options):
+  """What lowering.py needs: `.value`, a context manager, `jax.config.update`
+  for the float, and a change of either retraces a jitted function."""
+  mode, size = options
+  traces = []
+
+  @jax.jit
+  def f(x):
+    traces.append((mode.value, size.value))
+    return x + 1
+
+  f(jnp.ones(2))
+  assert traces == [("a", None)]
+  with mode("b"):
+    f(jnp.ones(2))
+  with size(2.0):
+    f(jnp.ones(2))
+  f(jnp.ones(2))  # back to the first: cached
+  assert traces == [("a", None), ("b", None), ("a", 2.0)]
+  jax.config.update("gshard_op_test_private_size", 3.0)
+  try:
+    assert size.value == 3.0
+    f(jnp.ones(2))
+    assert traces[-1] == ("a", 3.0)
+  finally:
+    jax.config.update("gshard_op_test_private_size", None)
+
+
+# The private names each module wraps, and the module that may use them.
+WRAPPED = {
+    "jax_config.py": ("from jax._src import config", "jax._src.config"),
+    "keras_trainer.py": ("._make_function", "._symbolic_build", "._get_state_sharding_spec"),
+    "nnx_jit.py": (".jitted_fn",),
+}
+
+
+def test_only_the_private_modules_touch_what_they_wrap():
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gshard_op")
+  for dirpath, _, filenames in os.walk(root):
+    if os.path.basename(dirpath) == "_private":
+      continue
+    for filename in filenames:
+      if not filename.endswith(".py"):
+        continue
+      with open(os.path.join(dirpath, filename)) as f:
+        source = f.read()
+      for module, names in WRAPPED.items():
+        for name in names:
+          assert name not in source, (f"{os.path.relpath(f.name, root)} uses {name}: go "
+                                      f"through gshard_op/_private/{module}")
+
+
+# --- nnx.jit's jitted_fn -------------------------------------------------------------------
+
+def test_nnx_jit_keeps_a_jax_jit_as_jitted_fn():
+  from flax import nnx
+  wrapped = nnx.jit(lambda m, x: m(x))
+  inner = nnx_jit.inner_jit(wrapped)
+  for method in nnx_jit.USED_METHODS:
+    assert callable(getattr(inner, method, None)), f"nnx.jit's jitted_fn has no {method}"
+
+
+def test_nnx_jit_calls_only_the_replaced_jitted_fn():
+  """Every entry of nnx.jit's wrapper (call, lower, trace, eval_shape) goes
+  through the replacement, and graph nodes are updated in place as usual."""
+  from flax import nnx
+
+  class Counter(nnx.Module):
+    def __init__(self):
+      self.count = nnx.BatchStat(jnp.zeros(()))
+
+    def __call__(self, x):
+      self.count[...] += 1
+      return x * 2
+
+  used = []
+
+  class Spy:
+    def __init__(self, inner):
+      self.inner = inner
+
+    def __getattr__(self, name):
+      used.append(name)
+      return getattr(self.inner, name)
+
+    def __call__(self, *args, **kwargs):
+      used.append("__call__")
+      return self.inner(*args, **kwargs)
+
+  wrapped = nnx_jit.replace_inner_jit(nnx.jit(lambda m, x: m(x)), Spy)
+  model, x = Counter(), jnp.ones(3)
+  np.testing.assert_array_equal(wrapped(model, x), 2 * np.ones(3))
+  assert int(model.count[...]) == 1  # the in-place update came back
+  wrapped.lower(model, x)
+  wrapped.trace(model, x)
+  wrapped.eval_shape(model, x)
+  assert set(nnx_jit.USED_METHODS) <= set(used), used
+  assert set(used) <= set(nnx_jit.USED_METHODS), f"nnx.jit now also uses {set(used)}"
+
+
+# --- Keras's JAX trainer ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def keras():
+  keras = pytest.importorskip("keras")
+  if keras.config.backend() != "jax":
+    pytest.skip("Keras runs on another backend here")
+  return keras
+
+
+def test_keras_trainer_internals_exist(keras):
+  from keras.src.backend.jax.trainer import JAXTrainer
+  assert parameters(JAXTrainer._make_function)[:2] == ["self", "step_function"], \
+      "JAXTrainer._make_function moved or changed"
+  assert "data_batch" in parameters(JAXTrainer._symbolic_build), \
+      "Trainer._symbolic_build moved or changed"
+  assert parameters(JAXTrainer._get_state_sharding_spec) == ["self"], \
+      "JAXTrainer._get_state_sharding_spec moved or changed"
+  assert issubclass(keras.Model, JAXTrainer)
+
+
+def test_keras_trainer_builds_and_captures_fit_steps(keras):
+  """`symbolic_build` builds a model from a batch; `make_train_function` goes
+  through `_make_function`, so `capturing_steps` sees the jitted step `fit`
+  runs; `state_sharding_spec` gives four lists of shardings."""
+  from gshard_op._private import keras_trainer
+  model = keras.Sequential([keras.layers.Dense(3)])
+  model.compile(optimizer="sgd", loss="mse")
+  data = keras.utils.pack_x_y_sample_weight(np.ones((4, 2), np.float32),
+                                            np.ones((4, 3), np.float32))
+  keras_trainer.symbolic_build(model, data)
+  assert model.built and len(model.trainable_variables) == 2
+  model.optimizer.build(model.trainable_variables)
+  before = model.train_function
+  with keras_trainer.capturing_steps(model) as steps:
+    model.make_train_function(force=True)
+  assert len(steps) == 1 and hasattr(steps[0], "lower"), steps
+  assert model.train_function is before
+  assert "_make_function" not in vars(model)
+  function = keras_trainer.make_function(model, steps[0])
+  assert callable(function)
+  shardings = keras_trainer.state_sharding_spec(model)
+  assert len(shardings) == 4 and len(shardings[0]) == 2
