@@ -35,7 +35,7 @@ blocks may be on a GPU or TPU is `passes/pallas.py`'s `on_chip_bytes`.
 
 Blocks never read out of bounds: the last block of an uneven split starts at
 `size - block` and masks what an earlier block already covered (the chunk
-pass's scheme, see `passes/chunk.py`), so every load has a static shape and no
+loops' scheme, see `gshard_op/ir/loops.py`), so every load has a static shape and no
 operand is padded. In the feature loop both operands' already-covered columns
 are zeroed: zeroing one alone would turn an infinite entry of the other into
 `0 * inf = NaN`. Overlapping programs write identical values.

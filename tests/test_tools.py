@@ -55,3 +55,20 @@ def test_bench_quick(tmp_path):
   # The lean baseline (optax's cross-entropy) computes the same loss and gradients.
   assert rows["lean"]["correct"], rows["lean"]["max_rel_error"]
   assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_command_line_wrappers_run_from_a_bare_checkout(tmp_path):
+  """`tools/gshard-opt` and `tools/gshard-run` run this checkout's code without
+  an install: `python -S` skips the `.pth` files, the editable install's among
+  them, so only the dependencies are importable (through PYTHONPATH)."""
+  import sysconfig
+  env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+  probe = subprocess.run([sys.executable, "-S", "-c", "import gshard_op"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True)
+  assert probe.returncode != 0, "gshard_op importable without the checkout: not a bare run"
+  for tool, expected in (("gshard-opt", "gshard-chunk-softmax"), ("gshard-run", "usage")):
+    args = ["--list-passes"] if tool == "gshard-opt" else ["--help"]
+    proc = subprocess.run([sys.executable, "-S", os.path.join(ROOT, "tools", tool), *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert expected in proc.stdout, proc.stdout[-2000:]
