@@ -13,17 +13,18 @@ import collections
 
 FORWARD = "gshard.shared_embedding_softmax"
 GRAD = "gshard.shared_embedding_softmax_grad"
-# Version 2 added the `precision` attribute; version 1 composites are read as
-# precision "DEFAULT" (what their matmuls had).
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# Version 2 added the `precision` attribute, version 3 `temperature`; older
+# composites are read with the value their math had (`ADDED`).
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 # Float attributes (f64), then the one bool attribute.
 FLOAT_ATTRIBUTES = ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
-                    "label_smoothing_prob", "logit_scale")
+                    "label_smoothing_prob", "logit_scale", "temperature")
 BOOL_ATTRIBUTES = ("use_tgt_labels_size_as_loss_denominator",)
-# String attributes, and the version that introduced them.
-STRING_ATTRIBUTES = {"precision": 2}
+STRING_ATTRIBUTES = ("precision",)
+# Attributes a later version added: (that version, the value before it).
+ADDED = {"precision": (2, "DEFAULT"), "temperature": (3, 1.0)}
 
 FORWARD_OPERANDS = ("x", "embedding", "labels")
 FORWARD_RESULTS = ("per_example_xent", "per_example_argmax", "logsumexp",

@@ -145,7 +145,8 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
                              logits_abs_max=0.0, z_loss_weight=0.0,
                              label_smoothing_prob=0.0,
                              use_tgt_labels_size_as_loss_denominator=True,
-                             precision=None, options: SoftmaxOptions | None = None,
+                             precision=None, temperature=1.0,
+                             options: SoftmaxOptions | None = None,
                              implementation="composite") -> SoftmaxOutput:
   """Logits, softmax cross-entropy and z-loss of a shared embedding (Praxis semantics).
 
@@ -162,8 +163,10 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
       deterministically (evaluation).
     precision: of the op's matmuls, as `jax.lax.Precision` names it; None
       follows `jax.default_matmul_precision`, as a dense `jnp.dot` does.
+    temperature: `T > 0`; the logits become `z / T` after the cap and the
+      clip, for every field (the argmax is unchanged).
     options: all the options above as one `SoftmaxOptions`, instead of the
-      keywords (`soft_cap_logits` ... `precision`); giving both is an error.
+      keywords (`soft_cap_logits` ... `temperature`); giving both is an error.
     implementation: "composite" (the primitive, rewritten by `gshard_op.jit`'s
       passes) or "reference" (the dense math, differentiated by JAX itself).
 
@@ -182,7 +185,7 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
       options, soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
       z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
       use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
-      precision=precision).with_default_precision()
+      precision=precision, temperature=temperature).with_default_precision()
   num_classes, in_features = embedding.shape
   batch = inputs.shape[:-1]
   labels = _flat_labels(inputs, num_classes, class_ids, class_probabilities)

@@ -17,8 +17,8 @@ import numpy as np
 class SoftmaxOptions:
   """Static options of one shared-embedding softmax.
 
-  Each float option is finite, >= 0 and representable in float32 (the
-  softmax math is float32: 1e39 there is inf, 1e-46 is 0).
+  Each float option is finite, >= 0 (the temperature > 0) and representable
+  in float32 (the softmax math is float32: 1e39 there is inf, 1e-46 is 0).
 
   Attributes:
     soft_cap_logits: if > 0, logits become `cap * tanh(logits / cap)`.
@@ -28,6 +28,9 @@ class SoftmaxOptions:
       `p/V` elsewhere. The layer passes 0 when it is deterministic (evaluation).
     use_tgt_labels_size_as_loss_denominator: the loss denominator is the number
       of class weights (True) or their sum (False).
+    temperature: `T`; the logits become `z / T` after the cap and the clip, for
+      every field (cross-entropy, log-probs, z-loss on the tempered logsumexp;
+      the argmax is unchanged). 1 leaves them as they are.
     precision: of every matmul of the op, as `jax.lax.Precision` names it
       ("default", "high", "highest", or the aliases "bfloat16",
       "tensorfloat32", "float32"); stored as the enum's name. None follows
@@ -41,10 +44,11 @@ class SoftmaxOptions:
   label_smoothing_prob: float = 0.0
   use_tgt_labels_size_as_loss_denominator: bool = True
   precision: str | None = None
+  temperature: float = 1.0
 
   def __post_init__(self):
     for name in ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
-                 "label_smoothing_prob"):
+                 "label_smoothing_prob", "temperature"):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a Python float, got {value!r}")
@@ -60,6 +64,8 @@ class SoftmaxOptions:
         raise ValueError(f"{name} = {value!r} is not representable in float32, where the "
                          "softmax math runs (it would become inf or 0)")
       object.__setattr__(self, name, value)
+    if self.temperature == 0:
+      raise ValueError("temperature must be finite and > 0, got 0.0")
     if self.label_smoothing_prob > 1:
       raise ValueError("label_smoothing_prob must be in [0, 1], got "
                        f"{self.label_smoothing_prob!r}")

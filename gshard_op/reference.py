@@ -31,7 +31,7 @@ def raw_logits(x: jax.Array, embedding: jax.Array, precision=None) -> jax.Array:
                     preferred_element_type=F32)
 
 
-def transform_logits(z: jax.Array, opts: SoftmaxOptions) -> jax.Array:
+def cap_and_clip(z: jax.Array, opts: SoftmaxOptions) -> jax.Array:
   """Soft cap, then absolute clip, each only when set (Praxis order)."""
   if opts.soft_cap_logits > 0:
     cap = opts.soft_cap_logits
@@ -41,12 +41,24 @@ def transform_logits(z: jax.Array, opts: SoftmaxOptions) -> jax.Array:
   return z
 
 
+def transform_logits(z: jax.Array, opts: SoftmaxOptions) -> jax.Array:
+  """The logits the softmax sees: `cap_and_clip(z) / temperature`."""
+  z = cap_and_clip(z, opts)
+  return z / opts.temperature if opts.temperature != 1.0 else z
+
+
 def transform_logits_vjp(z_raw: jax.Array, z: jax.Array, dz: jax.Array,
                          opts: SoftmaxOptions) -> jax.Array:
   """Pulls a cotangent of `z = transform_logits(z_raw)` back to `z_raw`.
 
-  `|z| < abs_max` holds exactly where the clip passed its input through.
+  `|c| < abs_max` holds exactly where the clip passed its input through, `c`
+  the clip's output: `z` itself at temperature 1, recomputed otherwise (`z *
+  T` need not round back to it).
   """
+  if opts.temperature != 1.0:
+    dz = dz / opts.temperature
+    if opts.logits_abs_max > 0:
+      z = cap_and_clip(z_raw, opts)
   if opts.logits_abs_max > 0:
     dz = jnp.where(jnp.abs(z) < opts.logits_abs_max, dz, 0.0)
   if opts.soft_cap_logits > 0:

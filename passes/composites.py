@@ -108,19 +108,22 @@ def match(op: ir.Operation) -> SoftmaxComposite:
                            f"understands versions {', '.join(map(str, contract.READABLE_VERSIONS))}")
   _op_attribute(op, "decomposition", ir.FlatSymbolRefAttr, "a symbol reference")
   attrs = _op_attribute(op, "composite_attributes", ir.DictAttr, "a dictionary")
-  values = {k: _attribute(op, attrs, k, ir.FloatAttr, "an f64 float")
-            for k in contract.FLOAT_ATTRIBUTES}
-  flags = {k: _attribute(op, attrs, k, ir.BoolAttr, "a bool") for k in contract.BOOL_ATTRIBUTES}
-  # Version 1 predates the precision attribute: its matmuls were DEFAULT.
-  strings = {k: _attribute(op, attrs, k, ir.StringAttr, "a string") if version >= since
-             else "DEFAULT" for k, since in contract.STRING_ATTRIBUTES.items()}
+  def read(key, kind, what):
+    # An attribute a later version added has, in an older composite, the value
+    # the older math had (precision DEFAULT, temperature 1).
+    added_in, before = contract.ADDED.get(key, (0, None))
+    return _attribute(op, attrs, key, kind, what) if version >= added_in else before
+
+  values = {k: read(k, ir.FloatAttr, "an f64 float") for k in contract.FLOAT_ATTRIBUTES}
+  flags = {k: read(k, ir.BoolAttr, "a bool") for k in contract.BOOL_ATTRIBUTES}
+  strings = {k: read(k, ir.StringAttr, "a string") for k in contract.STRING_ATTRIBUTES}
   try:
     options = SoftmaxOptions(
         soft_cap_logits=values["soft_cap_logits"], logits_abs_max=values["logits_abs_max"],
         z_loss_weight=values["z_loss_weight"],
         label_smoothing_prob=values["label_smoothing_prob"],
         use_tgt_labels_size_as_loss_denominator=flags["use_tgt_labels_size_as_loss_denominator"],
-        precision=strings["precision"])
+        precision=strings["precision"], temperature=values["temperature"])
   except (TypeError, ValueError) as e:
     raise RewriteError(op, f"bad composite_attributes: {e}") from None
 

@@ -84,6 +84,9 @@ OPTION_SETS = {
     "everything": dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1,
                        label_smoothing_prob=0.2,
                        use_tgt_labels_size_as_loss_denominator=False),
+    # The logits divided by a temperature after the cap and the clip.
+    "tempered": dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1,
+                     label_smoothing_prob=0.2, temperature=0.7),
 }
 
 LABEL_KINDS = ("ids", "ids_flat", "ids_out_of_range", "probs", "probs_unnormalized")

@@ -32,6 +32,7 @@ class Options:
   z_loss_weight: float = 0.0
   label_smoothing_prob: float = 0.0
   use_tgt_labels_size_as_loss_denominator: bool = True
+  temperature: float = 1.0
 
 
 def as_f64(a) -> np.ndarray:
@@ -57,11 +58,11 @@ def capped_logits(raw, opts: Options) -> np.ndarray:
 
 
 def final_logits(raw, opts: Options) -> np.ndarray:
-  """Soft cap, then absolute clip, each only when set."""
+  """Soft cap, then absolute clip, each only when set; then `/ temperature`."""
   z = capped_logits(raw, opts)
   if opts.logits_abs_max > 0:
     z = np.clip(z, -opts.logits_abs_max, opts.logits_abs_max)
-  return z
+  return z / opts.temperature
 
 
 def logsumexp(z) -> np.ndarray:
@@ -174,6 +175,7 @@ def backward(inputs, embedding, class_ids=None, class_probabilities=None,
   if g_log_probs is not None:
     g = np.asarray(g_log_probs, F64)
     dz += g - p * np.sum(g, axis=-1, keepdims=True)
+  dz = dz / opts.temperature
   if opts.logits_abs_max > 0:
     capped = capped_logits(raw, opts)
     dz = np.where(np.abs(capped) < opts.logits_abs_max, dz, 0.0)

@@ -36,7 +36,7 @@ from gshard_op import contract
 FORWARD, GRAD = "gshard.shared_embedding_softmax", "gshard.shared_embedding_softmax_grad"
 
 OPTION_KEYS = ("soft_cap_logits", "logits_abs_max", "z_loss_weight", "label_smoothing_prob",
-               "use_tgt_labels_size_as_loss_denominator")
+               "use_tgt_labels_size_as_loss_denominator", "temperature")
 
 
 @pytest.fixture(autouse=True)
@@ -112,7 +112,7 @@ def expected_attributes(options: dict, in_features: int) -> dict:
 
 def check_composite(c, name, options, in_features, in_types, out_types, text):
   assert c["name"] == name
-  assert c["version"] == 2 == contract.VERSION
+  assert c["version"] == 3 == contract.VERSION
   attrs = c["attrs"]
   assert set(attrs) == set(OPTION_KEYS) | {"logit_scale", "precision"}, sorted(attrs)
   # No precision asked for, none configured: DEFAULT, as a dense jnp.dot's.

@@ -33,7 +33,8 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICES = 8
 OPTIONS = dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1,
-               label_smoothing_prob=0.1, use_tgt_labels_size_as_loss_denominator=False)
+               label_smoothing_prob=0.1, use_tgt_labels_size_as_loss_denominator=False,
+               temperature=0.7)
 # name: (Explicit axes?, 2x4 "data"/"model" mesh (else 8 "model")?, labels, operands
 # left as host NumPy arrays instead of being placed on the mesh).
 SCENARIOS = {

@@ -66,8 +66,8 @@ class Softmax:
     """`x * M**-0.5` in x's dtype (once, before any loop)."""
     return b.mul(x, self.logit_scale)
 
-  def transform(self, z_raw: ir.Value) -> ir.Value:
-    """Soft cap, then clip: `reference.transform_logits`."""
+  def cap_and_clip(self, z_raw: ir.Value) -> ir.Value:
+    """Soft cap, then clip: `reference.cap_and_clip`."""
     z = z_raw
     if self.options.soft_cap_logits > 0:
       cap = self.options.soft_cap_logits
@@ -77,9 +77,20 @@ class Softmax:
       z = b.clamp(-bound, z, bound)
     return z
 
+  def transform(self, z_raw: ir.Value) -> ir.Value:
+    """The logits the softmax sees, `cap_and_clip(z_raw) / temperature`:
+    `reference.transform_logits`."""
+    z = self.cap_and_clip(z_raw)
+    return b.div(z, self.options.temperature) if self.options.temperature != 1.0 else z
+
   def transform_cotangent(self, z_raw: ir.Value, z: ir.Value, dz: ir.Value) -> ir.Value:
-    """`reference.transform_logits_vjp`: through the clip (`|z| < abs_max` holds
-    exactly where the clip passed its input through), then the cap."""
+    """`reference.transform_logits_vjp`: through the temperature, the clip
+    (`|c| < abs_max` holds exactly where the clip passed its input through, `c`
+    its output: `z` at temperature 1, else recomputed), then the cap."""
+    if self.options.temperature != 1.0:
+      dz = b.div(dz, self.options.temperature)
+      if self.options.logits_abs_max > 0:
+        z = self.cap_and_clip(z_raw)
     if self.options.logits_abs_max > 0:
       dz = b.select(b.compare(b.abs_(z), self.options.logits_abs_max, "LT"), dz, 0.0)
     if self.options.soft_cap_logits > 0:
