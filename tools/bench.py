@@ -75,17 +75,14 @@ class Mode:
 
 
 # --- the modes: one line each --------------------------------------------------
+# gshard-chunk-softmax after the fuse pass rewrites whatever it left alone.
 MODES = [
     Mode("speed", default_pipeline()),                          # what gshard_op.jit runs
     Mode("memory", f"{CHUNK}{{memory-budget-mib=4}},{CLEANUP}"),  # recompute, small chunks
+    Mode("fused", f"{FUSE},{CHUNK},{CLEANUP}"),  # the fuse pass's own defaults
+    Mode("fused-bf16acc", f"{FUSE}{{accumulate-bf16=true}},{CHUNK},{CLEANUP}", tol=5e-2),
+    Mode("fused-4mib", f"{FUSE}{{memory-budget-mib=4}},{CHUNK},{CLEANUP}"),
 ]
-if FUSE in passes.REGISTRY:
-  # gshard-chunk-softmax after the fuse pass rewrites whatever it left alone.
-  MODES += [
-      Mode("fused", f"{FUSE},{CHUNK},{CLEANUP}"),  # the fuse pass's own defaults
-      Mode("fused-bf16acc", f"{FUSE}{{accumulate-bf16=true}},{CHUNK},{CLEANUP}", tol=5e-2),
-      Mode("fused-4mib", f"{FUSE}{{memory-budget-mib=4}},{CHUNK},{CLEANUP}"),
-  ]
 # gshard-shard-vocab only acts on an embedding sharded over a mesh of several
 # devices; on one device the default pipeline (speed) runs it as a no-op.
 
@@ -217,6 +214,11 @@ def check(cand: Candidate, out, ref, dtype_name: str) -> None:
 
 
 # --- one shape ---------------------------------------------------------------------
+
+def log(text, end="\n"):
+  """Progress, on stderr (the tables go to stdout)."""
+  print(text, end=end, file=sys.stderr, flush=True)
+
 
 def bench_shape(shape, dtype, repeats: int, modes: list[Mode], log) -> dict:
   n, m, v = shape
@@ -569,9 +571,6 @@ def print_torch_table(result: dict) -> None:
 def torch_main(shapes, dtype_name: str, repeats: int, out_dir: str) -> int:
   import torch
 
-  def log(text, end="\n"):
-    print(text, end=end, file=sys.stderr, flush=True)
-
   print(f"torch {torch.__version__}, jax {jax.__version__} on {jax.default_backend()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; dtype {dtype_name}; "
         f"{repeats} interleaved rounds after 1 warm-up")
@@ -625,7 +624,8 @@ def select_modes(names: str | None, extra: list[str]) -> list[Mode]:
   return modes
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
+  """The options, the backend's defaults filled in: `(args, shapes, dtype name, repeats)`."""
   backend = jax.default_backend()
   shapes_default, dtype_default, repeats_default = DEFAULT_SHAPES.get(backend, DEFAULT_SHAPES["cpu"])
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -657,39 +657,67 @@ def main(argv=None) -> int:
   elif args.torch or args.torch_memory:
     shapes_default = TORCH_SHAPES
   shapes = args.shapes or parse_shapes(shapes_default)
-  dtype_name = args.dtype or dtype_default
   repeats = args.repeats or (QUICK[1] if args.quick else repeats_default)
-  if args.torch_memory:
-    return torch_memory_worker(args.torch_memory, shapes[0], dtype_name)
-  if args.torch:
-    return torch_main(shapes, dtype_name, repeats, args.out)
-  modes = select_modes(args.modes, args.pipeline)
-  for md in modes:  # a typo fails here, before any compile
+  return args, shapes, args.dtype or dtype_default, repeats
+
+
+def checked_modes(names: str | None, extra: list[str]) -> list[Mode]:
+  """`select_modes`, each pipeline parsed: a typo fails here, before any compile."""
+  modes = select_modes(names, extra)
+  for md in modes:
     try:
       passes.parse_pipeline(md.pipeline)
     except passes.PipelineError as e:
       raise SystemExit(f"mode {md.name!r}: {e}") from None
+  return modes
 
-  device = jax.devices()[0]
-  load_start = os.getloadavg()
-  print(f"jax {jax.__version__} on {backend} ({device.device_kind}, {os.cpu_count()} CPUs, "
-        f"load average {load_start[0]:.1f}); "
-        f"dtype {dtype_name}; {repeats} interleaved rounds after 1 warm-up; "
-        f"modes {[md.name for md in modes]}")
 
-  def log(text, end="\n"):
-    print(text, end=end, file=sys.stderr, flush=True)
-
-  t0 = time.perf_counter()
+def bench_shapes(shapes, dtype_name: str, repeats: int, modes: list[Mode]) -> list[dict]:
+  """Every shape's results, each table printed as soon as it is measured."""
   results = []
   for shape in shapes:
     log(f"{'x'.join(map(str, shape))} {dtype_name}")
     res = bench_shape(shape, jnp.dtype(dtype_name), repeats, modes, log)
     results.append(res)
     print_table(res)
+  return results
+
+
+def write_outputs(out_dir: str, summary: dict, plot_it: bool) -> str:
+  """Writes bench.json (and bench.png); returns what was written, in words."""
+  os.makedirs(out_dir, exist_ok=True)
+  json_path = os.path.join(out_dir, "bench.json")
+  with open(json_path, "w") as f:
+    json.dump(summary, f, indent=1)
+  png_path = os.path.join(out_dir, "bench.png")
+  wrote_png = plot_it and plot(summary["results"], png_path)
+  return json_path + (f" and {png_path}" if wrote_png else "")
+
+
+def failures(results: list[dict]) -> list:
+  """`(shape, mode)` of every row that failed to build or to match dense."""
+  return [(res["shape"], r["mode"]) for res in results for r in res["rows"]
+          if r["error"] or r["correct"] is False]
+
+
+def main(argv=None) -> int:
+  args, shapes, dtype_name, repeats = parse_args(argv)
+  if args.torch_memory:
+    return torch_memory_worker(args.torch_memory, shapes[0], dtype_name)
+  if args.torch:
+    return torch_main(shapes, dtype_name, repeats, args.out)
+  modes = checked_modes(args.modes, args.pipeline)
+
+  backend, device = jax.default_backend(), jax.devices()[0]
+  load_start = os.getloadavg()
+  print(f"jax {jax.__version__} on {backend} ({device.device_kind}, {os.cpu_count()} CPUs, "
+        f"load average {load_start[0]:.1f}); "
+        f"dtype {dtype_name}; {repeats} interleaved rounds after 1 warm-up; "
+        f"modes {[md.name for md in modes]}")
+  t0 = time.perf_counter()
+  results = bench_shapes(shapes, dtype_name, repeats, modes)
   wall = time.perf_counter() - t0
 
-  os.makedirs(args.out, exist_ok=True)
   summary = {
       "jax_version": jax.__version__, "jaxlib_version": jaxlib.__version__,
       "backend": backend, "device_kind": device.device_kind, "cpu_count": os.cpu_count(),
@@ -701,18 +729,10 @@ def main(argv=None) -> int:
       "load_average": {"start": load_start[0], "end": os.getloadavg()[0]},
       "results": results,
   }
-  json_path = os.path.join(args.out, "bench.json")
-  with open(json_path, "w") as f:
-    json.dump(summary, f, indent=1)
-  png_path = os.path.join(args.out, "bench.png")
-  wrote_png = not args.no_plot and plot(results, png_path)
-  print(f"\nwrote {json_path}" + (f" and {png_path}" if wrote_png else "")
-        + f" ({wall:.0f} s; load average {load_start[0]:.1f} -> {os.getloadavg()[0]:.1f} "
-        f"on {os.cpu_count()} CPUs)")
-
-  bad = [(res["shape"], r["mode"]) for res in results for r in res["rows"]
-         if r["error"] or r["correct"] is False]
-  if bad:
+  written = write_outputs(args.out, summary, plot_it=not args.no_plot)
+  print(f"\nwrote {written} ({wall:.0f} s; load average {load_start[0]:.1f} -> "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+  if bad := failures(results):
     print(f"FAILED: {bad}")
     return 1
   return 0

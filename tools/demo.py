@@ -225,7 +225,14 @@ def temp_mib(compiled) -> float:
 
 # --- main ----------------------------------------------------------------------------
 
-def main(argv=None) -> int:
+# The same model and step three ways: dense reference and the op under plain
+# nnx.jit (the chunked lowering), and the op under gshard_op.nnx_jit.
+DENSE, CHUNKED, PASSES = ("nnx.jit, dense reference", "nnx.jit, the op (chunked lowering)",
+                          "gshard_op.nnx_jit (passes)")
+
+
+def parse_args(argv):
+  """The options, with `--quick`'s or the full run's defaults filled in."""
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
   ap.add_argument("--vocab", type=int, default=None, help="vocabulary size (default 32768)")
@@ -245,44 +252,44 @@ def main(argv=None) -> int:
   args.seq = args.seq or (32 if quick else 64)
   args.dim = args.dim or (32 if quick else 128)
   args.hidden = 2 * args.dim
-  max_files = 120 if quick else None
-  log_every = 5 if quick else 50
-  t_start = time.perf_counter()
+  args.max_files = 120 if quick else None
+  args.log_every = 5 if quick else 50
+  return args
 
-  # Data.
+
+def prepare_corpus(args):
+  """`(vocab, train ids, held-out ids)`, described on stdout."""
   t0 = time.perf_counter()
-  vocab, train_ids, held_ids, n_files = load_corpus(args.vocab, max_files)
+  vocab, train_ids, held_ids, n_files = load_corpus(args.vocab, args.max_files)
   print(f"corpus: {n_files} stdlib .py files under {sysconfig.get_paths()['stdlib']}: "
         f"{len(train_ids):,} train / {len(held_ids):,} held-out tokens; vocabulary "
         f"{len(vocab):,} (covers {vocab.coverage:.1%} of train tokens) "
         f"[{time.perf_counter() - t0:.1f} s]")
   print(f"  most frequent: {vocab.tokens[1:13]}")
+  return vocab, train_ids, held_ids
 
-  # The same model and step three ways: dense reference and the op under
-  # plain nnx.jit (the chunked lowering), and the op under gshard_op.nnx_jit.
-  t0 = time.perf_counter()
-  model, optimizer, step = make_training(
-      args, len(vocab), "composite",
-      gshard_op.nnx_jit(pipeline=args.pipeline) if args.pipeline else gshard_op.nnx_jit)
-  n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  print(f"model: vocab V={len(vocab)}, width M={args.dim}, {n_params:,} parameters "
-        f"({len(vocab) * args.dim:,} in the shared embedding); batch {args.batch}x{args.seq} "
+
+def make_routes(args, vocab_size: int) -> dict:
+  """`{route: (model, optimizer, step)}`, the three routes from the same seed;
+  the model is described on stdout."""
+  jit = gshard_op.nnx_jit(pipeline=args.pipeline) if args.pipeline else gshard_op.nnx_jit
+  ours = make_training(args, vocab_size, "composite", jit)
+  n_params = sum(x.size for x in jax.tree.leaves(nnx.state(ours[0], nnx.Param)))
+  print(f"model: vocab V={vocab_size}, width M={args.dim}, {n_params:,} parameters "
+        f"({vocab_size * args.dim:,} in the shared embedding); batch {args.batch}x{args.seq} "
         f"= {args.batch * args.seq} tokens; optax.adam lr {args.lr}; seed {args.seed}")
-  data_rng = np.random.default_rng(args.seed)
-  first = sample_batch(data_rng, train_ids, args.batch, args.seq)
-  routes = {
-      "nnx.jit, dense reference": make_training(args, len(vocab), "reference", nnx.jit),
-      "nnx.jit, the op (chunked lowering)": make_training(args, len(vocab), "composite",
-                                                          nnx.jit),
-      "gshard_op.nnx_jit (passes)": (model, optimizer, step),
-  }
-  compiled = {name: compile_step(s, m, o, first) for name, (m, o, s) in routes.items()}
-  with gshard_op.lowering("composite"):
-    before_text = nnx.jit(train_step).lower(model, optimizer, first).lowered.as_text()
-  after_text = compiled["gshard_op.nnx_jit (passes)"][0].as_text()
-  evaluate = nnx.jit(eval_step)
-  print(f"compiled the train step three ways [{time.perf_counter() - t0:.1f} s]")
+  return {DENSE: make_training(args, vocab_size, "reference", nnx.jit),
+          CHUNKED: make_training(args, vocab_size, "composite", nnx.jit),
+          PASSES: ours}
 
+
+def show_pipeline(routes: dict, compiled: dict, tokens) -> int:
+  """Prints the composites gshard_op.nnx_jit traces and the loops its pipeline
+  makes of them; returns the number of composites left."""
+  model, optimizer, step = routes[PASSES]
+  with gshard_op.lowering("composite"):
+    before_text = nnx.jit(train_step).lower(model, optimizer, tokens).lowered.as_text()
+  after_text = compiled[PASSES][0].as_text()
   print("\nStableHLO before the pipeline (the op as composites, as gshard_op.nnx_jit traces it):")
   composites = ir_lines(before_text, "stablehlo.composite", '"gshard.')
   for ln in composites:
@@ -294,26 +301,25 @@ def main(argv=None) -> int:
   left = len(ir_lines(after_text, "stablehlo.composite"))
   print(f"  ({len(composites)} composites -> {len(loops)} while loop(s) tagged gshard.plan; "
         f"{left} composites left)")
+  return left
 
+
+def show_memory(compiled: dict) -> None:
   print("\ntrain step temp memory (compiled.memory_analysis().temp_size_in_bytes):")
-  dense_mib = temp_mib(compiled["nnx.jit, dense reference"][1])
+  dense_mib = temp_mib(compiled[DENSE][1])
   for name, (_, c) in compiled.items():
     mib = temp_mib(c)
     print(f"  {name:<36}: {mib:8.1f} MiB   ({dense_mib / mib:5.1f}x less than dense)")
 
-  eval_batches = [sample_batch(np.random.default_rng(args.seed + 1), held_ids, args.batch,
-                               args.seq) for _ in range(4)]
 
-  def held_out_loss(m):
-    return float(np.mean([evaluate(m, b) for b in eval_batches]))
-
-  held_before = held_out_loss(model)
-  # Step 1 on the same weights and batch, every route: the losses agree.
+def train(args, routes: dict, first, data_rng, train_ids):
+  """Step 1 on every route (same weights, same batch), then the other steps on
+  gshard_op.nnx_jit's; returns `(step-1 losses, loss curve, seconds)`, the curve
+  None when a loss is not finite."""
   first_losses = {name: float(s(m, o, first)) for name, (m, o, s) in routes.items()}
-  ref_loss = first_losses["nnx.jit, dense reference"]
-
+  model, optimizer, step = routes[PASSES]
   print(f"\ntraining {args.steps} steps:", flush=True)
-  losses = [first_losses["gshard_op.nnx_jit (passes)"]]
+  losses = [first_losses[PASSES]]
   progress = Progress(args.steps)
   progress.update(1, losses[0])
   t0 = time.perf_counter()
@@ -323,21 +329,55 @@ def main(argv=None) -> int:
     if not math.isfinite(losses[-1]):
       progress.close()
       print(f"loss is {losses[-1]} at step {i}")
-      return 1
+      return first_losses, None, None
     progress.update(i, losses[-1])
   progress.close()
-  train_s = time.perf_counter() - t0
-  held_after = held_out_loss(model)
+  return first_losses, losses, time.perf_counter() - t0
 
-  rel = max(abs(v - ref_loss) / abs(ref_loss) for v in first_losses.values())
-  print("step 1 loss: " + ", ".join(f"{name} {v:.6f}" for name, v in first_losses.items())
-        + f" (max rel diff {rel:.1e})")
-  print(f"loss curve (uniform guess: ln V = {math.log(len(vocab)):.3f}):")
+
+def print_curve(args, losses: list[float], vocab_size: int) -> None:
+  log_every = args.log_every
+  print(f"loss curve (uniform guess: ln V = {math.log(vocab_size):.3f}):")
   print(f"  {'step':>6}  {'loss':>8}  {'mean of last ' + str(log_every):>16}")
   marks = sorted({1, *range(log_every, args.steps + 1, log_every), args.steps})
   for s in marks:
     window = losses[max(0, s - log_every):s]
     print(f"  {s:>6}  {losses[s - 1]:8.4f}  {np.mean(window):16.4f}")
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  t_start = time.perf_counter()
+  vocab, train_ids, held_ids = prepare_corpus(args)
+
+  t0 = time.perf_counter()
+  routes = make_routes(args, len(vocab))
+  data_rng = np.random.default_rng(args.seed)
+  first = sample_batch(data_rng, train_ids, args.batch, args.seq)
+  compiled = {name: compile_step(s, m, o, first) for name, (m, o, s) in routes.items()}
+  print(f"compiled the train step three ways [{time.perf_counter() - t0:.1f} s]")
+  left = show_pipeline(routes, compiled, first)
+  show_memory(compiled)
+
+  evaluate = nnx.jit(eval_step)
+  eval_batches = [sample_batch(np.random.default_rng(args.seed + 1), held_ids, args.batch,
+                               args.seq) for _ in range(4)]
+
+  def held_out_loss(m):
+    return float(np.mean([evaluate(m, b) for b in eval_batches]))
+
+  model = routes[PASSES][0]
+  held_before = held_out_loss(model)
+  first_losses, losses, train_s = train(args, routes, first, data_rng, train_ids)
+  if losses is None:
+    return 1
+  held_after = held_out_loss(model)
+
+  ref_loss = first_losses[DENSE]
+  rel = max(abs(v - ref_loss) / abs(ref_loss) for v in first_losses.values())
+  print("step 1 loss: " + ", ".join(f"{name} {v:.6f}" for name, v in first_losses.items())
+        + f" (max rel diff {rel:.1e})")
+  print_curve(args, losses, len(vocab))
   print(f"held-out loss: {held_before:.4f} before -> {held_after:.4f} after training")
   print(f"trained {args.steps} steps in {train_s:.1f} s "
         f"({train_s / max(1, args.steps - 1) * 1e3:.0f} ms/step);"
