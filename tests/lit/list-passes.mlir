@@ -8,7 +8,7 @@
 // CHECK:         gshard-chunk-softmax  {{.+}}
 // CHECK-NEXT:        vocab-chunk={{[0-9]+}}  (int)  0: automatic
 // CHECK-NEXT:        token-chunk={{[0-9]+}}  (int)  0: automatic
-// CHECK-NEXT:        memory-budget-mib={{[0-9.]+}}  (float)  default pipeline: 64.0
+// CHECK-NEXT:        memory-budget-mib=0.0  (float)  0: automatic (here 64.0 MiB)
 // CHECK:         gshard-inline  Replace gshard composites by calls to their decomposition
 // CHECK-NEXT:        (no options)
 // CHECK:       0 means automatic: chunk and token-block sizes come from memory-budget-mib,
