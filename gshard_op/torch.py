@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import math
 import os
 import warnings
@@ -159,8 +160,7 @@ def _jax_fields(x, embedding, ids, probs, weights, config: _Config):
     weights = jnp.where(keep, weights, 0.0)
     ids = jnp.where(keep, ids, -1)
   options = dataclasses.replace(config.options, use_tgt_labels_size_as_loss_denominator=True)
-  out = _jax_softmax(x, embedding, weights[:, None], ids, probs,
-                     **dataclasses.asdict(options))
+  out = _jax_softmax(x, embedding, weights[:, None], ids, probs, options=options)
   xent = out.per_example_xent
   if keep is not None:
     xent = jnp.where(keep, xent, jnp.zeros((), xent.dtype))
@@ -271,43 +271,32 @@ def _to_torch(arrays, inputs) -> list[Tensor]:
   return out
 
 
-# The ops' schemas take primitive types only, so a call's `_Config` crosses
-# into them as these arguments (the options' fields in their order, then
-# `ignore_index` and `return_logits`), and back out through `_config`. A
-# `precision` of None crosses as "".
+# The ops' schemas take primitive types only, so a call's options cross into
+# them as one string, `SoftmaxOptions`' fields as JSON (every field: an option
+# added to `SoftmaxOptions` crosses with no change here), and come back out
+# through `_config`.
 
-def _op_args(options: SoftmaxOptions, ignore_index: int, return_logits: bool) -> tuple:
-  return (options.soft_cap_logits, options.logits_abs_max, options.z_loss_weight,
-          options.label_smoothing_prob, options.use_tgt_labels_size_as_loss_denominator,
-          options.precision or "", int(ignore_index), bool(return_logits))
+def _encode(options: SoftmaxOptions) -> str:
+  return json.dumps(dataclasses.asdict(options), sort_keys=True)
 
 
-def _config(soft_cap_logits, logits_abs_max, z_loss_weight, label_smoothing_prob,
-            use_tgt_labels_size_as_loss_denominator, precision, ignore_index,
-            return_logits) -> _Config:
-  return _Config(SoftmaxOptions(
-      soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
-      z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
-      use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
-      precision=precision or None),
-      ignore_index=ignore_index, return_logits=return_logits)
+def _config(options: str, ignore_index: int, return_logits: bool) -> _Config:
+  return _Config(SoftmaxOptions(**json.loads(options)), ignore_index=ignore_index,
+                 return_logits=return_logits)
 
 
 # --- the forward op -------------------------------------------------------------------
 
 @torch.library.custom_op("gshard::shared_embedding_softmax", mutates_args=())
 def _softmax_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor | None,
-                weights: Tensor, soft_cap_logits: float, logits_abs_max: float,
-                z_loss_weight: float, label_smoothing_prob: float,
-                use_tgt_labels_size_as_loss_denominator: bool, precision: str,
-                ignore_index: int, return_logits: bool, with_grads: bool) -> tuple[
+                weights: Tensor, options: str, ignore_index: int, return_logits: bool,
+                with_grads: bool) -> tuple[
                     Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                     Tensor, Tensor, Tensor, Tensor]:
   """On `x[N, M]`, `embedding[V, M]`, `ids[N]` int32 or `probs[N, V]`, `weights[N]`
-  float32: the results `_RESULTS`, unrequested ones empty."""
-  config = _config(soft_cap_logits, logits_abs_max, z_loss_weight, label_smoothing_prob,
-                   use_tgt_labels_size_as_loss_denominator, precision, ignore_index,
-                   return_logits)
+  float32, `options` a `SoftmaxOptions` as JSON (`_encode`): the results
+  `_RESULTS`, unrequested ones empty."""
+  config = _config(options, ignore_index, return_logits)
   args = [_to_jax(t) for t in (x, embedding, ids, probs, weights)]
   fn = _fused_fn(config) if with_grads else _forward_fn(config)
   fields, grads = fn(*args)
@@ -318,9 +307,8 @@ def _softmax_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor 
 
 
 @_softmax_op.register_fake
-def _softmax_fake(x, embedding, ids, probs, weights, soft_cap_logits, logits_abs_max,
-                  z_loss_weight, label_smoothing_prob, use_tgt_labels_size_as_loss_denominator,
-                  precision, ignore_index, return_logits, with_grads):
+def _softmax_fake(x, embedding, ids, probs, weights, options, ignore_index, return_logits,
+                  with_grads):
   n, v = x.shape[0], embedding.shape[0]
   f32, dt = torch.float32, x.dtype
   scalar = lambda dtype: x.new_empty((), dtype=dtype)
@@ -340,11 +328,10 @@ def _backward_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor
                  saved_d_embedding: Tensor | None, g_per_example_xent: Tensor | None,
                  g_total_xent: Tensor | None, g_avg_xent: Tensor | None,
                  g_z_loss: Tensor | None, g_logits: Tensor | None,
-                 g_log_probs: Tensor | None, soft_cap_logits: float, logits_abs_max: float,
-                 z_loss_weight: float, label_smoothing_prob: float,
-                 use_tgt_labels_size_as_loss_denominator: bool, precision: str,
-                 ignore_index: int, return_logits: bool) -> tuple[Tensor, Tensor]:
+                 g_log_probs: Tensor | None, options: str, ignore_index: int,
+                 return_logits: bool) -> tuple[Tensor, Tensor]:
   """`(d_x, d_embedding)` for the given cotangents (None: zero)."""
+  config = _config(options, ignore_index, return_logits)
   per_token = [g for g in (g_per_example_xent, g_logits, g_log_probs) if g is not None]
   # The saved gradients are those of avg_xent + z_loss; total_xent is
   # avg_xent times the denominator.
@@ -356,13 +343,10 @@ def _backward_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor
   g_z = torch.zeros_like(scale) if g_z_loss is None else g_z_loss.float()
   if (saved_d_x is not None and saved_d_x.numel()
       and not any(bool(g.any()) for g in per_token)
-      and (z_loss_weight == 0.0 or bool(g_z == scale))):
+      and (config.options.z_loss_weight == 0.0 or bool(g_z == scale))):
     return ((saved_d_x.float() * scale).to(x.dtype),
             (saved_d_embedding.float() * scale).to(embedding.dtype))
 
-  config = _config(soft_cap_logits, logits_abs_max, z_loss_weight, label_smoothing_prob,
-                   use_tgt_labels_size_as_loss_denominator, precision, ignore_index,
-                   return_logits)
   cotangents = dict(per_example_xent=g_per_example_xent, total_xent=g_total_xent,
                     avg_xent=g_avg_xent, z_loss=g_z_loss, logits=g_logits,
                     log_probs=g_log_probs)
@@ -435,19 +419,20 @@ _softmax_op.register_autograd(_backward, setup_context=_setup_context)
 TORCH_DEFAULTS = SoftmaxOptions(use_tgt_labels_size_as_loss_denominator=False)
 
 
-# Dynamo cannot trace `SoftmaxOptions`' checks (NumPy's float32 rounding in
-# `__post_init__`), so under torch.compile these two pure functions of constant
-# arguments run once, when Dynamo traces the call, and their result is a
-# constant of the graph (it guards on the arguments).
+# The options of one call, as the ops take them (`_encode`). Dynamo cannot trace
+# `SoftmaxOptions`' checks (NumPy's float32 rounding in `__post_init__`) nor
+# JSON, so under torch.compile these two pure functions of constant arguments
+# run once, when Dynamo traces the call, and their result is a constant of the
+# graph (it guards on the arguments).
 
 @torch.compiler.assume_constant_result
-def _call_options(options: SoftmaxOptions | None, **keywords) -> SoftmaxOptions:
-  return call_options(options, TORCH_DEFAULTS, **keywords)
+def _call_options(options: SoftmaxOptions | None, **keywords) -> str:
+  return _encode(call_options(options, TORCH_DEFAULTS, **keywords))
 
 
 @torch.compiler.assume_constant_result
-def _layer_call_options(options: SoftmaxOptions, training: bool) -> SoftmaxOptions:
-  return for_layer_call(options, training=training)
+def _layer_call_options(options: SoftmaxOptions, training: bool) -> str:
+  return _encode(for_layer_call(options, training=training))
 
 
 def _check_inputs(inputs: Tensor, embedding: Tensor, label_smoothing: float = 0.0) -> None:
@@ -573,9 +558,8 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
 
 def _softmax(inputs: Tensor, embedding: Tensor, class_weights: Tensor | None,
              class_ids: Tensor | None, class_probabilities: Tensor | None,
-             options: SoftmaxOptions, ignore_index: int,
-             return_logits: bool) -> dict[str, Tensor | None]:
-  """`shared_embedding_softmax` once its options are one `SoftmaxOptions`."""
+             options: str, ignore_index: int, return_logits: bool) -> dict[str, Tensor | None]:
+  """`shared_embedding_softmax` once its options are settled (`_encode`d)."""
   _check_inputs(inputs, embedding)
   num_classes, in_features = embedding.shape
   batch = inputs.shape[:-1]
@@ -588,7 +572,7 @@ def _softmax(inputs: Tensor, embedding: Tensor, class_weights: Tensor | None,
   weights = _flat_weights(class_weights, x, batch)
   with_grads = torch.is_grad_enabled() and (x.requires_grad or embedding.requires_grad)
   results = _softmax_op(x, embedding, ids, probs, weights,
-                        *_op_args(options, ignore_index, return_logits), with_grads)
+                        options, int(ignore_index), bool(return_logits), with_grads)
   return _fields(results, batch, num_classes, return_logits)
 
 

@@ -574,6 +574,27 @@ def test_options_object_equals_the_keywords():
     gt.shared_embedding_softmax(x, e, w, ids, options=opts)
 
 
+def test_every_option_crosses_into_the_op():
+  """The ops take the options as one JSON string, so every `SoftmaxOptions`
+  field reaches the JAX step, including ones torch has no keyword for: the
+  op's fields equal the JAX functional op's with the same options."""
+  fields = {f.name: f for f in dataclasses.fields(gshard_op.SoftmaxOptions)}
+  changed = dict(soft_cap_logits=3.0, logits_abs_max=2.0, z_loss_weight=0.1,
+                 label_smoothing_prob=0.1, use_tgt_labels_size_as_loss_denominator=True,
+                 precision="HIGHEST", temperature=2.5)
+  changed = {k: v for k, v in changed.items() if k in fields}
+  assert set(changed) == set(fields), f"new options to cover here: {set(fields) - set(changed)}"
+  options = gshard_op.SoftmaxOptions(**changed)
+  assert gt._config(gt._encode(options), IGNORE, False).options == options
+  x, e, w, ids, _, _ = make_case(23)
+  got = gt.shared_embedding_softmax(x, e, w, ids, options=options)
+  want = gshard_op.shared_embedding_softmax(x.numpy(), e.numpy(), w.numpy(), ids.numpy(),
+                                            options=options)
+  for name in ("per_example_xent", "total_xent", "avg_xent", "z_loss"):
+    np.testing.assert_allclose(got[name].numpy(), np.asarray(want[name]), rtol=1e-5,
+                               atol=1e-6, err_msg=name)
+
+
 @pytest.mark.parametrize("front_end", ["function", "cross_entropy", "layer", "compiled layer"])
 def test_precision_reaches_the_jax_step(front_end, op_configs):
   """`precision=` crosses the custom ops' schemas (as a string) into the JAX
@@ -612,8 +633,9 @@ def test_opcheck():
   x = torch.randn(6, 8, requires_grad=True)
   e = torch.randn(11, 8, requires_grad=True)
   ids = torch.randint(0, 11, (6,), dtype=torch.int32)
-  for precision in ("", "HIGHEST"):  # "": None, JAX's default matmul precision
-    options = (0.0, 0.0, 0.1, 0.1, True, precision, IGNORE, True)
+  for precision in (None, "highest"):
+    options = (gt._encode(gshard_op.SoftmaxOptions(
+        z_loss_weight=0.1, label_smoothing_prob=0.1, precision=precision)), IGNORE, True)
     for with_grads in (False, True):
       result = torch.library.opcheck(gt._softmax_op,
                                      (x, e, ids, None, torch.rand(6), *options, with_grads))
