@@ -1,6 +1,7 @@
 """gshard passes: Python MLIR passes over jaxlib's bindings.
 
-Importing this package registers every pass in `REGISTRY`:
+`REGISTRY` names every pass; a built-in one is imported the first time a
+pipeline (or `REGISTRY[name]`) asks for it (`registry.BUILTIN`):
 
   gshard-inline          composites -> calls of their dense decomposition
   gshard-chunk-softmax   composites -> while loops over vocab (and token) chunks
@@ -19,8 +20,7 @@ if __name__ == "passes":
   from gshard_op.legacy_passes import install as _install
   _install()
 else:
-  from gshard_op.passes import framework, inline  # noqa: F401  (registers)
-  from gshard_op.passes import chunk, fuse, pallas, shard  # noqa: F401  (registers)
+  from gshard_op.passes import framework  # noqa: F401
   from gshard_op.passes.framework import (REGISTRY, ModulePass, PassError, PipelineError,
                                           PluginError, RewriteError, load_pass_plugin,
                                           parse_pipeline, register, run_pipeline)

@@ -9,37 +9,33 @@ the same loops at the point JAX lowers them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from jaxlib.mlir import ir
 
-from gshard_op.ir.loops import emit_forward, emit_grad, replace, tagging_new_loops
+from gshard_op.ir.loops import emit_forward, emit_grad
 from gshard_op.ir.softmax import Softmax
 from gshard_op.passes import composites
 from gshard_op.passes.chunking import ChunkingOptions
-from gshard_op.passes.framework import register
+from gshard_op.passes.rewrite import CompositeRewrite, replace_with
 
 __all__ = ["ChunkSoftmaxPass"]
 
 log = logging.getLogger("gshard.passes")
 
 
-@register
-class ChunkSoftmaxPass(ChunkingOptions):
+@dataclasses.dataclass
+class ChunkSoftmaxPass(ChunkingOptions, CompositeRewrite):
   """Options: see `ChunkingOptions`."""
 
   name = "gshard-chunk-softmax"
   summary = "Rewrite gshard composites into while loops over vocab/token chunks (online softmax)"
 
-  def run(self, module: ir.Operation) -> None:
-    sites = [composites.match(op) for op in composites.find(module)]
-    for site in sites:
-      plan = self.plan(site.num_tokens, site.num_classes)
-      log.info("%s: %s %s", self.name, composites.composite_name(site.op), plan.attribute())
-      with (tagging_new_loops(site.op.block, f"{self.name}: {plan.attribute()}"),
-            site.op.location, ir.InsertionPoint(site.op)):
-        emit = emit_grad if site.is_grad else emit_forward
-        results = emit(Softmax.of(site), plan, *site.args)
-      replace(site.op, results)
-    if sites:
-      composites.erase_dead_functions(module)
+  def rewrite(self, site: composites.SoftmaxComposite, module: ir.Operation) -> bool:
+    plan = self.plan(site.num_tokens, site.num_classes)
+    log.info("%s: %s %s", self.name, composites.composite_name(site.op), plan.attribute())
+    emit = emit_grad if site.is_grad else emit_forward
+    replace_with(site.op, lambda: emit(Softmax.of(site), plan, *site.args),
+                 plan=f"{self.name}: {plan.attribute()}")
+    return True

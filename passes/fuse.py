@@ -19,6 +19,7 @@ block fits, the pass leaves the composites to `gshard-chunk-softmax`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from jaxlib.mlir import ir
@@ -30,7 +31,7 @@ from gshard_op.ir.loops import (chunk_start, owned, per_token_outputs, replace,
 from gshard_op.ir.softmax import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
                                   probability_cotangent, target_logits)
 from gshard_op.passes import composites
-from gshard_op.passes.framework import ModulePass, register
+from gshard_op.passes.rewrite import CompositeRewrite
 
 log = logging.getLogger("gshard.passes")
 
@@ -155,9 +156,6 @@ def cotangent_slice(forward: ir.Operation, values: list[ir.Value]) -> list[ir.Op
 
 def find_pairs(module: ir.Operation):
   """`(forward site, gradient site)` pairs of the same op in the same block."""
-  forwards = {}
-  for op in composites.find(module, (contract.FORWARD,)):
-    forwards.setdefault(op.block, []).append(op)
   pairs = []
   for op in composites.find(module, (contract.GRAD,)):
     grad = composites.match(op)
@@ -174,8 +172,8 @@ def find_pairs(module: ir.Operation):
   return pairs
 
 
-@register
-class FuseForwardBackwardPass(ModulePass):
+@dataclasses.dataclass
+class FuseForwardBackwardPass(CompositeRewrite):
   """Options: `token-chunk` (0: from the budget), `memory-budget-mib` (the
   `[T, V]` buffers; 0: the platform's default, `gshard_op/budget.py`), `accumulate-bf16` (d_embedding accumulator in bf16),
   `update-rows` (rows of d_embedding updated in place per step)."""
@@ -194,35 +192,38 @@ class FuseForwardBackwardPass(ModulePass):
                        f"{self.token_chunk} and {self.update_rows}")
     budget.check_option(self.memory_budget_mib)
 
-  def run(self, module: ir.Operation) -> None:
-    fused = False
-    for fwd, grad in find_pairs(module):
-      tokens = plan_token_chunk(fwd.num_tokens, fwd.num_classes, token_chunk=self.token_chunk,
-                                memory_budget_mib=budget.resolve(self.memory_budget_mib))
-      if tokens is None:
-        why = ("an empty batch" if fwd.num_tokens == 0 else
-               f"memory-budget-mib={self.memory_budget_mib} is too small for "
-               f"[{MIN_TOKEN_CHUNK}, {fwd.num_classes}] token blocks")
-        self.decline(fwd.op, why, action="fused", left_to="gshard-chunk-softmax")
-        continue
-      cotangents = [grad.args.g_per_example_xent, grad.args.g_logsumexp,
-                    grad.args.g_logsumexp_squared]
-      movable = cotangent_slice(fwd.op, cotangents)
-      if movable is None:
-        self.decline(fwd.op, "the gradient's cotangents depend on the forward's results",
-                     action="fused", left_to="gshard-chunk-softmax")
-        continue
-      for op in movable:
-        op.move_before(fwd.op)
-      accumulator = b.bf16() if self.accumulate_bf16 else b.f32()
-      plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
-      log.info("%s", plan)
-      with tagging_new_loops(fwd.op.block, plan), fwd.op.location, ir.InsertionPoint(fwd.op):
-        forward, gradient = emit_fused(Softmax.of(fwd), tokens, *fwd.args, *cotangents,
-                                       accumulator=accumulator,
-                                       update_rows=min(self.update_rows, fwd.num_classes))
-      replace(grad.op, gradient)
-      replace(fwd.op, forward)
-      fused = True
-    if fused:
-      composites.erase_dead_functions(module)
+  def sites(self, module: ir.Operation):
+    """The `(forward, gradient)` pairs to fuse (`find_pairs`)."""
+    return find_pairs(module)
+
+  def rewrite(self, pair, module: ir.Operation) -> bool:
+    fwd, grad = pair
+    tokens = plan_token_chunk(fwd.num_tokens, fwd.num_classes, token_chunk=self.token_chunk,
+                              memory_budget_mib=budget.resolve(self.memory_budget_mib))
+    if tokens is None:
+      why = ("an empty batch" if fwd.num_tokens == 0 else
+             f"memory-budget-mib={self.memory_budget_mib} is too small for "
+             f"[{MIN_TOKEN_CHUNK}, {fwd.num_classes}] token blocks")
+      self.decline(fwd.op, why, action="fused", left_to="gshard-chunk-softmax")
+      return False
+    cotangents = [grad.args.g_per_example_xent, grad.args.g_logsumexp,
+                  grad.args.g_logsumexp_squared]
+    movable = cotangent_slice(fwd.op, cotangents)
+    if movable is None:
+      self.decline(fwd.op, "the gradient's cotangents depend on the forward's results",
+                   action="fused", left_to="gshard-chunk-softmax")
+      return False
+    for op in movable:
+      op.move_before(fwd.op)
+    accumulator = b.bf16() if self.accumulate_bf16 else b.f32()
+    plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
+    log.info("%s", plan)
+    # One loop gives both composites' results: the gradient's are swapped in
+    # first, then the forward's (whose logsumexp the gradient read).
+    with tagging_new_loops(fwd.op.block, plan), fwd.op.location, ir.InsertionPoint(fwd.op):
+      forward, gradient = emit_fused(Softmax.of(fwd), tokens, *fwd.args, *cotangents,
+                                     accumulator=accumulator,
+                                     update_rows=min(self.update_rows, fwd.num_classes))
+    replace(grad.op, gradient)
+    replace(fwd.op, forward)
+    return True

@@ -6,24 +6,20 @@ composite left for anyone to rewrite. Useful to test the other passes against.
 
 from __future__ import annotations
 
+import dataclasses
+
 from jaxlib.mlir import ir
-from jaxlib.mlir.dialects import func
 
 from gshard_op.passes import composites
-from gshard_op.passes.framework import ModulePass, register
+from gshard_op.passes.rewrite import CompositeRewrite, replace_by_call
 
 
-@register
-class InlinePass(ModulePass):
+@dataclasses.dataclass
+class InlinePass(CompositeRewrite):
   name = "gshard-inline"
   summary = "Replace gshard composites by calls to their decomposition"
+  erases_dead_functions = False  # the decompositions are called now
 
-  def run(self, module: ir.Operation) -> None:
-    for op in composites.find(module):
-      site = composites.match(op)
-      with op.location, ir.InsertionPoint(op):
-        call = func.CallOp([r.type for r in op.results],
-                           ir.FlatSymbolRefAttr.get(site.decomposition), list(site.args))
-      for old, new in zip(op.results, call.results):
-        old.replace_all_uses_with(new)
-      op.erase()
+  def rewrite(self, site: composites.SoftmaxComposite, module: ir.Operation) -> bool:
+    replace_by_call(site.op, site.decomposition, site.operands)
+    return True

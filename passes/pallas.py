@@ -28,6 +28,7 @@ its operands on every device; the vocab-sharded pass runs before this one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -36,12 +37,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jaxlib.mlir import ir
-from jaxlib.mlir.dialects import func
 
 from gshard_op.ir import builders as b
 from gshard_op.passes import composites
 from gshard_op.passes import pallas_kernels as kernels
-from gshard_op.passes.framework import ModulePass, RewriteError, register
+from gshard_op.passes.errors import RewriteError
+from gshard_op.passes.rewrite import CompositeRewrite, replace_by_call
 
 log = logging.getLogger("gshard.passes")
 
@@ -188,8 +189,8 @@ def splice(module: ir.Operation, text: str, name: str) -> str:
   return name
 
 
-@register
-class PallasPass(ModulePass):
+@dataclasses.dataclass
+class PallasPass(CompositeRewrite):
   """Options: `platform` (interpret | cuda | tpu); `block-tokens`,
   `block-vocab`, `block-features` (the logits' feature block) and
   `block-grad-features` (the gradients' column block): 0 is the platform's
@@ -289,51 +290,40 @@ class PallasPass(ModulePass):
                           for name in over))
     return None
 
-  def run(self, module: ir.Operation) -> None:
+  def rewrite(self, site: composites.SoftmaxComposite, module: ir.Operation) -> bool:
+    partitions = (ir.IntegerAttr(module.attributes["mhlo.num_partitions"]).value
+                  if "mhlo.num_partitions" in module.attributes else 1)
+    if partitions > 1:
+      self.decline(site.op, f"the module is partitioned over {partitions} devices")
+      return False
     backend, platform = PLATFORMS[self.platform]
-    sites = [composites.match(op) for op in composites.find(module)]
-    partitions = module.attributes["mhlo.num_partitions"] if "mhlo.num_partitions" in module.attributes else None
-    if sites and partitions is not None and ir.IntegerAttr(partitions).value > 1:
-      for site in sites:
-        self.decline(site.op, f"the module is partitioned over "
-                              f"{ir.IntegerAttr(partitions).value} devices")
-      return
-    rewritten = 0
-    for site in sites:
-      kind = composites.composite_name(site.op)
-      blocks = self.blocks(site)
-      reason = self.unsuitable(site, blocks)
-      if reason:
-        self.decline(site.op, reason)
-        continue
-      config = kernels.KernelConfig(options=site.options, logit_scale=site.logit_scale,
-                                    labels_are_ids=site.labels_are_ids,
-                                    block_tokens=blocks.tokens, block_vocab=blocks.vocab,
-                                    backend=backend, block_features=blocks.features,
-                                    block_grad_features=blocks.grad_features,
-                                    num_warps=(triton_num_warps(site, blocks)
-                                               if self.platform == "cuda" else 4))
-      specs = tuple(_spec(x) for x in site.operands)
-      try:
-        text = lower_kernel(site.is_grad, specs, config, platform)
-      except Exception as e:  # a lowering JAX refuses: report it against the op
-        raise RewriteError(site.op, f"{self.name}: lowering the kernel for "
-                                    f"{self.platform} failed: {type(e).__name__}: {e}") from e
-      key = repr((site.is_grad, specs, config, platform)).encode()
-      stem = "gshard.pallas_grad" if site.is_grad else "gshard.pallas_forward"
-      callee = splice(module, text, f"{stem}_{hashlib.sha256(key).hexdigest()[:12]}")
-      log.info("%s: %s -> @%s (%s, blocks %d x %d x %d, gradient columns %d)", self.name, kind,
-               callee, self.platform, *blocks)
-      with site.op.location, ir.InsertionPoint(site.op):
-        call = func.CallOp([r.type for r in site.op.results],
-                           ir.FlatSymbolRefAttr.get(callee), site.operands)
-        call.operation.attributes["gshard.plan"] = ir.StringAttr.get(
-            f"{self.name}: platform={self.platform} block_tokens={blocks.tokens} "
-            f"block_vocab={blocks.vocab} block_features={blocks.features} "
-            f"block_grad_features={blocks.grad_features}")
-      for old, new in zip(site.op.results, call.results):
-        old.replace_all_uses_with(new)
-      site.op.erase()
-      rewritten += 1
-    if rewritten:
-      composites.erase_dead_functions(module)
+    kind = composites.composite_name(site.op)
+    blocks = self.blocks(site)
+    reason = self.unsuitable(site, blocks)
+    if reason:
+      self.decline(site.op, reason)
+      return False
+    config = kernels.KernelConfig(options=site.options, logit_scale=site.logit_scale,
+                                  labels_are_ids=site.labels_are_ids,
+                                  block_tokens=blocks.tokens, block_vocab=blocks.vocab,
+                                  backend=backend, block_features=blocks.features,
+                                  block_grad_features=blocks.grad_features,
+                                  num_warps=(triton_num_warps(site, blocks)
+                                             if self.platform == "cuda" else 4))
+    specs = tuple(_spec(x) for x in site.operands)
+    try:
+      text = lower_kernel(site.is_grad, specs, config, platform)
+    except Exception as e:  # a lowering JAX refuses: report it against the op
+      raise RewriteError(site.op, f"{self.name}: lowering the kernel for "
+                                  f"{self.platform} failed: {type(e).__name__}: {e}") from e
+    key = repr((site.is_grad, specs, config, platform)).encode()
+    stem = "gshard.pallas_grad" if site.is_grad else "gshard.pallas_forward"
+    callee = splice(module, text, f"{stem}_{hashlib.sha256(key).hexdigest()[:12]}")
+    log.info("%s: %s -> @%s (%s, blocks %d x %d x %d, gradient columns %d)", self.name, kind,
+             callee, self.platform, *blocks)
+    call = replace_by_call(site.op, callee, site.operands)
+    call.attributes["gshard.plan"] = ir.StringAttr.get(
+        f"{self.name}: platform={self.platform} block_tokens={blocks.tokens} "
+        f"block_vocab={blocks.vocab} block_features={blocks.features} "
+        f"block_grad_features={blocks.grad_features}")
+    return True

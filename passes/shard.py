@@ -24,6 +24,7 @@ left to `gshard-chunk-softmax` with a warning saying why.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -36,12 +37,12 @@ from jaxlib.mlir.dialects import sdy
 from jaxlib.mlir.dialects import stablehlo as hlo
 
 from gshard_op.ir import builders as b
-from gshard_op.ir.loops import replace
 from gshard_op.ir.sharding import Layout, Mesh, Unsupported, emit_manual, vocab_layout
 from gshard_op.ir.softmax import Softmax
 from gshard_op.passes import composites
 from gshard_op.passes.chunking import ChunkingOptions
-from gshard_op.passes.framework import register, walk
+from gshard_op.passes.module_pass import walk
+from gshard_op.passes.rewrite import CompositeRewrite, replace_with
 
 log = logging.getLogger("gshard.passes")
 
@@ -140,39 +141,30 @@ def channels_after(module: ir.Operation) -> Callable[[], int]:
   return functools.partial(next, itertools.count(1 + max(used, default=0)))
 
 
-@register
-class ShardVocabPass(ChunkingOptions):
+@dataclasses.dataclass
+class ShardVocabPass(ChunkingOptions, CompositeRewrite):
   """Options as `gshard-chunk-softmax`, applied to each shard's local problem;
   the budget is the mesh's, so each device's loops get its share of it."""
 
   name = "gshard-shard-vocab"
   summary = "Rewrite vocab-sharded gshard composites into per-shard chunked loops with all-reduces"
 
-  def run(self, module: ir.Operation) -> None:
-    rewrote = False
-    for op in composites.find(module):
-      site = composites.match(op)
-      try:
-        layout = layout_of(module, site)
-      except Unsupported as e:
-        self.decline(op, str(e), action="sharded", left_to="gshard-chunk-softmax", warn=True)
-        continue
-      if layout is None:
-        continue
-      self._rewrite(module, site, layout)
-      rewrote = True
-    if rewrote:
-      composites.erase_dead_functions(module)
-
-  def _rewrite(self, module, site: composites.SoftmaxComposite, layout: Layout) -> None:
-    """Replaces `site` by its manual computation over the mesh (`emit_manual`)."""
+  def rewrite(self, site: composites.SoftmaxComposite, module: ir.Operation) -> bool:
+    """Replaces `site` by its manual computation over the mesh (`emit_manual`)
+    when Shardy shards its vocab."""
+    try:
+      layout = layout_of(module, site)
+    except Unsupported as e:
+      self.decline(site.op, str(e), action="sharded", left_to="gshard-chunk-softmax", warn=True)
+      return False
+    if layout is None:
+      return False
     share = 1 / layout.mesh.device_ids.size
-    with site.op.location, ir.InsertionPoint(site.op):
-      results = emit_manual(
-          Softmax.of(site), layout, site.is_grad, list(site.operands),
-          [r.type for r in site.op.results],
-          lambda n, v: self.plan(n, v, budget_share=share), channels_after(module),
-          tag=self.name)
-    replace(site.op, results)
+    replace_with(site.op, lambda: emit_manual(
+        Softmax.of(site), layout, site.is_grad, list(site.operands),
+        [r.type for r in site.op.results],
+        lambda n, v: self.plan(n, v, budget_share=share), channels_after(module),
+        tag=self.name))
+    return True
 
 

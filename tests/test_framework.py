@@ -4,9 +4,11 @@ pipelines (gshard passes mixed with MLIR's), verification and error reports."""
 import dataclasses
 import importlib.metadata
 import io
+import json
 import math
 import os
 import re
+import subprocess
 import sys
 import time
 import traceback
@@ -21,7 +23,7 @@ from jaxlib.mlir import ir
 import gshard_op
 from gshard_op import passes
 from gshard_op import shared_embedding_softmax
-from gshard_op.passes import framework
+from gshard_op.passes import framework, plugins
 from gshard_op.passes.chunk import ChunkSoftmaxPass
 from gshard_op.passes.framework import REGISTRY, ModulePass, PassError, PipelineError, RewriteError
 from gshard_op.passes.inline import InlinePass
@@ -201,6 +203,64 @@ def test_registry_content():
   assert any(h.startswith("vocab-chunk=0") and "int" in h for h in chunk_help), chunk_help
   assert any(h.startswith("memory-budget-mib=0.0") and "float" in h and "0: automatic" in h
              for h in chunk_help), chunk_help
+
+
+_IMPORTS_PROBE = r"""
+import json, sys
+import jax
+from jax.extend import core  # what JAX loads by itself is not the registry's doing
+before = set(sys.modules)
+from gshard_op.passes import REGISTRY, parse_pipeline
+parse_pipeline("gshard-inline")
+inline = set(sys.modules) - before
+names = sorted(REGISTRY)
+listed = set(sys.modules) - before
+REGISTRY["gshard-pallas"]
+pallas = set(sys.modules) - before
+print(json.dumps([sorted(inline), sorted(listed), sorted(pallas), names]))
+"""
+
+_KERNELS = ("pallas", "triton", "mosaic")
+
+
+def test_a_pipeline_imports_only_the_passes_it_names():
+  """The registry is lazy (issue 20, item 2): in a fresh process, parsing
+  `gshard-inline` imports that pass and nothing of Pallas; the names of every
+  pass are known without importing them; asking for `gshard-pallas` imports it."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE], capture_output=True, text=True,
+                        timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr
+  inline, listed, pallas, names = json.loads(proc.stdout.splitlines()[-1])
+  assert "gshard_op.passes.inline" in inline
+  assert not [m for m in inline if any(k in m for k in _KERNELS)], inline
+  others = {f"gshard_op.passes.{p}" for p in ("chunk", "fuse", "shard", "pallas", "pallas_kernels")}
+  assert not others & set(inline), inline
+  assert listed == inline  # listing the names imports nothing
+  assert {"gshard-inline", "gshard-chunk-softmax", "gshard-shard-vocab", "gshard-fuse-fwd-bwd",
+          "gshard-pallas"} <= set(names)
+  assert "gshard_op.passes.pallas_kernels" in pallas  # the probe can see an import
+  assert [m for m in pallas if any(k in m for k in _KERNELS) and m.startswith("jax")]
+
+
+Count = int  # an alias only `typing.get_type_hints` resolves (not `eval` in `typing`)
+
+
+def test_option_types_are_read_with_get_type_hints(register):
+  @register
+  class Aliased(ModulePass):
+    name = "test-framework-aliased"
+    count: "Count" = 1
+    ratio: "float" = 0.5
+
+    def run(self, module):
+      pass
+
+  (p,) = passes.parse_pipeline("test-framework-aliased{count=3 ratio=2}")
+  assert (p.count, p.ratio) == (3, 2.0) and type(p.count) is int and type(p.ratio) is float
+  assert framework.options_help(Aliased) == ["count=1  (int)", "ratio=0.5  (float)"]
+  with pytest.raises(PipelineError, match="option 'count' expects int, got 'x'"):
+    passes.parse_pipeline("test-framework-aliased{count=x}")
 
 
 def test_register_rejects_duplicate_and_empty_names():
@@ -708,9 +768,9 @@ def _entry_points(monkeypatch, tmp_path, *values):
   points = [importlib.metadata.EntryPoint(f"ep{i}", v.format(module=module),
                                           framework.ENTRY_POINT_GROUP)
             for i, v in enumerate(values)]
-  monkeypatch.setattr(framework.importlib.metadata, "entry_points",
+  monkeypatch.setattr(importlib.metadata, "entry_points",
                       lambda group: points if group == framework.ENTRY_POINT_GROUP else [])
-  framework._entry_points.clear()
+  plugins._entry_points.clear()
 
 
 def test_entry_points_register_modules_classes_and_functions(isolated, monkeypatch, tmp_path):
