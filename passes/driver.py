@@ -158,16 +158,29 @@ def list_passes() -> str:
 # --- input -----------------------------------------------------------------------
 
 def read_input(path: str) -> str:
-  """The text of `path` ('-': standard input); UsageError if unreadable."""
-  if path == "-":
-    return sys.stdin.read()
+  """The text of `path` ('-': standard input); UsageError if unreadable or
+  not UTF-8, from a file and from standard input alike."""
   try:
+    if path == "-":
+      return _utf8(getattr(sys.stdin, "buffer", sys.stdin).read())
     with open(path, encoding="utf-8") as f:
       return f.read()
   except OSError as e:
     raise UsageError(f"cannot read '{path}': {e.strerror or e}") from None
-  except UnicodeDecodeError as e:
-    raise UsageError(f"cannot read '{path}': not UTF-8 text ({e.reason})") from None
+  except UnicodeError as e:
+    where = "standard input" if path == "-" else f"'{path}'"
+    raise UsageError(f"cannot read {where}: not UTF-8 text ({e.reason})") from None
+
+
+def _utf8(data: bytes | str) -> str:
+  """`data` as text: bytes decoded as UTF-8 (as they are, newlines included,
+  as Python reads stdin), text checked to be encodable (Python decodes stdin
+  with `surrogateescape` in a C locale, which leaves lone surrogates the MLIR
+  parser cannot take)."""
+  if isinstance(data, bytes):
+    return data.decode("utf-8")
+  data.encode("utf-8")
+  return data
 
 
 def split_input(text: str) -> list[tuple[int, str]]:

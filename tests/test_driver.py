@@ -198,6 +198,34 @@ def test_unparsable_stdin(capsys, monkeypatch):
   assert err.startswith("gshard-opt: error: cannot parse <stdin>\n<stdin>:2:")
 
 
+NOT_UTF8 = composite_module().encode() + b"// \xff\xfe not UTF-8\n"
+
+
+@pytest.mark.parametrize("stdin", [
+    lambda: io.TextIOWrapper(io.BytesIO(NOT_UTF8), encoding="utf-8"),  # a real stdin: bytes
+    # what Python's stdin gives in a C locale: the bytes as lone surrogates
+    lambda: io.StringIO(NOT_UTF8.decode("utf-8", "surrogateescape")),
+])
+def test_stdin_that_is_not_utf8_is_refused_as_a_file_is(capsys, monkeypatch, tmp_path, stdin):
+  path = tmp_path / "latin.mlir"
+  path.write_bytes(NOT_UTF8)
+  status, out, err = run(capsys, str(path), "--pass-pipeline=gshard-inline")
+  assert (status, out) == (2, "")
+  assert err == f"gshard-opt: error: cannot read '{path}': not UTF-8 text (invalid start byte)\n"
+  monkeypatch.setattr(sys, "stdin", stdin())
+  status, out, err = run(capsys, "-", "--pass-pipeline=gshard-inline")
+  assert (status, out) == (2, "")
+  assert err.startswith("gshard-opt: error: cannot read standard input: not UTF-8 text ("), err
+  assert "TypeError" not in err
+
+
+def test_stdin_bytes_are_read_as_utf8(capsys, monkeypatch):
+  text = composite_module() + "// caf\u00e9, \u00fcber, \u4e2d\n"
+  monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode()), encoding="ascii"))
+  status, out, err = run(capsys, "--pass-pipeline=gshard-inline")
+  assert (status, err) == (0, "") and "call @decomposition" in out
+
+
 # --- pass failures: status 1, the pass's own message ----------------------------
 
 @pytest.mark.parametrize("pipeline", ["gshard-inline", "gshard-chunk-softmax{vocab-chunk=16}"])
