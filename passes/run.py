@@ -128,7 +128,7 @@ def _tensor_type(t, where: str) -> TensorType:
 def parse(path: str, text: str) -> Module:
   """Parses `text` (read from `path`) in jax's MLIR context and reads `@main`."""
   from jaxlib.mlir import ir
-  from gshard_op import contract
+  from gshard_op.passes import composites
   from gshard_op.passes.framework import make_context
   with make_context():
     try:
@@ -154,16 +154,9 @@ def parse(path: str, text: str) -> Module:
         if "jax.result_info" in attrs:
           name += f" {ir.StringAttr(attrs['jax.result_info']).value}"
       names.append(name)
-    vocab = []
-
-    def visit(op):
-      if (op.operation.name == "stablehlo.composite"
-          and ir.StringAttr(op.attributes["name"]).value in (contract.FORWARD, contract.GRAD)
-          and len(op.operands) > 1 and _ranked(op.operands[1].type) is not None):
-        vocab.append(_ranked(op.operands[1].type).shape[0])
-      return ir.WalkResult.ADVANCE
-
-    module.operation.walk(visit)
+    embeddings = [op.operands[1] for op in composites.find(module.operation)
+                  if len(op.operands) > 1]
+    vocab = [_ranked(e.type).shape[0] for e in embeddings if _ranked(e.type) is not None]
     printed = module.operation.get_asm()
   replicas = _REPLICAS.search(text)
   return Module(path=path, text=text, operands=operands, results=results, result_names=names,
