@@ -19,7 +19,8 @@ from jaxlib.mlir import ir
 from gshard_op import contract
 from gshard_op.options import SoftmaxOptions, logit_scale
 from gshard_op.ir import builders as b
-from gshard_op.passes.framework import RewriteError, walk
+from gshard_op.passes.errors import RewriteError
+from gshard_op.passes.module_pass import composite_name, walk
 
 NAMES = (contract.FORWARD, contract.GRAD)
 
@@ -63,15 +64,9 @@ class SoftmaxComposite:
     return ir.FlatSymbolRefAttr(self.op.attributes["decomposition"]).value
 
 
-def composite_name(op: ir.Operation) -> str | None:
-  if op.name != "stablehlo.composite":
-    return None
-  return ir.StringAttr(op.attributes["name"]).value
-
-
 def find(module: ir.Operation, names=NAMES) -> list[ir.Operation]:
   """The composites named `names` anywhere in `module`, in pre-order."""
-  return walk(module, lambda op: composite_name(op.operation) in names)
+  return walk(module, lambda op: composite_name(op) in names)
 
 
 def _attribute(op, attrs, key, kind, what: str):

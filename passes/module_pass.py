@@ -44,7 +44,7 @@ class ModulePass:
     which Python prints by default, or with `warn` as a `UserWarning` (logged
     at INFO then, so that it shows once).
     """
-    line = (f"{self.name}: {composite_name(op)} at {op.location} not {action} ({why}); "
+    line = (f"{self.name}: {composite_name(op) or op.name} at {op.location} not {action} ({why}); "
             f"left to {left_to}")
     sink = _decline_sink.get()
     if sink is not _DEFAULT_SINK:
@@ -78,12 +78,13 @@ def reporting_declines(sink: Callable[[str], None] | None) -> Iterator[None]:
     _decline_sink.reset(token)
 
 
-def composite_name(op: ir.Operation | ir.OpView) -> str:
-  """`gshard.shared_embedding_softmax` for a composite, else the op's name."""
+def composite_name(op: ir.Operation | ir.OpView) -> str | None:
+  """`gshard.shared_embedding_softmax` for that composite; None for an op
+  that is not a `stablehlo.composite`."""
   op = op.operation if isinstance(op, ir.OpView) else op
   if op.name == "stablehlo.composite" and "name" in op.attributes:
     return ir.StringAttr(op.attributes["name"]).value
-  return op.name
+  return None
 
 
 def walk(op: ir.Operation, predicate) -> list[ir.Operation]:
