@@ -96,7 +96,7 @@ import gshard_op  # noqa: E402
 from gshard_op import functional  # noqa: E402
 from gshard_op._private import keras_trainer  # noqa: E402
 from gshard_op.functional import IMPLEMENTATIONS  # noqa: E402
-from gshard_op.options import for_layer_call, layer_options  # noqa: E402
+from gshard_op.options import for_layer_call, layer_options, option_arguments  # noqa: E402
 
 
 def check_backend() -> None:
@@ -156,12 +156,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
       raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     super().__init__(**kwargs)
     # Checks the sizes and options now rather than at the first call.
-    self.options = layer_options(
-        in_features, num_classes,
-        soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
-        z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
-        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
-        precision=precision)
+    self.options = layer_options(in_features, num_classes, **option_arguments(locals()))
     self.in_features = in_features
     self.num_classes = num_classes
     if embeddings_initializer is None:

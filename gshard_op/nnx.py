@@ -13,7 +13,7 @@ from flax.nnx.nn import dtypes
 
 from gshard_op import functional
 from gshard_op.functional import IMPLEMENTATIONS
-from gshard_op.options import for_layer_call, layer_options
+from gshard_op.options import for_layer_call, layer_options, option_arguments
 from gshard_op.outputs import SoftmaxOutput
 
 
@@ -62,12 +62,7 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
     if implementation not in IMPLEMENTATIONS:
       raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     # Checks the sizes and options now rather than at the first call.
-    self.options = layer_options(
-        in_features, num_classes,
-        soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
-        z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
-        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
-        precision=precision)
+    self.options = layer_options(in_features, num_classes, **option_arguments(locals()))
     self.in_features = in_features
     self.num_classes = num_classes
     self.dtype = dtype

@@ -117,6 +117,15 @@ def logit_scale(in_features: int) -> float:
   return float(in_features) ** -0.5
 
 
+def option_arguments(arguments: dict) -> dict:
+  """The `SoftmaxOptions` fields among a layer constructor's `arguments` (its
+  `locals()` on entry). The layers take each option as a keyword of their own,
+  as Praxis's do, and hand them on with this rather than one by one: an option
+  added to `SoftmaxOptions` then needs only its keyword in a signature."""
+  return {field.name: arguments[field.name] for field in dataclasses.fields(SoftmaxOptions)
+          if field.name in arguments}
+
+
 def layer_options(in_features: int, num_classes: int, **options) -> SoftmaxOptions:
   """The options of a layer of `in_features` x `num_classes`, checked at
   construction (the NNX, Keras and PyTorch layers alike): both sizes must be

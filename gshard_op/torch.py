@@ -65,7 +65,8 @@ from torch import Tensor, nn
 import gshard_op
 from gshard_op.functional import check_inputs, check_labels
 from gshard_op.functional import shared_embedding_softmax as _jax_softmax
-from gshard_op.options import SoftmaxOptions, call_options, for_layer_call, layer_options
+from gshard_op.options import (SoftmaxOptions, call_options, for_layer_call, layer_options,
+                               option_arguments)
 from gshard_op.outputs import FIELDS  # noqa: F401  (gt.FIELDS: the order of the returned dict)
 
 __all__ = ["JAX_ALLOCATOR", "GShardSharedEmbeddingSoftmax", "cross_entropy",
@@ -729,12 +730,7 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
                return_logits: bool = False, device=None, dtype=None):
     super().__init__()
     # Checks the sizes and options now rather than at the first call.
-    self.options = layer_options(
-        in_features, num_classes,
-        soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
-        z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
-        use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
-        precision=precision)
+    self.options = layer_options(in_features, num_classes, **option_arguments(locals()))
     self.in_features = in_features
     self.num_classes = num_classes
     self.ignore_index = ignore_index
