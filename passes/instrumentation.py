@@ -17,7 +17,9 @@ This is Python rather than jaxlib's `PassManager.enable_ir_printing` and
   manager), and cannot hold the driver's `Parser` and `Output` rows or add up
   the pieces of a split input.
 Python-defined passes do report their names to the native instrumentation
-(`PassManager.add(fn, name=...)` shows as `name`): that is not the obstacle.
+(`PassManager.add(fn, name=N, argument=A)` dumps as `N: A`, times as `N`): that
+is not the obstacle. `tests/test_framework.py` checks the headers and the file
+descriptor against the installed jaxlib.
 """
 
 from __future__ import annotations

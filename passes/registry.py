@@ -96,9 +96,6 @@ class Registry(MutableMapping):
     self._loaded.clear()
     self._loaded.update(snapshot)
 
-  def is_loaded(self, name: str) -> bool:
-    return name in self._loaded
-
 
 REGISTRY = Registry(BUILTIN)
 

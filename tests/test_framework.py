@@ -788,6 +788,33 @@ def test_entry_point_that_fails_is_reported_on_every_parse(isolated, monkeypatch
       passes.parse_pipeline("cse")
 
 
+def test_native_ir_printing_is_not_what_gshard_opt_promises(capfd):
+  """Why `instrumentation.py` prints in Python (issue 20, item 7), checked
+  against this jaxlib: `PassManager.enable_ir_printing` heads an MLIR pass's
+  dump with its class name (`CSEPass: cse`), where gshard-opt (and mlir-opt's
+  own lit tests here) promise `IR Dump Before cse`, and writes to file
+  descriptor 2, not to `sys.stderr` or a given stream. A Python pass does
+  report its name. When this fails, jaxlib changed: see whether the native
+  printing can replace ours."""
+  from jaxlib.mlir import passmanager
+  module = _sin_module()
+  with module.context:
+    pm = passmanager.PassManager("builtin.module")
+    pm.add(lambda op, pass_: None, name="test-native-python", argument="test-native-python")
+    pm.add("cse")
+    pm.enable_ir_printing(print_before_all=True, print_after_all=False)
+    stream = io.StringIO()
+    saved, sys.stderr = sys.stderr, stream
+    try:
+      pm.run(module.operation)
+    finally:
+      sys.stderr = saved
+  err = capfd.readouterr().err
+  assert stream.getvalue() == ""
+  headers = re.findall(r"^// -----// IR Dump Before (.*) //----- //$", err, re.M)
+  assert headers == ["test-native-python: test-native-python", "CSEPass: cse"], headers
+
+
 def test_print_ir_after_change_skips_passes_that_changed_nothing():
   inst, stream = _instrumented(print_ir_after=True, print_ir_after_change=True)
   # Nothing to inline, to merge or to remove: no pass prints.
