@@ -63,6 +63,7 @@ import torch
 from torch import Tensor, nn
 
 import gshard_op
+from gshard_op._private import jax_backend
 from gshard_op.functional import check_inputs, check_labels
 from gshard_op.functional import shared_embedding_softmax as _jax_softmax
 from gshard_op.options import (SoftmaxOptions, call_options, for_layer_call, layer_options,
@@ -88,20 +89,6 @@ _JAX_ALLOCATOR_VARIABLES = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_
                             "XLA_PYTHON_CLIENT_MEM_FRACTION")
 
 
-def _jax_backend_started() -> bool:
-  """Whether JAX's backends exist already (then its allocator is configured).
-
-  `jax._src.xla_bridge.backends_are_initialized` is private: JAX has no public
-  way to ask without starting the backend. Where it is missing we answer False:
-  a variable set after the start is harmless, it is simply not read.
-  """
-  try:
-    from jax._src import xla_bridge
-    return xla_bridge.backends_are_initialized()
-  except (ImportError, AttributeError):
-    return False
-
-
 def _share_the_gpu_with_torch() -> str:
   """Lets torch and JAX share one GPU: JAX allocates on demand instead of
   reserving 75% of the GPU's memory when its backend starts. The user's own
@@ -111,7 +98,7 @@ def _share_the_gpu_with_torch() -> str:
             if name in os.environ]
   if chosen:
     return "left to the user's " + ", ".join(chosen)
-  if _jax_backend_started():
+  if jax_backend.backends_started():
     if any(d.platform != "cpu" for d in jax.devices()):
       warnings.warn(
           "gshard_op.torch was imported after JAX's GPU backend started: JAX keeps its "

@@ -78,6 +78,7 @@ WRAPPED = {
     "jax_config.py": ("from jax._src import config", "jax._src.config"),
     "keras_trainer.py": ("._make_function", "._symbolic_build", "._get_state_sharding_spec"),
     "nnx_jit.py": (".jitted_fn",),
+    "jax_backend.py": ("xla_bridge",),
 }
 
 
@@ -95,6 +96,24 @@ def test_only_the_private_modules_touch_what_they_wrap():
         for name in names:
           assert name not in source, (f"{os.path.relpath(f.name, root)} uses {name}: go "
                                       f"through gshard_op/_private/{module}")
+
+
+def test_jax_backend_started_is_answered_without_starting_it():
+  """In a fresh process: False before the first array, True after, and asking
+  starts nothing (the allocator variables must be set before the start)."""
+  import subprocess
+  import sys
+  from jax._src import xla_bridge
+  assert parameters(xla_bridge.backends_are_initialized) == [], \
+      "jax._src.xla_bridge.backends_are_initialized moved or changed"
+  code = ("from gshard_op._private import jax_backend as b\n"
+          "print(b.backends_started(), b.backends_started())\n"
+          "import jax.numpy as jnp; jnp.ones(1)\n"
+          "print(b.backends_started())\n")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split() == ["False", "False", "True"], proc.stdout
 
 
 # --- nnx.jit's jitted_fn -------------------------------------------------------------------

@@ -13,4 +13,6 @@ fails by name when one moves:
   used by `gshard_op/keras.py`.
 * `nnx_jit`: the `jax.jit` inside `nnx.jit`'s wrapper (`jitted_fn`), used by
   `gshard_op/pipelined_jit.py`.
+* `jax_backend`: whether JAX's backends started, without starting them
+  (`jax._src.xla_bridge`), used by `gshard_op/torch.py`.
 """
