@@ -13,18 +13,19 @@ import collections
 
 FORWARD = "gshard.shared_embedding_softmax"
 GRAD = "gshard.shared_embedding_softmax_grad"
-# Version 2 added the `precision` attribute, version 3 `temperature`; older
+# Version 2 added the `precision` attribute, version 3 `temperature`, version 4
+# `with_entropy` (and, when it is true, the entropy result and operands); older
 # composites are read with the value their math had (`ADDED`).
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 # Float attributes (f64), then the one bool attribute.
 FLOAT_ATTRIBUTES = ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
                     "label_smoothing_prob", "logit_scale", "temperature")
-BOOL_ATTRIBUTES = ("use_tgt_labels_size_as_loss_denominator",)
+BOOL_ATTRIBUTES = ("use_tgt_labels_size_as_loss_denominator", "with_entropy")
 STRING_ATTRIBUTES = ("precision",)
 # Attributes a later version added: (that version, the value before it).
-ADDED = {"precision": (2, "DEFAULT"), "temperature": (3, 1.0)}
+ADDED = {"precision": (2, "DEFAULT"), "temperature": (3, 1.0), "with_entropy": (4, False)}
 
 FORWARD_OPERANDS = ("x", "embedding", "labels")
 FORWARD_RESULTS = ("per_example_xent", "per_example_argmax", "logsumexp",
@@ -32,10 +33,26 @@ FORWARD_RESULTS = ("per_example_xent", "per_example_argmax", "logsumexp",
 GRAD_OPERANDS = ("x", "embedding", "labels", "logsumexp", "g_per_example_xent",
                  "g_logsumexp", "g_logsumexp_squared")
 GRAD_RESULTS = ("d_x", "d_embedding")
+# With `with_entropy`: one more forward result, and the gradient takes it and
+# its cotangent (the entropy's cotangent needs the expected logit `lse - H`).
+ENTROPY_RESULTS = ("per_example_entropy",)
+ENTROPY_GRAD_OPERANDS = ("per_example_entropy", "g_per_example_entropy")
 
+
+def forward_results(with_entropy: bool) -> tuple[str, ...]:
+  return FORWARD_RESULTS + (ENTROPY_RESULTS if with_entropy else ())
+
+
+def grad_operands(with_entropy: bool) -> tuple[str, ...]:
+  return GRAD_OPERANDS + (ENTROPY_GRAD_OPERANDS if with_entropy else ())
+
+
+# The entropy's fields read None when the composite has none.
 ForwardOperands = collections.namedtuple("ForwardOperands", FORWARD_OPERANDS)
-ForwardResults = collections.namedtuple("ForwardResults", FORWARD_RESULTS)
-GradOperands = collections.namedtuple("GradOperands", GRAD_OPERANDS)
+ForwardResults = collections.namedtuple("ForwardResults", forward_results(True),
+                                        defaults=(None,))
+GradOperands = collections.namedtuple("GradOperands", grad_operands(True),
+                                      defaults=(None, None))
 GradResults = collections.namedtuple("GradResults", GRAD_RESULTS)
 
 # Class ids, argmax and loop positions are int32: V and N must stay below this.

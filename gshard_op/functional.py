@@ -145,7 +145,7 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
                              logits_abs_max=0.0, z_loss_weight=0.0,
                              label_smoothing_prob=0.0,
                              use_tgt_labels_size_as_loss_denominator=True,
-                             precision=None, temperature=1.0,
+                             precision=None, temperature=1.0, with_entropy=False,
                              options: SoftmaxOptions | None = None,
                              implementation="composite") -> SoftmaxOutput:
   """Logits, softmax cross-entropy and z-loss of a shared embedding (Praxis semantics).
@@ -165,8 +165,12 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
       follows `jax.default_matmul_precision`, as a dense `jnp.dot` does.
     temperature: `T > 0`; the logits become `z / T` after the cap and the
       clip, for every field (the argmax is unchanged).
+    with_entropy: also return `per_example_entropy` `[...]`, the entropy of
+      the softmax over the final logits, `logsumexp(z) - sum(softmax(z) * z)`,
+      differentiable and computed in the same sweep as the loss; without it
+      the field is absent and nothing is computed for it.
     options: all the options above as one `SoftmaxOptions`, instead of the
-      keywords (`soft_cap_logits` ... `temperature`); giving both is an error.
+      keywords (`soft_cap_logits` ... `with_entropy`); giving both is an error.
     implementation: "composite" (the primitive, rewritten by `gshard_op.jit`'s
       passes) or "reference" (the dense math, differentiated by JAX itself).
 
@@ -185,7 +189,8 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
       options, soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
       z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
       use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
-      precision=precision, temperature=temperature).with_default_precision()
+      precision=precision, temperature=temperature,
+      with_entropy=with_entropy).with_default_precision()
   num_classes, in_features = embedding.shape
   batch = inputs.shape[:-1]
   labels = _flat_labels(inputs, num_classes, class_ids, class_probabilities)
@@ -193,9 +198,10 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
   x = inputs.reshape(-1, in_features)
 
   if implementation == "composite":
-    xent, argmax, lse, lse_squared = per_token_softmax(x, embedding, labels, options)
+    xent, argmax, lse, lse_squared, *entropy = per_token_softmax(x, embedding, labels, options)
   else:
-    xent, argmax, lse, lse_squared = reference.per_token_forward(x, embedding, labels, options)
+    xent, argmax, lse, lse_squared, *entropy = reference.per_token_forward(
+        x, embedding, labels, options)
   argmax = jax.lax.stop_gradient(argmax)
 
   logits = reference.logits(x, embedding, options)
@@ -212,6 +218,9 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
     z_loss = jnp.zeros((), jnp.float32)
 
   dtype = inputs.dtype
+  optional = {}
+  if options.with_entropy:
+    optional["per_example_entropy"] = entropy[0].astype(dtype).reshape(batch)
   return SoftmaxOutput(
       logits=logits.astype(dtype).reshape(batch + (num_classes,)),
       log_probs=log_probs.astype(dtype).reshape(batch + (num_classes,)),
@@ -223,4 +232,5 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
       avg_xent=(total_xent / denominator).astype(dtype),
       avg_xent_weight=denominator,
       z_loss=z_loss,
+      **optional,
   )

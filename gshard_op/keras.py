@@ -147,7 +147,8 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
                soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
                z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
                use_tgt_labels_size_as_loss_denominator: bool = True,
-               precision: str | None = None,
+               precision: str | None = None, temperature: float = 1.0,
+               with_entropy: bool = False,
                embeddings_initializer=None, embeddings_regularizer=None,
                embeddings_constraint=None, add_xent_loss: bool = True,
                implementation: str = "composite", **kwargs):
@@ -199,8 +200,14 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
     if class_ids is None and class_probabilities is None:
       logits = self.get_logits(inputs)
       log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-      return {"logits": logits, "log_probs": log_probs.astype(logits.dtype),
-              "per_example_argmax": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+      out = {"logits": logits, "log_probs": log_probs.astype(logits.dtype),
+             "per_example_argmax": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+      if self.options.with_entropy:  # the logits exist here anyway
+        probs = jnp.exp(log_probs)
+        out["per_example_entropy"] = -jnp.sum(
+            jnp.where(probs == 0, 0.0, probs * jnp.where(probs == 0, 0.0, log_probs)),
+            axis=-1).astype(logits.dtype)
+      return out
     if class_weights is None:
       class_weights = jnp.ones(inputs.shape[:-1] + (1,), jnp.float32)
     out = functional.shared_embedding_softmax(
@@ -221,6 +228,8 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
     specs = {"logits": spec(batch + (self.num_classes,), dtype),
              "log_probs": spec(batch + (self.num_classes,), dtype),
              "per_example_argmax": spec(batch, "int32")}
+    if self.options.with_entropy:
+      specs["per_example_entropy"] = spec(batch, dtype)
     if class_ids is None and class_probabilities is None:
       return specs
     return {**specs, "per_example_xent": spec(batch, dtype),
@@ -240,6 +249,8 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
         "z_loss_weight": opts.z_loss_weight,
         "label_smoothing_prob": opts.label_smoothing_prob,
         "precision": opts.precision,
+        "temperature": opts.temperature,
+        "with_entropy": opts.with_entropy,
         "use_tgt_labels_size_as_loss_denominator": opts.use_tgt_labels_size_as_loss_denominator,
         "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),

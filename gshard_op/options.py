@@ -28,6 +28,9 @@ class SoftmaxOptions:
       `p/V` elsewhere. The layer passes 0 when it is deterministic (evaluation).
     use_tgt_labels_size_as_loss_denominator: the loss denominator is the number
       of class weights (True) or their sum (False).
+    with_entropy: also compute `per_example_entropy`, `H = logsumexp(z) -
+      sum(softmax(z) * z)` over the final logits, differentiable; a caller who
+      does not ask pays nothing (no extra result, loop carry or operand).
     temperature: `T`; the logits become `z / T` after the cap and the clip, for
       every field (cross-entropy, log-probs, z-loss on the tempered logsumexp;
       the argmax is unchanged). 1 leaves them as they are.
@@ -45,6 +48,7 @@ class SoftmaxOptions:
   use_tgt_labels_size_as_loss_denominator: bool = True
   precision: str | None = None
   temperature: float = 1.0
+  with_entropy: bool = False
 
   def __post_init__(self):
     for name in ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
@@ -69,8 +73,8 @@ class SoftmaxOptions:
     if self.label_smoothing_prob > 1:
       raise ValueError("label_smoothing_prob must be in [0, 1], got "
                        f"{self.label_smoothing_prob!r}")
-    object.__setattr__(self, "use_tgt_labels_size_as_loss_denominator",
-                       bool(self.use_tgt_labels_size_as_loss_denominator))
+    for name in ("use_tgt_labels_size_as_loss_denominator", "with_entropy"):
+      object.__setattr__(self, name, bool(getattr(self, name)))
     if self.precision is not None:
       object.__setattr__(self, "precision", precision_name(self.precision, "precision"))
 

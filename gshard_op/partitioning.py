@@ -39,6 +39,7 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.extend.core import Primitive
 from jax.sharding import NamedSharding, PartitionSpec
 
+from gshard_op import contract
 from gshard_op.lowering import Lowering
 from gshard_op.options import SoftmaxOptions
 
@@ -99,16 +100,19 @@ def _is_grad(prim: Primitive) -> bool:
 
 # --- the Shardy rule ---------------------------------------------------------------------
 
-def sharding_rule(is_grad: bool, labels_are_ids: bool) -> str:
+def sharding_rule(is_grad: bool, labels_are_ids: bool, with_entropy: bool = False) -> str:
   """The op's factors in Shardy's einsum-like notation.
 
-      forward   x[n, m], embedding[v, m], labels[n] | [n, v] -> four [n]
-      gradient  ..., logsumexp and three cotangents [n] -> d_x[n, m], d_embedding[v, m]
+      forward   x[n, m], embedding[v, m], labels[n] | [n, v] -> four [n] (five
+                with the entropy)
+      gradient  ..., logsumexp and three cotangents [n] (and the entropy and its
+                cotangent) -> d_x[n, m], d_embedding[v, m]
   """
   operands = ["n m", "v m", "n" if labels_are_ids else "n v"]
   if is_grad:
-    return ", ".join(operands + ["n"] * 4) + " -> n m, v m"
-  return ", ".join(operands) + " -> n, n, n, n"
+    per_token = len(contract.grad_operands(with_entropy)) - 3
+    return ", ".join(operands + ["n"] * per_token) + " -> n m, v m"
+  return ", ".join(operands) + " -> " + ", ".join(["n"] * len(contract.forward_results(with_entropy)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,7 +129,7 @@ def _partitioned(prim: Primitive, options: SoftmaxOptions, lowering: Lowering,
   fn = custom_partitioning(unpartitioned)
   fn.def_partition(
       partition=functools.partial(_partition, prim, options, lowering),
-      sharding_rule=sharding_rule(is_grad, labels_are_ids),
+      sharding_rule=sharding_rule(is_grad, labels_are_ids, options.with_entropy),
       reduction_factors=() if is_grad else ("v",),
       need_replication_factors=("m",))
   return fn
@@ -157,7 +161,7 @@ def _partition(prim: Primitive, options: SoftmaxOptions, lowering: Lowering, mes
   if _is_grad(prim):
     result_shardings = (named(tok, ()), named(voc, ()))
   else:
-    result_shardings = (per_token,) * 4
+    result_shardings = (per_token,) * len(contract.forward_results(options.with_entropy))
   per_device = dataclasses.replace(lowering, shard=layout.spec())
 
   def lower_fn(*args):

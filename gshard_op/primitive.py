@@ -219,10 +219,10 @@ shared_embedding_softmax_p.def_impl(_jit_impl(shared_embedding_softmax_p))
 
 
 def _forward_abstract_eval(x, embedding, labels, *, options, lowering):
-  del options, lowering
+  del lowering
   _check_operands(x, embedding, labels)
   f32 = _token_aval(x, np.float32)
-  return f32, _token_aval(x, np.int32), f32, f32
+  return (f32, _token_aval(x, np.int32), f32, f32) + ((f32,) if options.with_entropy else ())
 
 
 def _forward_batch_rule(args, dims, **params):
@@ -253,12 +253,13 @@ shared_embedding_softmax_grad_p.multiple_results = True
 shared_embedding_softmax_grad_p.def_impl(_jit_impl(shared_embedding_softmax_grad_p))
 
 
-def _grad_abstract_eval(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *,
-                        options, lowering):
-  del options, lowering
+def _grad_abstract_eval(x, embedding, labels, *per_token, options, lowering):
+  del lowering
   _check_operands(x, embedding, labels)
-  for name, a in (("logsumexp", lse), ("g_per_example_xent", g_xent),
-                  ("g_logsumexp", g_lse), ("g_logsumexp_squared", g_lse_squared)):
+  names = contract.grad_operands(options.with_entropy)[3:]
+  if len(per_token) != len(names):
+    raise TypeError(f"the gradient takes {', '.join(names)}; got {len(per_token)} of them")
+  for name, a in zip(names, per_token):
     if a.shape != (x.shape[0],) or a.dtype != np.float32:
       raise TypeError(f"{name} must be float32[{x.shape[0]}], got {a.dtype}{list(a.shape)}")
   return (ShapedArray(x.shape, x.dtype, sharding=x.sharding),
@@ -285,35 +286,44 @@ shared_embedding_softmax_tangent_p.multiple_results = True
 shared_embedding_softmax_tangent_p.def_impl(_jit_impl(shared_embedding_softmax_tangent_p))
 
 
-def _tangent_abstract_eval(x, embedding, labels, lse, t_x, t_embedding, *, options, lowering):
-  del options, lowering
+# The tangent's operands: x, embedding, labels, the forward's saved per-token
+# results (logsumexp, and the entropy when asked for), then t_x, t_embedding.
+
+def _tangent_abstract_eval(x, embedding, labels, *rest, options, lowering):
+  del lowering
   _check_operands(x, embedding, labels)
+  t_x, t_embedding = rest[-2:]
   for name, t, like in (("t_x", t_x, x), ("t_embedding", t_embedding, embedding)):
     if t.shape != like.shape or t.dtype != like.dtype:
       raise TypeError(f"{name} must be {like.dtype}{list(like.shape)}, got {t.dtype}{list(t.shape)}")
   f32 = _token_aval(x, np.float32)
-  return f32, f32, f32
+  return (f32,) * (4 if options.with_entropy else 3)
 
 
-def _dense_tangent(x, embedding, labels, lse, t_x, t_embedding, *, options, lowering):
-  """The tangents of (xent, logsumexp, logsumexp**2), by JAX's JVP of the reference."""
-  del lse, lowering
+def _dense_tangent(x, embedding, labels, *rest, options, lowering):
+  """The tangents of (xent, logsumexp, logsumexp**2[, entropy]), by JAX's JVP
+  of the reference."""
+  del lowering
+  t_x, t_embedding = rest[-2:]
 
   def smooth_outputs(x, embedding):
-    xent, _, lse, lse_squared = reference.per_token_forward(x, embedding, labels, options)
-    return xent, lse, lse_squared
+    xent, _, lse, lse_squared, *entropy = reference.per_token_forward(
+        x, embedding, labels, options)
+    return (xent, lse, lse_squared, *entropy)
 
   return list(jax.jvp(smooth_outputs, (x, embedding), (t_x, t_embedding))[1])
 
 
-def _tangent_transpose(cotangents, x, embedding, labels, lse, t_x, t_embedding, *, options,
-                       lowering):
-  g_xent, g_lse, g_lse_squared = (ad.instantiate_zeros(c) for c in cotangents)
+def _tangent_transpose(cotangents, x, embedding, labels, *rest, options, lowering):
+  saved, (t_x, t_embedding) = rest[:-2], rest[-2:]
+  g_xent, g_lse, g_lse_squared, *g_entropy = (ad.instantiate_zeros(c) for c in cotangents)
+  entropy = (saved[1], g_entropy[0]) if options.with_entropy else ()
   d_x, d_embedding = shared_embedding_softmax_grad_p.bind(
-      x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, options=options,
+      x, embedding, labels, saved[0], g_xent, g_lse, g_lse_squared, *entropy, options=options,
       lowering=lowering)
-  return (None, None, None, None, d_x if ad.is_undefined_primal(t_x) else None,
-          d_embedding if ad.is_undefined_primal(t_embedding) else None)
+  return (None,) * (3 + len(saved)) + (d_x if ad.is_undefined_primal(t_x) else None,
+                                       d_embedding if ad.is_undefined_primal(t_embedding)
+                                       else None)
 
 
 def _tangent_batch_rule(args, dims, **params):
@@ -332,9 +342,8 @@ def _grad_jvp(primals, tangents, *, options, lowering):
   x, embedding, labels, *per_token = primals
   tangents = [ad.instantiate_zeros(t) for i, t in enumerate(tangents) if i != 2]
 
-  def grad(x, embedding, lse, g_xent, g_lse, g_lse_squared):
-    return reference.per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
-                                    opts=options)
+  def grad(x, embedding, *per_token):
+    return reference.per_token_grad(x, embedding, labels, *per_token, opts=options)
 
   out = shared_embedding_softmax_grad_p.bind(*primals, options=options, lowering=lowering)
   return out, list(jax.jvp(grad, (x, embedding, *per_token), tuple(tangents))[1])
@@ -346,7 +355,8 @@ ad.primitive_jvps[shared_embedding_softmax_grad_p] = _grad_jvp
 # --- differentiation -----------------------------------------------------------
 
 def per_token_softmax(x, embedding, labels, options: SoftmaxOptions):
-  """`(per_example_xent, per_example_argmax, logsumexp, logsumexp_squared)`.
+  """`(per_example_xent, per_example_argmax, logsumexp, logsumexp_squared)`,
+  then `per_example_entropy` with `options.with_entropy`.
 
   Flat operands as in the module docstring; differentiable in `x` and
   `embedding` (labels, ids or probabilities, carry no gradient). The lowering
@@ -369,7 +379,8 @@ def _per_token_softmax_jvp(options, lowering, primals, tangents):
   x, embedding, labels = primals
   t_x, t_embedding, _ = tangents  # labels carry no gradient
   outs = _per_token_softmax(x, embedding, labels, options, lowering)
-  t_xent, t_lse, t_lse_squared = shared_embedding_softmax_tangent_p.bind(
-      x, embedding, labels, outs[2], t_x, t_embedding, options=options, lowering=lowering)
+  saved = (outs[2], outs[4]) if options.with_entropy else (outs[2],)  # lse[, entropy]
+  t_xent, t_lse, t_lse_squared, *t_entropy = shared_embedding_softmax_tangent_p.bind(
+      x, embedding, labels, *saved, t_x, t_embedding, options=options, lowering=lowering)
   t_argmax = np.zeros(outs[1].shape, jax.dtypes.float0)  # integer: no tangent
-  return outs, (t_xent, t_argmax, t_lse, t_lse_squared)
+  return outs, (t_xent, t_argmax, t_lse, t_lse_squared, *t_entropy)

@@ -108,7 +108,8 @@ def per_token_forward(x, embedding, labels, opts: SoftmaxOptions):
   """The forward composite: per-token results, all `[N]`.
 
   Returns `(per_example_xent f32, per_example_argmax i32, logsumexp f32,
-  logsumexp_squared f32)`. The squared logsumexp is its own result so that the
+  logsumexp_squared f32)`, then `per_example_entropy f32` when
+  `opts.with_entropy`. The squared logsumexp is its own result so that the
   z-loss cotangent reaching the gradient never depends on forward results.
   """
   z = logits(x, embedding, opts)
@@ -116,7 +117,18 @@ def per_token_forward(x, embedding, labels, opts: SoftmaxOptions):
   q = target_distribution(labels, embedding.shape[0], opts)
   xent = cross_entropy(z - lse[:, None], q)
   argmax = jnp.argmax(z, axis=-1).astype(jnp.int32)  # a NaN's first index if any
+  if opts.with_entropy:
+    return xent, argmax, lse, lse * lse, entropy(z, lse)
   return xent, argmax, lse, lse * lse
+
+
+def entropy(z: jax.Array, lse: jax.Array) -> jax.Array:
+  """`H = lse - sum(p * z)` per token, `p = exp(z - lse)`; a class with `p = 0`
+  (a `-inf` logit) adds nothing, so a one-hot distribution has `H = 0`."""
+  p = jnp.exp(z - lse[:, None])
+  # z masked before the product, not after: autodiff of `where(p == 0, 0, p * z)`
+  # would still multiply the -inf into the unselected branch's gradient (NaN).
+  return lse - jnp.sum(p * jnp.where(p == 0, 0.0, z), axis=-1)
 
 
 def cross_entropy(log_probs: jax.Array, q: jax.Array) -> jax.Array:
@@ -141,6 +153,13 @@ def logits_cotangent(p, q, g_xent, g_p):
   return g_xent[:, None] * (p * total_mass - q) + g_p[:, None] * p
 
 
+def entropy_cotangent(p, z, lse, h, g_h):
+  """The entropy's share of the logits' cotangent, `-g_H * p * (z - E[z])`
+  with `E[z] = sum(p * z) = lse - H`; 0 where `p = 0` (`softmax` in IR)."""
+  centred = z - (lse - h)[:, None]
+  return -g_h[:, None] * jnp.where(p == 0, 0.0, p * centred)
+
+
 def _sharded_like(like, *operands):
   """Under an Explicit-axis mesh a matmul contracting a sharded dimension must
   be told where its result lives: like the operand it is the gradient of, on
@@ -152,19 +171,24 @@ def _sharded_like(like, *operands):
   return jax.sharding.NamedSharding(mesh, jax.typeof(like).sharding.spec)
 
 
-def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
+def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *entropy_args,
                    opts: SoftmaxOptions):
   """The gradient composite: `(d_x, d_embedding)` of `per_token_forward`.
 
   `lse` is the forward's saved logsumexp; `g_*` are the cotangents of
-  `per_example_xent`, `logsumexp` and `logsumexp_squared`; the logits'
-  cotangent is `logits_cotangent`, pulled back through cap and clip.
+  `per_example_xent`, `logsumexp` and `logsumexp_squared`, and with
+  `opts.with_entropy` `entropy_args` are the forward's entropy and its
+  cotangent; the logits' cotangent is `logits_cotangent` (plus
+  `entropy_cotangent`), pulled back through temperature, clip and cap.
   """
   z_raw = raw_logits(x, embedding, opts.lax_precision)
   z = transform_logits(z_raw, opts)
   p = jnp.exp(z - lse[:, None])
   q = target_distribution(labels, embedding.shape[0], opts)
   dz = logits_cotangent(p, q, g_xent, probability_cotangent(lse, g_lse, g_lse_squared))
+  if opts.with_entropy:
+    h, g_h = entropy_args
+    dz = dz + entropy_cotangent(p, z, lse, h, g_h)
   dz_raw = transform_logits_vjp(z_raw, z, dz, opts)
   scale = logit_scale(x.shape[-1])
   d_x = scale * jnp.einsum("nv,vm->nm", dz_raw.astype(embedding.dtype), embedding,

@@ -73,12 +73,15 @@ from gshard_op.outputs import FIELDS  # noqa: F401  (gt.FIELDS: the order of the
 __all__ = ["JAX_ALLOCATOR", "GShardSharedEmbeddingSoftmax", "cross_entropy",
            "shared_embedding_softmax"]
 
-# The differentiable outputs, in the op's order (logits/log_probs only on request).
-_DIFF = ("per_example_xent", "total_xent", "avg_xent", "z_loss", "logits", "log_probs")
+# The differentiable outputs, in the op's order (logits/log_probs and the
+# entropy only on request).
+_DIFF = ("per_example_xent", "total_xent", "avg_xent", "z_loss", "logits", "log_probs",
+         "per_example_entropy")
 # The op's results: the fields, then the saved gradients (empty when not asked for).
 _RESULTS = ("per_example_xent", "per_example_argmax", "per_example_weight", "total_xent",
             "total_weight", "avg_xent", "avg_xent_weight", "z_loss", "logits", "log_probs",
-            "d_inputs", "d_embedding")
+            "per_example_entropy", "d_inputs", "d_embedding")
+_FIELD_RESULTS = _RESULTS[:-2]
 
 
 # --- one GPU, two runtimes -------------------------------------------------------------
@@ -163,6 +166,8 @@ def _jax_fields(x, embedding, ids, probs, weights, config: _Config):
                       if config.options.z_loss_weight > 0 else out.z_loss))
   if config.return_logits:
     diff.update(logits=out.logits, log_probs=out.log_probs)
+  if config.options.with_entropy:
+    diff.update(per_example_entropy=out.per_example_entropy)
   other = dict(per_example_argmax=out.per_example_argmax,
                per_example_weight=out.per_example_weight[:, 0],
                total_weight=out.total_weight, avg_xent_weight=denominator)
@@ -280,7 +285,7 @@ def _softmax_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor 
                 weights: Tensor, options: str, ignore_index: int, return_logits: bool,
                 with_grads: bool) -> tuple[
                     Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                    Tensor, Tensor, Tensor, Tensor]:
+                    Tensor, Tensor, Tensor, Tensor, Tensor]:
   """On `x[N, M]`, `embedding[V, M]`, `ids[N]` int32 or `probs[N, V]`, `weights[N]`
   float32, `options` a `SoftmaxOptions` as JSON (`_encode`): the results
   `_RESULTS`, unrequested ones empty."""
@@ -289,7 +294,7 @@ def _softmax_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor 
   fn = _fused_fn(config) if with_grads else _forward_fn(config)
   fields, grads = fn(*args)
   empty = jnp.zeros((0,), fields["per_example_xent"].dtype)
-  arrays = [fields.get(name, empty) for name in _RESULTS[:10]]
+  arrays = [fields.get(name, empty) for name in _FIELD_RESULTS]
   arrays += list(grads) if with_grads else [empty, empty]
   return tuple(_to_torch(arrays, (x, embedding, ids, probs, weights)))
 
@@ -301,9 +306,10 @@ def _softmax_fake(x, embedding, ids, probs, weights, options, ignore_index, retu
   f32, dt = torch.float32, x.dtype
   scalar = lambda dtype: x.new_empty((), dtype=dtype)
   dense = (n, v) if return_logits else (0,)
+  entropy = (n,) if _config(options, ignore_index, return_logits).options.with_entropy else (0,)
   return (x.new_empty((n,)), x.new_empty((n,), dtype=torch.int32), x.new_empty((n,), dtype=f32),
           scalar(f32), scalar(f32), scalar(dt), scalar(f32), scalar(f32),
-          x.new_empty(dense), x.new_empty(dense),
+          x.new_empty(dense), x.new_empty(dense), x.new_empty(entropy),
           x.new_empty(x.shape if with_grads else (0,)),
           embedding.new_empty(embedding.shape if with_grads else (0,)))
 
@@ -316,11 +322,13 @@ def _backward_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor
                  saved_d_embedding: Tensor | None, g_per_example_xent: Tensor | None,
                  g_total_xent: Tensor | None, g_avg_xent: Tensor | None,
                  g_z_loss: Tensor | None, g_logits: Tensor | None,
-                 g_log_probs: Tensor | None, options: str, ignore_index: int,
+                 g_log_probs: Tensor | None, g_per_example_entropy: Tensor | None,
+                 options: str, ignore_index: int,
                  return_logits: bool) -> tuple[Tensor, Tensor]:
   """`(d_x, d_embedding)` for the given cotangents (None: zero)."""
   config = _config(options, ignore_index, return_logits)
-  per_token = [g for g in (g_per_example_xent, g_logits, g_log_probs) if g is not None]
+  per_token = [g for g in (g_per_example_xent, g_logits, g_log_probs, g_per_example_entropy)
+               if g is not None]
   # The saved gradients are those of avg_xent + z_loss; total_xent is
   # avg_xent times the denominator.
   scale = torch.zeros((), dtype=torch.float32, device=x.device)
@@ -337,7 +345,7 @@ def _backward_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor
 
   cotangents = dict(per_example_xent=g_per_example_xent, total_xent=g_total_xent,
                     avg_xent=g_avg_xent, z_loss=g_z_loss, logits=g_logits,
-                    log_probs=g_log_probs)
+                    log_probs=g_log_probs, per_example_entropy=g_per_example_entropy)
   cotangents = {k: _to_jax(v) for k, v in cotangents.items() if v is not None}
   args = [_to_jax(t) for t in (x, embedding, ids, probs, weights)]
   d_x, d_e = _vjp_fn(config)(*args, cotangents)
@@ -476,10 +484,13 @@ def _flat_weights(class_weights, x: Tensor, batch) -> Tensor:
   return weights.reshape(n).to(torch.float32)
 
 
-def _fields(results, batch, num_classes: int, return_logits: bool) -> dict[str, Tensor | None]:
-  """The op's flat results as Praxis's fields, in `batch`'s shape."""
+def _fields(results, batch, num_classes: int, return_logits: bool,
+            with_entropy: bool) -> dict[str, Tensor | None]:
+  """The op's flat results as Praxis's fields, in `batch`'s shape (then
+  `per_example_entropy` when asked for)."""
   r = dict(zip(_RESULTS, results))
   dense = tuple(batch) + (num_classes,)
+  entropy = {"per_example_entropy": r["per_example_entropy"].reshape(batch)} if with_entropy else {}
   return dict(
       logits=r["logits"].reshape(dense) if return_logits else None,
       log_probs=r["log_probs"].reshape(dense) if return_logits else None,
@@ -487,7 +498,7 @@ def _fields(results, batch, num_classes: int, return_logits: bool) -> dict[str, 
       per_example_xent=r["per_example_xent"].reshape(batch),
       per_example_weight=r["per_example_weight"].reshape(tuple(batch) + (1,)),
       total_xent=r["total_xent"], total_weight=r["total_weight"], avg_xent=r["avg_xent"],
-      avg_xent_weight=r["avg_xent_weight"], z_loss=r["z_loss"])
+      avg_xent_weight=r["avg_xent_weight"], z_loss=r["z_loss"], **entropy)
 
 
 def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: Tensor | None,
@@ -496,7 +507,8 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
                              soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
                              z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
                              use_tgt_labels_size_as_loss_denominator: bool = False,
-                             precision: str | None = None,
+                             precision: str | None = None, temperature: float = 1.0,
+                             with_entropy: bool = False,
                              options: SoftmaxOptions | None = None,
                              ignore_index: int = -100,
                              return_logits: bool = False) -> dict[str, Tensor | None]:
@@ -523,8 +535,11 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
     precision: of the op's matmuls, as `jax.lax.Precision` names it
       ("default", "high", "highest", ...); None follows JAX's
       `jax_default_matmul_precision` where the op is first compiled.
+    temperature: the logits become `z / T` after the cap and the clip.
+    with_entropy: also return `per_example_entropy` (differentiable), the
+      softmax's entropy per token, computed in the same sweep as the loss.
     options: all the options above as one `gshard_op.SoftmaxOptions`, instead
-      of the keywords (`soft_cap_logits` ... `precision`); not both. Its own
+      of the keywords (`soft_cap_logits` ... `with_entropy`); not both. Its own
       defaults are Praxis's: `SoftmaxOptions()` counts all tokens.
     return_logits: also compute `logits` and `log_probs` (`[..., V]`, dense);
       when False, those fields are None and the logits are never formed.
@@ -539,9 +554,16 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
       options, soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
       z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
       use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
-      precision=precision)
+      precision=precision, temperature=temperature, with_entropy=with_entropy)
   return _softmax(inputs, embedding, class_weights, class_ids, class_probabilities, options,
                   ignore_index, return_logits)
+
+
+@torch.compiler.assume_constant_result
+def _with_entropy(options: str) -> bool:
+  """Whether the `_encode`d options ask for the entropy (a constant of the
+  graph under torch.compile, as `_call_options` is)."""
+  return bool(json.loads(options)["with_entropy"])
 
 
 def _softmax(inputs: Tensor, embedding: Tensor, class_weights: Tensor | None,
@@ -561,7 +583,7 @@ def _softmax(inputs: Tensor, embedding: Tensor, class_weights: Tensor | None,
   with_grads = torch.is_grad_enabled() and (x.requires_grad or embedding.requires_grad)
   results = _softmax_op(x, embedding, ids, probs, weights,
                         options, int(ignore_index), bool(return_logits), with_grads)
-  return _fields(results, batch, num_classes, return_logits)
+  return _fields(results, batch, num_classes, return_logits, _with_entropy(options))
 
 
 # --- F.cross_entropy's arguments -----------------------------------------------------------
@@ -713,7 +735,8 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
                logits_abs_max: float = 0.0, z_loss_weight: float = 0.0,
                label_smoothing_prob: float = 0.0,
                use_tgt_labels_size_as_loss_denominator: bool = False,
-               precision: str | None = None, ignore_index: int = -100,
+               precision: str | None = None, temperature: float = 1.0,
+               with_entropy: bool = False, ignore_index: int = -100,
                return_logits: bool = False, device=None, dtype=None):
     super().__init__()
     # Checks the sizes and options now rather than at the first call.

@@ -118,13 +118,17 @@ def match(op: ir.Operation) -> SoftmaxComposite:
         z_loss_weight=values["z_loss_weight"],
         label_smoothing_prob=values["label_smoothing_prob"],
         use_tgt_labels_size_as_loss_denominator=flags["use_tgt_labels_size_as_loss_denominator"],
-        precision=strings["precision"], temperature=values["temperature"])
+        precision=strings["precision"], temperature=values["temperature"],
+        with_entropy=flags["with_entropy"])
   except (TypeError, ValueError) as e:
     raise RewriteError(op, f"bad composite_attributes: {e}") from None
 
   is_grad = name == contract.GRAD
-  expected_operands = contract.GRAD_OPERANDS if is_grad else contract.FORWARD_OPERANDS
-  expected_results = contract.GRAD_RESULTS if is_grad else contract.FORWARD_RESULTS
+  entropy = options.with_entropy
+  expected_operands = (contract.grad_operands(entropy) if is_grad
+                       else contract.FORWARD_OPERANDS)
+  expected_results = (contract.GRAD_RESULTS if is_grad
+                      else contract.forward_results(entropy))
   operands, results = list(op.operands), list(op.results)
   if len(operands) != len(expected_operands) or len(results) != len(expected_results):
     raise RewriteError(op, f"{name} takes {len(expected_operands)} operands "
@@ -154,7 +158,7 @@ def match(op: ir.Operation) -> SoftmaxComposite:
     _require(op, results[0].type == x.type and results[1].type == embedding.type,
              "results must be d_x like x and d_embedding like embedding")
   else:
-    want = [vec_f32, b.tensor((n,), b.i32()), vec_f32, vec_f32]
+    want = [vec_f32, b.tensor((n,), b.i32()), vec_f32, vec_f32] + [vec_f32] * entropy
     _require(op, [r.type for r in results] == want,
              f"results must be {', '.join(str(t) for t in want)}")
   # The decomposition scales by M**-0.5 whatever the attribute says: a rewrite

@@ -57,15 +57,19 @@ def plan_token_chunk(num_tokens: int, num_classes: int, *, token_chunk: int = 0,
 
 def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, labels: ir.Value,
                g_xent: ir.Value, g_lse: ir.Value, g_lse_squared: ir.Value,
-               accumulator: ir.Type, update_rows: int) -> tuple[list[ir.Value], list[ir.Value]]:
-  """`(forward results, [d_x, d_embedding])` from one loop over token blocks."""
+               g_entropy: ir.Value | None = None, *, accumulator: ir.Type,
+               update_rows: int) -> tuple[list[ir.Value], list[ir.Value]]:
+  """`(forward results, [d_x, d_embedding])` from one loop over token blocks;
+  `g_entropy` (with `with_entropy`) is the entropy's cotangent, whose share of
+  the logits' cotangent uses the block's own entropy."""
   n, m = b.shape_of(x)
   v = b.shape_of(embedding)[0]
   xs = sm.scaled_inputs(x)
   label_mass = sm.label_mass(labels)
   q_mass = sm.target_mass(label_mass)
   zero = b.scalar(0, b.i32())
-  outputs = per_token_outputs(n)
+  with_entropy = sm.options.with_entropy
+  outputs = per_token_outputs(n, with_entropy)
   loop = b.Loop(trip_count(n, tokens), **outputs,
                 d_x=b.full((n, m), b.element_of(x), 0.0),
                 d_emb=b.full((v, m), accumulator, 0.0))
@@ -75,19 +79,25 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
     g_xent_blk, g_lse_blk, g_sq_blk, q_blk, mass_blk = (
         b.dynamic_slice(a, [start], [tokens])
         for a in (g_xent, g_lse, g_lse_squared, q_mass, label_mass))
+    g_h_blk = b.dynamic_slice(g_entropy, [start], [tokens]) if with_entropy else None
     own = None
     if first_owned is not None:  # tokens an earlier block had add no gradient again
       own = owned(start, first_owned, (tokens,), 0)
       g_xent_blk, g_lse_blk, g_sq_blk = (b.select(own, g, 0.0)
                                          for g in (g_xent_blk, g_lse_blk, g_sq_blk))
+      if with_entropy:
+        g_h_blk = b.select(own, g_h_blk, 0.0)
     chunk = chunk_logits(sm, x_blk, embedding, labels_blk, zero, None, v, scaled_x=True)
-    stats = OnlineStats.initial(tokens).update(sm, chunk)
+    stats = OnlineStats.initial(tokens, with_entropy).update(sm, chunk)
     if sm.labels_are_ids:
       stats.t = target_logits(sm, x_blk, embedding, labels_blk, scaled_x=True)
     results = stats.finalize(sm, mass_blk)
     lse = results[contract.FORWARD_RESULTS.index("logsumexp")]
     g_p = probability_cotangent(lse, g_lse_blk, g_sq_blk)
-    dz = logits_cotangent(sm, chunk, lse, q_blk, g_xent_blk, g_p)
+    entropy = None
+    if with_entropy:
+      entropy = (results[contract.forward_results(True).index("per_example_entropy")], g_h_blk)
+    dz = logits_cotangent(sm, chunk, lse, q_blk, g_xent_blk, g_p, entropy)
     d_x_blk = b.mul(b.dot(b.convert(dz, b.element_of(embedding)), embedding, (1, 0), b.f32(),
                           sm.options.precision), sm.logit_scale)
     d_x_blk = b.convert(d_x_blk, b.element_of(x))
@@ -165,6 +175,7 @@ def find_pairs(module: ir.Operation):
       continue
     fwd = composites.match(fwd_op)
     if (fwd_op.block != op.block or lse != fwd.results.logsumexp
+        or grad.args.per_example_entropy != fwd.results.per_example_entropy  # None twice
         or any(f != g for f, g in zip(fwd.args, grad.args))  # x, embedding, labels
         or fwd.options != grad.options):
       continue
@@ -208,6 +219,8 @@ class FuseForwardBackwardPass(CompositeRewrite):
       return False
     cotangents = [grad.args.g_per_example_xent, grad.args.g_logsumexp,
                   grad.args.g_logsumexp_squared]
+    if fwd.options.with_entropy:
+      cotangents.append(grad.args.g_per_example_entropy)
     movable = cotangent_slice(fwd.op, cotangents)
     if movable is None:
       self.decline(fwd.op, "the gradient's cotangents depend on the forward's results",

@@ -241,9 +241,12 @@ def _logits_block(cfg: KernelConfig, io: "_Blocks", z_raw, labels, t_start, v_st
   return _Block(z_raw=z_raw, z=z, classes=cols, owned=owned, target=target)
 
 
-def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_classes: int):
+def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_classes: int,
+               entropy=None):
   """The block's raw-logit cotangent (`softmax.logits_cotangent`):
-  `g_xent * (p * Q - q) + g_p * p`, 0 where not owned, then through clip and cap."""
+  `g_xent * (p * Q - q) + g_p * p`, with `entropy = (E[z], g_H)` minus
+  `g_H * p * (z - E[z])`, 0 where not owned, then through temperature, clip
+  and cap."""
   a, off = cfg.smoothing(num_classes)
   p = jnp.exp(blk.z - lse)
   q = blk.target
@@ -252,6 +255,9 @@ def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_cla
   if off:
     q = q + off
   dz = g_xent * (p * q_mass - q) + g_p * p
+  if entropy is not None:
+    expected, g_h = entropy
+    dz = dz - g_h * _weighted(p, blk.z - expected)
   dz = blk.owned_or(dz, 0.0)
   return transform_logits_vjp(blk.z_raw, blk.z, dz, cfg.options)
 
@@ -299,7 +305,7 @@ def _grad_columns(cfg: KernelConfig, m: int):
 
 def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
                     x_ref, e_ref, labels_ref, mass_ref,
-                    xent_ref, argmax_ref, lse_ref, lse2_ref):
+                    xent_ref, argmax_ref, lse_ref, lse2_ref, *entropy_ref):
   bt, bv = cfg.block_tokens, cfg.block_vocab
   t_start, _ = _block_start(pl.program_id(0), bt, n)
   rows = pl.ds(t_start, bt)
@@ -310,7 +316,7 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
   smoothing = cfg.options.label_smoothing_prob > 0
 
   def body(k, carry):
-    m, s, idx, t, zsum = carry
+    m, s, idx, t, zsum, w = carry
     v_start, v_first = _block_start(k, bv, v)
     e_rows = pl.ds(v_start, bv)
     z_raw = (_dot_nt(cfg, xs, io.read(e_ref, "e", e_rows)) if xs is not None
@@ -319,7 +325,10 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     z = blk.owned_or(blk.z, -jnp.inf)
     block_max = jnp.max(z, axis=1, keepdims=True)  # NaN if the block has one
     m_new = jnp.maximum(m, block_max)
-    s = s * _rescale(m, m_new) + jnp.sum(jnp.exp(z - _shift(m_new)), axis=1, keepdims=True)
+    e = jnp.exp(z - _shift(m_new))
+    s = s * _rescale(m, m_new) + jnp.sum(e, axis=1, keepdims=True)
+    if entropy_ref:  # sum(exp(z - shift) * z), a -inf logit adding nothing
+      w = w * _rescale(m, m_new) + jnp.sum(_weighted(e, z), axis=1, keepdims=True)
     # First class reaching the block's max (NaN: its first NaN, as jnp.argmax);
     # an earlier block wins ties and keeps an earlier NaN.
     at_max = jnp.logical_or(z == block_max, jnp.isnan(z))
@@ -329,11 +338,12 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     t = t + jnp.sum(_weighted(blk.target, blk.owned_or(blk.z, 0.0)), axis=1, keepdims=True)
     if smoothing:
       zsum = zsum + jnp.sum(blk.owned_or(blk.z, 0.0), axis=1, keepdims=True)
-    return m_new, s, idx, t, zsum
+    return m_new, s, idx, t, zsum, w
 
   zeros = jnp.zeros((bt, 1), F32)
-  init = (jnp.full((bt, 1), -jnp.inf, F32), zeros, jnp.zeros((bt, 1), jnp.int32), zeros, zeros)
-  m, s, idx, t, zsum = lax.fori_loop(0, pl.cdiv(v, bv), body, init)
+  init = (jnp.full((bt, 1), -jnp.inf, F32), zeros, jnp.zeros((bt, 1), jnp.int32), zeros, zeros,
+          zeros)
+  m, s, idx, t, zsum, w = lax.fori_loop(0, pl.cdiv(v, bv), body, init)
   lse = _shift(m) + jnp.log(s)
   mass = io.read(mass_ref, "column", rows)
   a, off = cfg.smoothing(v)
@@ -344,10 +354,14 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
   io.write(argmax_ref, "ids", rows, idx)
   io.write(lse_ref, "column", rows, lse)
   io.write(lse2_ref, "column", rows, lse * lse)
+  if entropy_ref:
+    io.write(entropy_ref[0], "column", rows, lse - w / s)
 
 
 def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
-                x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, d_x_ref):
+                x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, *rest):
+  """`rest`: with the entropy, the refs of `E[z]` and `g_H`; then `d_x`."""
+  *entropy_refs, d_x_ref = rest
   bt, bv = cfg.block_tokens, cfg.block_vocab
   m = x_ref.shape[1]
   t_start, _ = _block_start(pl.program_id(0), bt, n)
@@ -357,6 +371,7 @@ def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
   xs = _scaled(cfg, io.read(x_ref, "x", rows)) if whole else None
   labels = _token_labels(cfg, io, labels_ref, rows)
   per_token = [io.read(r, "column", rows) for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
+  entropy = [io.read(r, "column", rows) for r in entropy_refs] or None
 
   def body(k, acc):
     v_start, v_first = _block_start(k, bv, v)
@@ -368,7 +383,7 @@ def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
       z_raw = _raw_logits(cfg, io, x_ref, e_ref, rows, e_rows, bt, bv)
       e = io.read(e_ref, "e_cols", e_rows, cols)
     blk = _logits_block(cfg, io, z_raw, labels, t_start, v_start, v_first)
-    dz = _cotangent(cfg, blk, *per_token, v)
+    dz = _cotangent(cfg, blk, *per_token, v, entropy)
     return acc + _dot_nn(cfg, dz.astype(e.dtype), e)
 
   acc = lax.fori_loop(0, pl.cdiv(v, bv), body, jnp.zeros((bt, cfg.features(m)[1]), F32))
@@ -377,7 +392,9 @@ def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
 
 
 def _d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
-                  x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, d_e_ref):
+                  x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, *rest):
+  """`rest`: with the entropy, the refs of `E[z]` and `g_H`; then `d_embedding`."""
+  *entropy_refs, d_e_ref = rest
   bt, bv = cfg.block_tokens, cfg.block_vocab
   m = x_ref.shape[1]
   # A clamped last vocab block recomputes rows an earlier block also wrote:
@@ -393,9 +410,12 @@ def _d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     rows = pl.ds(t_start, bt)
     lse, q_mass, g_xent, g_p = [io.read(r, "column", rows)
                                 for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
+    entropy = [io.read(r, "column", rows) for r in entropy_refs] or None
     if t_first is not None:  # tokens an earlier block had contribute nothing
       own = t_start + lax.broadcasted_iota(jnp.int32, (bt, 1), 0) >= t_first
       g_xent, g_p = jnp.where(own, g_xent, 0.0), jnp.where(own, g_p, 0.0)
+      if entropy:
+        entropy[1] = jnp.where(own, entropy[1], 0.0)
     labels = _token_labels(cfg, io, labels_ref, rows)
     if whole:
       xs = _scaled(cfg, io.read(x_ref, "x", rows))
@@ -404,7 +424,7 @@ def _d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
       z_raw = _raw_logits(cfg, io, x_ref, e_ref, rows, e_rows, bt, bv)
       xs = _scaled(cfg, io.read(x_ref, "x_cols", rows, cols))
     blk = _logits_block(cfg, io, z_raw, labels, t_start, v_start, None)
-    dz = _cotangent(cfg, blk, lse, q_mass, g_xent, g_p, v)
+    dz = _cotangent(cfg, blk, lse, q_mass, g_xent, g_p, v, entropy)
     return acc + _dot_tn(cfg, dz.astype(xs.dtype), xs)
 
   acc = lax.fori_loop(0, pl.cdiv(n, bt), body, jnp.zeros((bv, cfg.features(m)[1]), F32))
@@ -480,27 +500,32 @@ def _labels_operand(labels):
 
 def forward(x, embedding, labels, cfg: KernelConfig):
   """The forward composite: `(per_example_xent, per_example_argmax, logsumexp,
-  logsumexp_squared)`, all `[N]`."""
+  logsumexp_squared[, per_example_entropy])`, all `[N]`."""
   n, v = x.shape[0], embedding.shape[0]
   check_shapes(cfg, n, v, x.shape[1])
   col = jax.ShapeDtypeStruct((n, 1), F32)
   out_shape = (col, jax.ShapeDtypeStruct((n, 1), jnp.int32), col, col)
+  out_shape += (col,) * cfg.options.with_entropy
   operands = (x, embedding, _labels_operand(labels), _column(label_mass(labels, v)))
   outs = _call(cfg, functools.partial(_forward_kernel, cfg, n, v),
                (pl.cdiv(n, cfg.block_tokens),), out_shape, operands)
   return tuple(o.reshape(n) for o in outs)
 
 
-def grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, cfg: KernelConfig):
-  """The gradient composite: `(d_x, d_embedding)` in the operands' dtypes."""
+def grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *entropy, cfg: KernelConfig):
+  """The gradient composite: `(d_x, d_embedding)` in the operands' dtypes;
+  `entropy` is `(per_example_entropy, its cotangent)` with `with_entropy`."""
   n, v, m = x.shape[0], embedding.shape[0], x.shape[1]
   check_shapes(cfg, n, v, m)
   column_blocks = pl.cdiv(m, cfg.features(m)[1])
   a, off = cfg.smoothing(v)
   q_mass = label_mass(labels, v) * a + off * v
   g_p = g_lse + 2.0 * lse * g_lse_squared
-  operands = (x, embedding, _labels_operand(labels),
-              *(_column(u) for u in (lse, q_mass, g_xent, g_p)))
+  per_token = [lse, q_mass, g_xent, g_p]
+  if entropy:  # the kernels take the expected logit E[z] = lse - H
+    h, g_h = entropy
+    per_token += [lse - h, g_h]
+  operands = (x, embedding, _labels_operand(labels), *(_column(u) for u in per_token))
   d_x = _call(cfg, functools.partial(_d_x_kernel, cfg, n, v),
               (pl.cdiv(n, cfg.block_tokens), column_blocks),
               jax.ShapeDtypeStruct(x.shape, x.dtype), operands)

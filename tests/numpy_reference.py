@@ -33,6 +33,7 @@ class Options:
   label_smoothing_prob: float = 0.0
   use_tgt_labels_size_as_loss_denominator: bool = True
   temperature: float = 1.0
+  with_entropy: bool = False
 
 
 def as_f64(a) -> np.ndarray:
@@ -109,9 +110,18 @@ def denominator(inputs, class_weights, opts: Options) -> float:
   return float(np.sum(w))
 
 
+def entropy(z) -> np.ndarray:
+  """`H = -sum(p * log p)` of the softmax of `z` (a class with `p = 0` adds 0)."""
+  with np.errstate(invalid="ignore"):  # 0 * -inf where p = 0, discarded
+    log_p = z - logsumexp(z)[..., None]
+    p = np.exp(log_p)
+    return -np.sum(np.where(p == 0, 0.0, p * log_p), axis=-1)
+
+
 def forward(inputs, embedding, class_weights, class_ids=None,
             class_probabilities=None, opts: Options = Options()) -> dict:
-  """Every field of the layer's output, in float64 (argmax as int64)."""
+  """Every field of the layer's output, in float64 (argmax as int64); with
+  `opts.with_entropy` also `per_example_entropy`."""
   embedding = as_f64(embedding)
   num_classes = embedding.shape[0]
   z = final_logits(raw_logits(inputs, embedding), opts)
@@ -127,7 +137,9 @@ def forward(inputs, embedding, class_weights, class_ids=None,
     z_loss = opts.z_loss_weight * np.sum(lse ** 2 * w[..., 0]) / den
   else:
     z_loss = 0.0
+  extra = {"per_example_entropy": entropy(z)} if opts.with_entropy else {}
   return dict(
+      **extra,
       logits=z,
       log_probs=log_probs,
       per_example_argmax=np.argmax(z, axis=-1),
@@ -144,7 +156,7 @@ def forward(inputs, embedding, class_weights, class_ids=None,
 
 def backward(inputs, embedding, class_ids=None, class_probabilities=None,
              opts: Options = Options(), *, g_xent=None, g_lse=None,
-             g_logits=None, g_log_probs=None) -> tuple[np.ndarray, np.ndarray]:
+             g_logits=None, g_log_probs=None, g_entropy=None) -> tuple[np.ndarray, np.ndarray]:
   """`(d_inputs, d_embedding)` of a scalar loss, float64.
 
   The loss is `sum(g_xent * per_example_xent) + sum(g_lse * logsumexp)
@@ -175,6 +187,10 @@ def backward(inputs, embedding, class_ids=None, class_probabilities=None,
   if g_log_probs is not None:
     g = np.asarray(g_log_probs, F64)
     dz += g - p * np.sum(g, axis=-1, keepdims=True)
+  if g_entropy is not None:  # dH/dz = -p * (log p + H) = -p * (z - sum(p * z))
+    log_p = z - logsumexp(z)[..., None]
+    h = entropy(z)[..., None]
+    dz -= np.asarray(g_entropy, F64)[..., None] * np.where(p == 0, 0.0, p * (log_p + h))
   dz = dz / opts.temperature
   if opts.logits_abs_max > 0:
     capped = capped_logits(raw, opts)

@@ -36,7 +36,7 @@ from gshard_op import contract
 FORWARD, GRAD = "gshard.shared_embedding_softmax", "gshard.shared_embedding_softmax_grad"
 
 OPTION_KEYS = ("soft_cap_logits", "logits_abs_max", "z_loss_weight", "label_smoothing_prob",
-               "use_tgt_labels_size_as_loss_denominator", "temperature")
+               "use_tgt_labels_size_as_loss_denominator", "temperature", "with_entropy")
 
 
 @pytest.fixture(autouse=True)
@@ -102,17 +102,15 @@ def decomposition_signature(text: str, symbol: str):
 
 
 def expected_attributes(options: dict, in_features: int) -> dict:
-  want = {k: float(v) for k, v in npref.Options(**options).__dict__.items()
-          if k != "use_tgt_labels_size_as_loss_denominator"}
-  want["use_tgt_labels_size_as_loss_denominator"] = npref.Options(
-      **options).use_tgt_labels_size_as_loss_denominator
+  flags = ("use_tgt_labels_size_as_loss_denominator", "with_entropy")
+  want = {k: v if k in flags else float(v) for k, v in npref.Options(**options).__dict__.items()}
   want["logit_scale"] = in_features ** -0.5
   return want
 
 
 def check_composite(c, name, options, in_features, in_types, out_types, text):
   assert c["name"] == name
-  assert c["version"] == 3 == contract.VERSION
+  assert c["version"] == 4 == contract.VERSION
   attrs = c["attrs"]
   assert set(attrs) == set(OPTION_KEYS) | {"logit_scale", "precision"}, sorted(attrs)
   # No precision asked for, none configured: DEFAULT, as a dense jnp.dot's.

@@ -67,11 +67,14 @@ class Mode:
     None: read it off the rewritten IR's `gshard.plan` tags (4 when the
     gradient recomputes the logits, 3 when fused or dense).
   tol: the largest relative error accepted against dense (None: per dtype).
+  entropy: the loss adds the mean `per_example_entropy` (`with_entropy=True`),
+    checked against dense XLA's same loss; its temp against the mode without.
   """
   name: str
   pipeline: str
   matmuls: int | None = None
   tol: float | None = None
+  entropy: bool = False
 
 
 # --- the modes: one line each --------------------------------------------------
@@ -82,6 +85,9 @@ MODES = [
     Mode("fused", f"{FUSE},{CHUNK},{CLEANUP}"),  # the fuse pass's own defaults
     Mode("fused-bf16acc", f"{FUSE}{{accumulate-bf16=true}},{CHUNK},{CLEANUP}", tol=5e-2),
     Mode("fused-4mib", f"{FUSE}{{memory-budget-mib=4}},{CHUNK},{CLEANUP}"),
+    # The default pipeline on `avg_xent + mean(per_example_entropy)` (issue 23):
+    # its temp against speed's is what asking for the entropy costs.
+    Mode("speed+entropy", default_pipeline(), entropy=True),
 ]
 # gshard-shard-vocab only acts on an embedding sharded over a mesh of several
 # devices; on one device the default pipeline (speed) runs it as a no-op.
@@ -111,10 +117,13 @@ def make_inputs(n: int, m: int, v: int, dtype, seed: int = 0):
   return x, embedding, ids, weights
 
 
-def loss_and_grads(implementation: str):
+def loss_and_grads(implementation: str, with_entropy: bool = False):
   def loss(x, embedding, ids, weights):
-    return shared_embedding_softmax(x, embedding, weights, ids[:, None],
-                                    implementation=implementation).avg_xent
+    out = shared_embedding_softmax(x, embedding, weights, ids[:, None],
+                                   implementation=implementation, with_entropy=with_entropy)
+    if with_entropy:
+      return out.avg_xent + jnp.mean(out.per_example_entropy)
+    return out.avg_xent
 
   def step(x, embedding, ids, weights):
     return jax.value_and_grad(loss, argnums=(0, 1))(x, embedding, ids, weights)
@@ -159,6 +168,7 @@ class Candidate:
   error: str | None = None
   errors: dict = dataclasses.field(default_factory=dict)  # output -> rel error
   ok: bool | None = None
+  entropy: bool = False
 
   def median_ms(self):
     return statistics.median(self.times) * 1e3 if self.times else None
@@ -182,7 +192,8 @@ def build(cand: Candidate, args) -> None:
   elif cand.kind == "floor":
     lowered = jax.jit(floor_step).lower(*args)
   else:
-    lowered = gshard_op.jit(loss_and_grads("composite"), pipeline=cand.pipeline).lower(*args)
+    lowered = gshard_op.jit(loss_and_grads("composite", cand.entropy),
+                            pipeline=cand.pipeline).lower(*args)
     cand.plans = sorted(set(PLAN_RE.findall(lowered.as_text())))
     if cand.matmuls is None:
       cand.matmuls = plan_matmuls(cand.plans)
@@ -227,7 +238,8 @@ def bench_shape(shape, dtype, repeats: int, modes: list[Mode], log) -> dict:
   cands = [Candidate("dense", "dense", None, 3, None),
            Candidate("lean", "lean", None, 3, None),
            Candidate("floor", "floor", None, 3, None)]
-  cands += [Candidate(md.name, "passes", md.pipeline, md.matmuls, md.tol) for md in modes]
+  cands += [Candidate(md.name, "passes", md.pipeline, md.matmuls, md.tol, entropy=md.entropy)
+            for md in modes]
 
   for c in cands:
     log(f"  compile {c.name:<14}", end="")
@@ -246,6 +258,8 @@ def bench_shape(shape, dtype, repeats: int, modes: list[Mode], log) -> dict:
     out, _ = run_once(c, args)
     if c.kind == "dense":
       ref = out
+    elif c.entropy:  # against dense XLA's loss with the entropy (computed once, not timed)
+      check(c, out, jax.jit(loss_and_grads("reference", True))(*args), dtype_name)
     elif c.kind in ("passes", "lean") and ref is not None:
       check(c, out, ref, dtype_name)
     del out

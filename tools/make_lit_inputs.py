@@ -147,6 +147,11 @@ CASES = {
     "value_and_grad_xent_squared": (_value_and_grad_of(
         "ids", lambda out: jnp.sum(out.per_example_xent ** 2)), (X, EMBEDDING, WEIGHTS, IDS)),
     "value_and_grad_gemma": (_value_and_grad("ids", soft_cap_logits=30.0), GEMMA),
+    # A GRPO-style loss: per-token log-probabilities and the entropy (version 4's
+    # fifth forward result and the gradient's two entropy operands).
+    "value_and_grad_entropy": (_value_and_grad_of(
+        "ids", lambda out: jnp.sum(out.per_example_xent) - 1e-3 * jnp.sum(out.per_example_entropy),
+        with_entropy=True, temperature=0.8), (X, EMBEDDING, WEIGHTS, IDS)),
     # Matmuls at HIGHEST (the composite's `precision` attribute, contract version 2).
     "value_and_grad_highest": (_value_and_grad("ids", precision="highest"),
                                (X, EMBEDDING, WEIGHTS, IDS)),

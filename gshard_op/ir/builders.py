@@ -204,6 +204,21 @@ def row_sum(v: Value) -> Value:
   return reduce(v, [1], add, 0)
 
 
+def row_sums(*vs: Value) -> list[Value]:
+  """`[N, K] -> [N]` for each of `vs` (float32), as one variadic reduce: XLA
+  fuses the producers of all of them into it, where separate reduces of
+  values sharing a producer would make it keep that producer's `[N, K]`."""
+  element = element_of(vs[0])
+  shape = shape_of(vs[0])[:1]
+  op = hlo.ReduceOp([tensor(shape, element)] * len(vs), list(vs),
+                    [scalar(0, element)] * len(vs), [1])
+  block = op.regions[0].blocks.append(*[tensor((), element)] * (2 * len(vs)))
+  args = list(block.arguments)
+  with ir.InsertionPoint(block):
+    hlo.return_([add(a, c) for a, c in zip(args[:len(vs)], args[len(vs):])])
+  return list(op.results)
+
+
 def row_max(v: Value) -> Value:
   return reduce(v, [1], maximum, -np.inf if is_float(element_of(v)) else np.iinfo(np.int32).min)
 

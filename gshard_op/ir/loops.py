@@ -99,11 +99,14 @@ def write_owned_rows(acc: ir.Value, block: ir.Value, start: ir.Value,
   return b.dynamic_update_slice(acc, block, [start, zero])
 
 
-def per_token_outputs(tokens: int) -> dict[str, ir.Value]:
-  """Zero carries for the forward composite's four `[N]` results, in order."""
-  return {"xent": b.full((tokens,), b.f32(), 0.0), "argmax": b.full((tokens,), b.i32(), 0),
-          "lse": b.full((tokens,), b.f32(), 0.0),
-          "lse_squared": b.full((tokens,), b.f32(), 0.0)}
+def per_token_outputs(tokens: int, with_entropy: bool = False) -> dict[str, ir.Value]:
+  """Zero carries for the forward composite's `[N]` results, in order."""
+  outputs = {"xent": b.full((tokens,), b.f32(), 0.0), "argmax": b.full((tokens,), b.i32(), 0),
+             "lse": b.full((tokens,), b.f32(), 0.0),
+             "lse_squared": b.full((tokens,), b.f32(), 0.0)}
+  if with_entropy:
+    outputs["entropy"] = b.full((tokens,), b.f32(), 0.0)
+  return outputs
 
 
 def token_block(x: ir.Value, labels: ir.Value, start: ir.Value, tokens: int):
@@ -141,7 +144,8 @@ def tagging_new_loops(block: ir.Block, text: str):
 def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
                  labels: ir.Value, *, label_mass: ir.Value | None = None,
                  class_offset: ir.Value | None = None, reduce_stats=None) -> list[ir.Value]:
-  """The forward composite's four `[N]` results, computed in chunks.
+  """The forward composite's `[N]` results (four, five with the entropy),
+  computed in chunks.
 
   `label_mass`, `class_offset` and `reduce_stats` serve the vocab-sharded
   pass: the labels' per-token mass when this shard sees only some classes,
@@ -155,7 +159,8 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
 
   def block(x_blk: ir.Value, labels_blk: ir.Value, mass_blk: ir.Value) -> list[ir.Value]:
     tokens = b.shape_of(x_blk)[0]
-    loop = b.Loop(trip_count(v, plan.vocab_chunk), **OnlineStats.initial(tokens).as_dict())
+    loop = b.Loop(trip_count(v, plan.vocab_chunk),
+                  **OnlineStats.initial(tokens, sm.options.with_entropy).as_dict())
     with loop.body() as (k, carried):
       start, first_owned = chunk_start(k, plan.vocab_chunk, v)
       chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
@@ -171,7 +176,7 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
   if plan.token_chunk >= n:
     return block(x, labels, label_mass)
 
-  zeros = per_token_outputs(n)
+  zeros = per_token_outputs(n, sm.options.with_entropy)
   loop = b.Loop(trip_count(n, plan.token_chunk), **zeros)
   with loop.body() as (j, out):
     start, _ = chunk_start(j, plan.token_chunk, n)  # overlap recomputes equal values
@@ -184,12 +189,15 @@ def emit_forward(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
 
 def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
               labels: ir.Value, lse: ir.Value, g_xent: ir.Value, g_lse: ir.Value,
-              g_lse_squared: ir.Value, *, label_mass: ir.Value | None = None,
+              g_lse_squared: ir.Value, entropy: ir.Value | None = None,
+              g_entropy: ir.Value | None = None, *, label_mass: ir.Value | None = None,
               class_offset: ir.Value | None = None, reduce_d_x=None,
               reduce_d_emb=None) -> list[ir.Value]:
   """The gradient composite's `[d_x, d_embedding]`, computed in chunks.
 
-  `label_mass` and `class_offset` as for `emit_forward`; `reduce_d_x` and
+  `entropy` and `g_entropy` (`[N]`, only with `with_entropy`) are the
+  forward's entropy and its cotangent. `label_mass` and `class_offset` as for
+  `emit_forward`; `reduce_d_x` and
   `reduce_d_emb` (sharded pass) sum each token block's float32 `d_x` over the
   vocab shards and each chunk's `d_embedding` update over the token shards, so
   that no `[V, M]`-sized collective buffer is ever needed.
@@ -200,8 +208,9 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
   g_p = probability_cotangent(lse, g_lse, g_lse_squared)
   zero = b.scalar(0, b.i32())
 
-  def block(x_blk, labels_blk, lse_blk, q_blk, g_xent_blk, g_p_blk, d_emb):
-    """One token block: returns (float32 d_x of the block, updated d_emb)."""
+  def block(x_blk, labels_blk, lse_blk, q_blk, g_xent_blk, g_p_blk, entropy_blk, d_emb):
+    """One token block: returns (float32 d_x of the block, updated d_emb);
+    `entropy_blk` is `(H, g_H)` of the block, or None."""
     tokens = b.shape_of(x_blk)[0]
     loop = b.Loop(trip_count(v, plan.vocab_chunk),
                   d_x=b.full((tokens, m), b.f32(), 0.0), d_emb=d_emb)
@@ -209,7 +218,7 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
       start, first_owned = chunk_start(k, plan.vocab_chunk, v)
       chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
                            plan.vocab_chunk, class_offset)
-      dz = logits_cotangent(sm, chunk, lse_blk, q_blk, g_xent_blk, g_p_blk)
+      dz = logits_cotangent(sm, chunk, lse_blk, q_blk, g_xent_blk, g_p_blk, entropy_blk)
       # chunk.embedding carries the logit scale, so d_x needs no scaling after.
       precision = sm.options.precision
       d_x = b.add(acc.d_x, b.dot(b.convert(dz, b.element_of(embedding)), chunk.embedding,
@@ -227,8 +236,10 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
     return d_x, loop.results.d_emb
 
   d_emb0 = b.full((v, m), b.f32(), 0.0)
+  with_entropy = entropy is not None
   if plan.token_chunk >= n:
-    d_x, d_emb = block(x, labels, lse, q_mass, g_xent, g_p, d_emb0)
+    d_x, d_emb = block(x, labels, lse, q_mass, g_xent, g_p,
+                       (entropy, g_entropy) if with_entropy else None, d_emb0)
   else:
     t = plan.token_chunk
     outer = b.Loop(trip_count(n, t), d_x=b.full((n, m), b.f32(), 0.0), d_emb=d_emb0)
@@ -237,11 +248,17 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
       x_blk, labels_blk = token_block(x, labels, start, t)
       lse_blk, q_blk, g_xent_blk, g_p_blk = (b.dynamic_slice(a, [start], [t])
                                              for a in (lse, q_mass, g_xent, g_p))
+      entropy_blk = None
+      if with_entropy:
+        entropy_blk = [b.dynamic_slice(a, [start], [t]) for a in (entropy, g_entropy)]
       own = None
       if first_owned is not None:  # tokens an earlier block had: no contribution
         own = owned(start, first_owned, (t,), 0)
         g_xent_blk, g_p_blk = (b.select(own, g, 0.0) for g in (g_xent_blk, g_p_blk))
-      d_x_blk, d_emb = block(x_blk, labels_blk, lse_blk, q_blk, g_xent_blk, g_p_blk, acc.d_emb)
+        if with_entropy:
+          entropy_blk[1] = b.select(own, entropy_blk[1], 0.0)
+      d_x_blk, d_emb = block(x_blk, labels_blk, lse_blk, q_blk, g_xent_blk, g_p_blk,
+                             entropy_blk, acc.d_emb)
       outer.yield_(d_x=write_owned_rows(acc.d_x, d_x_blk, start, own), d_emb=d_emb)
     d_x, d_emb = outer.results.d_x, outer.results.d_emb
   return [b.convert(d_x, b.element_of(x)), b.convert(d_emb, b.element_of(embedding))]

@@ -171,7 +171,7 @@ def emit_manual(sm: Softmax, layout: Layout, is_grad: bool, operands: list[ir.Va
   chunked loops on its shard; returns its results. At the current insertion
   point; `plan(n_local, v_local)` sizes each device's loops.
 
-  Operands: x, embedding, labels, then (gradient) the four `[N]` per-token
+  Operands: x, embedding, labels, then (gradient) the `[N]` per-token
   vectors; the labels' per-token mass is added for probabilities, which a
   shard holding only its classes' columns cannot compute alone.
   """
@@ -184,7 +184,7 @@ def emit_manual(sm: Softmax, layout: Layout, is_grad: bool, operands: list[ir.Va
   if is_grad:
     out_shardings = [layout.sharding(tok, []), layout.sharding(voc, [])]
   else:
-    out_shardings = [per_token] * 4
+    out_shardings = [per_token] * len(result_types)
   if not sm.labels_are_ids:
     operands.append(sm.label_mass(operands[2]))
     shardings.append(per_token)
@@ -211,16 +211,17 @@ def emit_shard(sm: Softmax, layout: Layout, is_grad: bool, args: list[ir.Value],
   split the operands.
 
   `args` are the composite's operands (x, embedding, labels[, the gradient's
-  four `[N]` vectors]) as this device holds them, then, for probabilities,
+  `[N]` vectors]) as this device holds them, then, for probabilities,
   optionally the labels' global per-token mass (else summed here over the
   vocab shards).
   """
   collectives = _Collectives(layout, new_channel)
-  named = contract.GradOperands if is_grad else contract.ForwardOperands
-  local = named(*args[:len(named._fields)])
+  count = (len(contract.grad_operands(sm.options.with_entropy)) if is_grad
+           else len(contract.FORWARD_OPERANDS))
+  local = (contract.GradOperands if is_grad else contract.ForwardOperands)(*args[:count])
   label_mass = None
   if not sm.labels_are_ids:
-    label_mass = (args[len(named._fields)] if len(args) > len(named._fields) else
+    label_mass = (args[count] if len(args) > count else
                   collectives(sm.label_mass(local.labels), b.add, layout.vocab_axes))
   v_local = b.shape_of(local.embedding)[0]
   chunks = plan(b.shape_of(local.x)[0], v_local)

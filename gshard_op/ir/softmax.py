@@ -209,7 +209,9 @@ class OnlineStats:
   `m` max logit (NaN once a NaN was seen), `s` sum of `exp(z - shift(m))`,
   `idx` first class reaching `m` (the first NaN once there is one), `t` sum of
   label-weighted logits (for probabilities; class ids get theirs from
-  `target_logits`), `zsum` sum of logits (label smoothing only).
+  `target_logits`), `zsum` sum of logits (label smoothing only), and, only
+  when the entropy is asked for, `w` the sum of `exp(z - shift(m)) * z`
+  (combined like `s`: `sum(p * z) = w / s`).
   """
 
   m: ir.Value
@@ -217,17 +219,20 @@ class OnlineStats:
   idx: ir.Value
   t: ir.Value
   zsum: ir.Value
+  w: ir.Value | None = None
 
-  FIELDS = ("m", "s", "idx", "t", "zsum")
+  FIELDS = ("m", "s", "idx", "t", "zsum", "w")
 
   @classmethod
-  def initial(cls, tokens: int) -> "OnlineStats":
+  def initial(cls, tokens: int, with_entropy: bool = False) -> "OnlineStats":
     zeros = b.full((tokens,), b.f32(), 0.0)
     return cls(m=b.full((tokens,), b.f32(), -np.inf), s=zeros,
-               idx=b.full((tokens,), b.i32(), 0), t=zeros, zsum=zeros)
+               idx=b.full((tokens,), b.i32(), 0), t=zeros, zsum=zeros,
+               w=zeros if with_entropy else None)
 
   def as_dict(self) -> dict[str, ir.Value]:
-    return {f: getattr(self, f) for f in self.FIELDS}
+    """The statistics as loop carries (no `w` carry unless the entropy is asked for)."""
+    return {f: getattr(self, f) for f in self.FIELDS if getattr(self, f) is not None}
 
   def update(self, sm: Softmax, chunk: Chunk) -> "OnlineStats":
     """The statistics after also seeing `chunk`."""
@@ -235,8 +240,14 @@ class OnlineStats:
     z = chunk.owned_or(chunk.z, -np.inf)
     chunk_max = b.row_max(z)  # NaN if the chunk has one
     m = b.maximum(self.m, chunk_max)
-    s = b.add(b.mul(self.s, rescale(self.m, m)),
-              b.row_sum(b.exp(b.sub(z, b.rows(shift(m), shape)))))
+    e = b.exp(b.sub(z, b.rows(shift(m), shape)))
+    w = None
+    if self.w is None:
+      s = b.add(b.mul(self.s, rescale(self.m, m)), b.row_sum(e))
+    else:  # one reduce of both sums; a class with e = 0 (a -inf logit) adds nothing to w
+      s_chunk, w_chunk = b.row_sums(e, weighted_by(e, z))
+      s = b.add(b.mul(self.s, rescale(self.m, m)), s_chunk)
+      w = b.add(b.mul(self.w, rescale(self.m, m)), w_chunk)
     # First class of the chunk reaching its max (NaN: its first NaN, as
     # jnp.argmax); an earlier chunk wins ties and keeps an earlier NaN.
     at_max = b.or_(b.compare(z, b.rows(chunk_max, shape), "EQ"), b.is_nan(z))
@@ -250,7 +261,7 @@ class OnlineStats:
     zsum = self.zsum
     if sm.options.label_smoothing_prob > 0:
       zsum = b.add(zsum, b.row_sum(chunk.owned_or(chunk.z, 0.0)))
-    return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum)
+    return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum, w=w)
 
   def combine(self, sm: Softmax, all_reduce) -> "OnlineStats":
     """The statistics of all vocab shards from this shard's: `all_reduce(value,
@@ -259,6 +270,7 @@ class OnlineStats:
     at the global max or, when a shard holds a NaN, the first NaN."""
     m = all_reduce(self.m, b.maximum)
     s = all_reduce(b.mul(self.s, rescale(self.m, m)), b.add)
+    w = None if self.w is None else all_reduce(b.mul(self.w, rescale(self.m, m)), b.add)
     t = all_reduce(self.t, b.add)
     zsum = self.zsum
     if sm.options.label_smoothing_prob > 0:
@@ -271,10 +283,11 @@ class OnlineStats:
                    b.select(b.compare(self.m, m, "EQ"), self.idx, INT_MAX))
     key = all_reduce(key, b.minimum)
     idx = b.select(b.compare(key, 0, "LT"), b.sub(key, INT_MIN), key)
-    return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum)
+    return OnlineStats(m=m, s=s, idx=idx, t=t, zsum=zsum, w=w)
 
   def finalize(self, sm: Softmax, label_mass: ir.Value) -> list[ir.Value]:
-    """`[per_example_xent, per_example_argmax, logsumexp, logsumexp_squared]`.
+    """`[per_example_xent, per_example_argmax, logsumexp, logsumexp_squared]`,
+    then `per_example_entropy = lse - w / s` when the entropy is asked for.
 
     With target `q = label_scale * labels + uniform` and `P = label_mass` (`Softmax.label_mass`):
     `xent = -sum(q * (z - lse)) = -(label_scale * (t - lse * P) + uniform * (zsum - V * lse))`.
@@ -289,7 +302,10 @@ class OnlineStats:
       xent = b.mul(b.sub(weighted_by(label_mass, lse), self.t), label_scale)
     if uniform:
       xent = b.sub(xent, b.mul(b.sub(self.zsum, b.mul(lse, float(sm.num_classes))), uniform))
-    return [xent, self.idx, lse, b.mul(lse, lse)]
+    results = [xent, self.idx, lse, b.mul(lse, lse)]
+    if self.w is not None:
+      results.append(b.sub(lse, b.div(self.w, self.s)))
+    return results
 
 
 def target_logits(sm: Softmax, x: ir.Value, embedding: ir.Value, ids: ir.Value,
@@ -317,14 +333,17 @@ def probability_cotangent(lse: ir.Value, g_lse: ir.Value, g_lse_squared: ir.Valu
 
 
 def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
-                     g_xent: ir.Value, g_p: ir.Value) -> ir.Value:
+                     g_xent: ir.Value, g_p: ir.Value,
+                     entropy: tuple[ir.Value, ir.Value] | None = None) -> ir.Value:
   """The cotangent of the chunk's raw logits, f32 `[T, C]`
   (`reference.logits_cotangent`, then `transform_cotangent`).
 
   `dz = g_xent * (p * Q - q) + g_p * p` with `p = exp(z - lse)`, the target
   `q = label_scale * labels + uniform`, its mass `Q = Softmax.target_mass` and
-  `g_p = probability_cotangent(...)`; then back through clip and cap. Columns
-  the chunk does not own get 0.
+  `g_p = probability_cotangent(...)`; with `entropy = (H, g_H)` plus
+  `-g_H * p * (z - (lse - H))` (`reference.entropy_cotangent`; 0 where `p`
+  is); then back through temperature, clip and cap. Columns the chunk does
+  not own get 0.
   """
   shape = b.shape_of(chunk.z)
   p = b.exp(b.sub(chunk.z, b.rows(lse, shape)))
@@ -336,5 +355,9 @@ def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
     q = b.add(q, uniform)
   dz = b.add(b.mul(b.rows(g_xent, shape), b.sub(b.mul(p, b.rows(q_mass, shape)), q)),
              b.mul(b.rows(g_p, shape), p))
+  if entropy is not None:
+    h, g_h = entropy
+    centred = b.sub(chunk.z, b.rows(b.sub(lse, h), shape))
+    dz = b.sub(dz, b.mul(b.rows(g_h, shape), weighted_by(p, centred)))
   dz = chunk.owned_or(dz, 0.0)
   return sm.transform_cotangent(chunk.z_raw, chunk.z, dz)
