@@ -445,12 +445,19 @@ def _check_inputs(inputs: Tensor, embedding: Tensor, label_smoothing: float = 0.
 
 def _check_labels(batch, num_classes: int, class_ids: Tensor | None,
                   class_probabilities: Tensor | None) -> None:
-  """`gshard_op.functional.check_labels` on the labels' shapes and dtypes. Under
-  torch.compile the one-of-two rule only, for the reason `_check_inputs` gives:
-  the op's body checks the flattened labels when it runs."""
+  """`gshard_op.functional.check_labels` on the labels' shapes and dtypes.
+  Under torch.compile, where Dynamo cannot trace JAX's dtype functions, the
+  dtype rules in torch's own terms (shapes and dtypes are static there): the
+  ids are cast to int32 before the op, so a float id must be refused here."""
   if torch.compiler.is_compiling():
     if (class_ids is None) == (class_probabilities is None):
       raise ValueError("exactly one of class_ids and class_probabilities must be given")
+    if class_ids is not None and (class_ids.is_floating_point() or class_ids.is_complex()
+                                  or class_ids.dtype == torch.bool):
+      raise TypeError(f"class_ids must be integers, got {class_ids.dtype}")
+    if class_probabilities is not None and not class_probabilities.is_floating_point():
+      raise TypeError(f"class_probabilities must be floating point, got "
+                      f"{class_probabilities.dtype}")
     return
   check_labels(tuple(batch), num_classes, *(None if t is None else _jax_spec(t)
                                             for t in (class_ids, class_probabilities)))

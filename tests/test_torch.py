@@ -833,3 +833,17 @@ def test_bench_torch_quick(tmp_path):
     # memory the warm-up left resident: a peak of 0 bytes above it is right there.
     if row["mode"] in ("torch eager", "torch.compile", "gshard_op.torch"):
       assert row["peak_rss_bytes"] > 0, row
+
+
+def test_float_ids_are_refused_under_torch_compile_too():
+  """The ids are cast to int32 before the op, so the dtype rule is checked in
+  torch's own terms while Dynamo traces (fullgraph: it surfaces the error)."""
+  x, e = torch.randn(8, M), torch.randn(V, M)
+  compiled = torch.compile(
+      lambda x, e, ids: gt.shared_embedding_softmax(x, e, None, class_ids=ids)["avg_xent"],
+      fullgraph=True)
+  assert torch.isfinite(compiled(x, e, torch.randint(0, V, (8,))))
+  with pytest.raises(Exception, match="class_ids must be integers, got torch.float32"):
+    compiled(x, e, torch.rand(8) * V)
+  with pytest.raises(TypeError, match="class_ids must be integers"):  # eager: the same words
+    gt.shared_embedding_softmax(x, e, None, class_ids=torch.rand(8))
