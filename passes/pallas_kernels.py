@@ -358,16 +358,21 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     io.write(entropy_ref[0], "column", rows, lse - w / s)
 
 
+def _gradient_refs(cfg: KernelConfig, x_ref, rest):
+  """What both gradient kernels take from their trailing refs and the config:
+  `(entropy_refs, result_ref, m, cols, whole)`; `rest` holds, with the
+  entropy, the refs of `E[z]` and `g_H`, then the result's."""
+  *entropy_refs, result_ref = rest
+  m = x_ref.shape[1]
+  return entropy_refs, result_ref, m, _grad_columns(cfg, m), _whole_rows(cfg, m)
+
+
 def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
                 x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, *rest):
-  """`rest`: with the entropy, the refs of `E[z]` and `g_H`; then `d_x`."""
-  *entropy_refs, d_x_ref = rest
+  entropy_refs, d_x_ref, m, cols, whole = _gradient_refs(cfg, x_ref, rest)
   bt, bv = cfg.block_tokens, cfg.block_vocab
-  m = x_ref.shape[1]
   t_start, _ = _block_start(pl.program_id(0), bt, n)
   rows = pl.ds(t_start, bt)
-  cols = _grad_columns(cfg, m)
-  whole = _whole_rows(cfg, m)
   xs = _scaled(cfg, io.read(x_ref, "x", rows)) if whole else None
   labels = _token_labels(cfg, io, labels_ref, rows)
   per_token = [io.read(r, "column", rows) for r in (lse_ref, q_ref, g_xent_ref, g_p_ref)]
@@ -393,16 +398,12 @@ def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
 
 def _d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
                   x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, *rest):
-  """`rest`: with the entropy, the refs of `E[z]` and `g_H`; then `d_embedding`."""
-  *entropy_refs, d_e_ref = rest
+  entropy_refs, d_e_ref, m, cols, whole = _gradient_refs(cfg, x_ref, rest)
   bt, bv = cfg.block_tokens, cfg.block_vocab
-  m = x_ref.shape[1]
   # A clamped last vocab block recomputes rows an earlier block also wrote:
   # each row's sum over all tokens is the same, so nothing is masked here.
   v_start, _ = _block_start(pl.program_id(0), bv, v)
   e_rows = pl.ds(v_start, bv)
-  cols = _grad_columns(cfg, m)
-  whole = _whole_rows(cfg, m)
   e = io.read(e_ref, "e", e_rows) if whole else None  # stays on chip for the whole token loop
 
   def body(j, acc):
