@@ -194,7 +194,10 @@ class PallasPass(CompositeRewrite):
   """Options: `platform` (interpret | cuda | tpu); `block-tokens`,
   `block-vocab`, `block-features` (the logits' feature block) and
   `block-grad-features` (the gradients' column block): 0 is the platform's
-  default, shrunk to fit the shapes and the chip."""
+  default, shrunk to fit the shapes and the chip; `max-grad-column-blocks`
+  (0: any): the most column blocks of `in_features` the gradient kernels may
+  split into, each of which recomputes the logits (about `2K + 1` logit
+  matmuls for `K` blocks, against the fused XLA sweep's 3)."""
 
   name = "gshard-pallas"
   summary = "Replace gshard composites by calls of Pallas kernels lowered for a platform"
@@ -204,6 +207,7 @@ class PallasPass(CompositeRewrite):
   block_vocab: int = 0
   block_features: int = 0
   block_grad_features: int = 0
+  max_grad_column_blocks: int = 0
 
   def __post_init__(self):
     if self.platform not in PLATFORMS:
@@ -211,7 +215,7 @@ class PallasPass(CompositeRewrite):
     options = (("block-tokens", self.block_tokens), ("block-vocab", self.block_vocab),
                ("block-features", self.block_features),
                ("block-grad-features", self.block_grad_features))
-    for what, block in options:
+    for what, block in options + (("max-grad-column-blocks", self.max_grad_column_blocks),):
       if block < 0:
         raise ValueError(f"{what} must be >= 0")
     if self.platform == "cuda":
@@ -288,6 +292,12 @@ class PallasPass(CompositeRewrite):
               f"(in_features {m}) need more on chip than there is: "
               + ", ".join(f"{used[name]} > {ON_CHIP_BYTES[self.platform][name]} bytes of {name}"
                           for name in over))
+    column_blocks = -(-m // f)
+    if self.max_grad_column_blocks and column_blocks > self.max_grad_column_blocks:
+      return (f"the gradient kernels would split in_features {m} into {column_blocks} column "
+              f"blocks of {f}, recomputing the logits for each (about {2 * column_blocks + 1} "
+              f"logit matmuls against the fused passes' 3); max-grad-column-blocks="
+              f"{self.max_grad_column_blocks}")
     return None
 
   def rewrite(self, site: composites.SoftmaxComposite, module: ir.Operation) -> bool:

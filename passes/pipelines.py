@@ -21,6 +21,7 @@ from gshard_op import budget
 
 # `jax.export` platform -> `gshard-pallas{platform=...}`; other platforms get no kernels.
 PALLAS_PLATFORMS = {"cuda": "cuda", "tpu": "tpu"}
+MAX_GRAD_COLUMN_BLOCKS = 1
 
 
 def default_pipeline(memory_budget_mib: float | None = None, platform: str | None = None) -> str:
@@ -30,7 +31,13 @@ def default_pipeline(memory_budget_mib: float | None = None, platform: str | Non
   mib = budget.default_mib() if memory_budget_mib is None else memory_budget_mib
   if platform is None:
     platform = jax.export.default_export_platform()
-  pallas = (f"gshard-pallas{{platform={PALLAS_PLATFORMS[platform]}}},"
+  # Kernels only where their gradient keeps whole rows: a width they must
+  # split into column blocks (Gemma's 2304 on a GPU) recomputes the logits per
+  # block, ~2K+1 logit matmuls against the fused sweep's 3, so until a device
+  # measures otherwise (tools/device_check.py) the fused passes take it here;
+  # `gshard-pallas` named by hand takes any width.
+  pallas = (f"gshard-pallas{{platform={PALLAS_PLATFORMS[platform]} "
+            f"max-grad-column-blocks={MAX_GRAD_COLUMN_BLOCKS}}},"
             if platform in PALLAS_PLATFORMS else "")
   return (f"gshard-shard-vocab{{memory-budget-mib={mib}}},"
           f"{pallas}"

@@ -403,7 +403,8 @@ def test_default_pipeline_uses_kernels_on_gpu_and_tpu_only():
   assert default_pipeline(64.0) == cpu  # this machine's backend is the CPU
   for platform in ("cuda", "tpu"):
     pipeline = default_pipeline(64.0, platform=platform)
-    assert pipeline.replace(f"gshard-pallas{{platform={platform}}},", "") == cpu
+    assert pipeline.replace(
+        f"gshard-pallas{{platform={platform} max-grad-column-blocks=1}},", "") == cpu
     names = [p.name if isinstance(p, passes.ModulePass) else p
              for p in passes.parse_pipeline(pipeline)]
     assert names.index("gshard-shard-vocab") < names.index("gshard-pallas") \
@@ -549,3 +550,28 @@ def test_kernels_compile_at_model_widths_on_the_accelerator(m, dtype):
   lowered = step.lower(*module_specs)
   assert "stablehlo.composite" not in lowered.as_text()
   lowered.compile()
+
+
+def test_default_pipeline_leaves_split_widths_to_the_fused_passes(caplog):
+  """At Gemma's shape (8192 x 2304 x 256000, bf16) the cuda gradient kernels
+  split in_features into column blocks, each recomputing the logits: the
+  default pipeline's kernel pass says so and the fused sweep takes the step;
+  `gshard-pallas{platform=cuda}` named by hand still takes it (the lit test
+  pallas-cuda-gemma.mlir)."""
+  import os
+
+  from jax._src.interpreters import mlir as jax_mlir
+
+  path = os.path.join(os.path.dirname(__file__), "lit", "pallas-cuda-gemma.mlir")
+  with open(path) as f:
+    text = f.read()
+  with jax_mlir.make_ir_context():
+    module = ir.Module.parse(text)
+    with caplog.at_level(logging.WARNING, logger="gshard.passes"):
+      passes.run_pipeline(module, default_pipeline(64.0, platform="cuda"))
+    rewritten = str(module)
+  declines = [r.getMessage() for r in caplog.records if "gshard-pallas" in r.getMessage()]
+  assert len(declines) == 2 and all(
+      re.search(r"split in_features 2304 into 9 column blocks", d) for d in declines), declines
+  assert "stablehlo.composite" not in rewritten and "gshard-fuse-fwd-bwd" in rewritten
+  assert "__gpu$xla.gpu.triton" not in rewritten
