@@ -14,11 +14,11 @@ import math
 CPU_MEMORY_BUDGET_MIB = 64.0
 
 
-def check(value, what: str = "memory_budget_mib") -> float:
+def check(value, what: str = "memory_budget_mib", *, hint: str = "") -> float:
   """`value` as a float, or ValueError unless it is a finite number > 0."""
   if (isinstance(value, bool) or not isinstance(value, (int, float))
       or not math.isfinite(value) or value <= 0):
-    raise ValueError(f"{what} must be a finite number > 0, got {value!r}")
+    raise ValueError(f"{what} must be finite and > 0{hint}, got {value!r}")
   return float(value)
 
 
@@ -35,10 +35,9 @@ def default_mib(backend: str | None = None) -> float:
 
 
 def check_option(value: float, what: str = "memory-budget-mib") -> None:
-  """A pass option's budget: 0 (the platform's default) or a finite number > 0."""
-  if value != 0 and not (math.isfinite(value) and value > 0):
-    raise ValueError(f"{what} must be finite and > 0 (or 0: the platform's default), "
-                     f"got {value}")
+  """A pass option's budget: 0 (the platform's default) or what `check` takes."""
+  if value != 0:
+    check(value, what, hint=" (or 0: the platform's default)")
 
 
 def resolve(value: float) -> float:
