@@ -93,7 +93,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import gshard_op  # noqa: E402
-from gshard_op import functional  # noqa: E402
+from gshard_op import functional, reference  # noqa: E402
 from gshard_op._private import keras_trainer  # noqa: E402
 from gshard_op.functional import IMPLEMENTATIONS  # noqa: E402
 from gshard_op.options import for_layer_call, layer_options, option_arguments  # noqa: E402
@@ -203,10 +203,9 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
       out = {"logits": logits, "log_probs": log_probs.astype(logits.dtype),
              "per_example_argmax": jnp.argmax(logits, axis=-1).astype(jnp.int32)}
       if self.options.with_entropy:  # the logits exist here anyway
-        probs = jnp.exp(log_probs)
-        out["per_example_entropy"] = -jnp.sum(
-            jnp.where(probs == 0, 0.0, probs * jnp.where(probs == 0, 0.0, log_probs)),
-            axis=-1).astype(logits.dtype)
+        z = logits.astype(jnp.float32)
+        out["per_example_entropy"] = reference.entropy(
+            z, jax.nn.logsumexp(z, axis=-1)).astype(logits.dtype)
       return out
     if class_weights is None:
       class_weights = jnp.ones(inputs.shape[:-1] + (1,), jnp.float32)

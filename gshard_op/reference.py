@@ -125,7 +125,7 @@ def per_token_forward(x, embedding, labels, opts: SoftmaxOptions):
 def entropy(z: jax.Array, lse: jax.Array) -> jax.Array:
   """`H = lse - sum(p * z)` per token, `p = exp(z - lse)`; a class with `p = 0`
   (a `-inf` logit) adds nothing, so a one-hot distribution has `H = 0`."""
-  p = jnp.exp(z - lse[:, None])
+  p = jnp.exp(z - lse[..., None])
   # z masked before the product, not after: autodiff of `where(p == 0, 0, p * z)`
   # would still multiply the -inf into the unselected branch's gradient (NaN).
   return lse - jnp.sum(p * jnp.where(p == 0, 0.0, z), axis=-1)
