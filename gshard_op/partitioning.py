@@ -74,15 +74,17 @@ def needs_devices(prim: Primitive) -> None:
   dispatch.prim_requires_devices_during_lowering.add(prim)
 
 
-def lower(ctx, prim: Primitive, args, *, options: SoftmaxOptions, lowering: Lowering):
-  """The rule's result for `prim(*args)`: a custom-partitioning call whose
-  partitioner picks the per-device loops."""
+def lower(ctx, prim: Primitive, args, *, is_grad: bool, options: SoftmaxOptions,
+          lowering: Lowering):
+  """The rule's result for `prim(*args)` (the gradient primitive when
+  `is_grad`): a custom-partitioning call whose partitioner picks the
+  per-device loops."""
   from jax.interpreters import mlir
 
   from jaxlib.mlir import ir
 
   labels_are_ids = ctx.avals_in[2].dtype.kind in "iu"
-  partitioned = _partitioned(prim, options, lowering, labels_are_ids)
+  partitioned = _partitioned(prim, is_grad, options, lowering, labels_are_ids)
   results = mlir.lower_fun(partitioned, multiple_results=True)(ctx, *args)
   # The call names its partitioner only by a pointer (the backend config), so
   # the program text says which op and parameters it stands for: two calls
@@ -92,10 +94,6 @@ def lower(ctx, prim: Primitive, args, *, options: SoftmaxOptions, lowering: Lowe
   call.attributes["mhlo.frontend_attributes"] = ir.DictAttr.get({
       "gshard_op": ir.StringAttr.get(f"{prim.name} {options} {lowering}")})
   return results
-
-
-def _is_grad(prim: Primitive) -> bool:
-  return prim.name.endswith("_grad")
 
 
 # --- the Shardy rule ---------------------------------------------------------------------
@@ -116,11 +114,9 @@ def sharding_rule(is_grad: bool, labels_are_ids: bool, with_entropy: bool = Fals
 
 
 @functools.lru_cache(maxsize=None)
-def _partitioned(prim: Primitive, options: SoftmaxOptions, lowering: Lowering,
+def _partitioned(prim: Primitive, is_grad: bool, options: SoftmaxOptions, lowering: Lowering,
                  labels_are_ids: bool):
   """The custom-partitioning function of one primitive and parameter set."""
-  is_grad = _is_grad(prim)
-
   def unpartitioned(*args):
     # custom_partitioning's own body, lowered only where nothing is partitioned.
     one_device = dataclasses.replace(lowering, shard=_one_device())
@@ -128,7 +124,7 @@ def _partitioned(prim: Primitive, options: SoftmaxOptions, lowering: Lowering,
 
   fn = custom_partitioning(unpartitioned)
   fn.def_partition(
-      partition=functools.partial(_partition, prim, options, lowering),
+      partition=functools.partial(_partition, prim, is_grad, options, lowering),
       sharding_rule=sharding_rule(is_grad, labels_are_ids, options.with_entropy),
       reduction_factors=() if is_grad else ("v",),
       need_replication_factors=("m",))
@@ -142,8 +138,8 @@ def _one_device():
 
 # --- the partition callback --------------------------------------------------------------
 
-def _partition(prim: Primitive, options: SoftmaxOptions, lowering: Lowering, mesh,
-               arg_shapes, result_shape):
+def _partition(prim: Primitive, is_grad: bool, options: SoftmaxOptions, lowering: Lowering,
+               mesh, arg_shapes, result_shape):
   """Called by the partitioner with the shardings propagation chose: returns
   the per-device function and the shardings it needs and produces."""
   del result_shape  # fixed by the layout
@@ -158,7 +154,7 @@ def _partition(prim: Primitive, options: SoftmaxOptions, lowering: Lowering, mes
   labels_sharding = per_token if len(labels.shape) == 1 else named(tok, voc)
   arg_shardings = (named(tok, ()), named(voc, ()), labels_sharding,
                    *[per_token] * (len(arg_shapes) - 3))
-  if _is_grad(prim):
+  if is_grad:
     result_shardings = (named(tok, ()), named(voc, ()))
   else:
     result_shardings = (per_token,) * len(contract.forward_results(options.with_entropy))

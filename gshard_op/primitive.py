@@ -190,7 +190,8 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
     return ir_sharding.emit_manual(sm, layout, is_grad, list(args), result_types, plan(devices),
                                    ctx.module_context.new_channel, tag="gshard-shard-vocab")
   if partitioning.applies(ctx):
-    return partitioning.lower(ctx, prim, args, options=options, lowering=lowering)
+    return partitioning.lower(ctx, prim, args, is_grad=is_grad, options=options,
+                              lowering=lowering)
   chunks = plan(1)(n, v)
   emit = loops.emit_grad if is_grad else loops.emit_forward
   with loops.tagging_new_loops(ir.InsertionPoint.current.block,
