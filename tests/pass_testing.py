@@ -75,6 +75,18 @@ def host_devices_env(devices: int) -> dict:
           "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip()}
 
 
+def scenario_result(scenario) -> dict:
+  """What one scenario of a results script reports to its parent:
+  `{"ok": True, **facts}` (`facts` what `scenario()` returns, if anything), or
+  its failure verbatim, `{"ok": False, "error": ..., "traceback": ...}`."""
+  import traceback
+  try:
+    return {"ok": True, **(scenario() or {})}
+  except Exception as err:  # noqa: BLE001 - reported to the parent verbatim
+    return {"ok": False, "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc()}
+
+
 def run_results_script(argv, *, devices: int, cwd: str, timeout: float = 600) -> dict:
   """Runs `python *argv` with `devices` host CPU devices; returns the JSON of
   its last `RESULTS {json}` line, failing with its output if there is none."""

@@ -25,12 +25,11 @@ import math
 import os
 import re
 import sys
-import traceback
 import warnings
 
 import numpy as np
 
-from pass_testing import assert_close, to_numpy
+from pass_testing import assert_close, scenario_result, to_numpy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICES = 8
@@ -407,11 +406,7 @@ def main(argv) -> None:
   results = {"device_count": jax.device_count()}
   for group in argv:
     for name, scenario in GROUPS[group].items():
-      try:
-        results[name] = {"ok": True, **(scenario() or {})}
-      except Exception as err:  # noqa: BLE001 - reported to the parent verbatim
-        results[name] = {"ok": False, "error": f"{type(err).__name__}: {err}",
-                         "traceback": traceback.format_exc()}
+      results[name] = scenario_result(scenario)
   print("RESULTS " + json.dumps(results))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import traceback
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +25,7 @@ from arrays import assert_close, make_labels, make_weights
 from conftest import assert_argmax_ok
 from gshard_op import GShardSharedEmbeddingSoftmax, SoftmaxOutput
 from gshard_op.outputs import FIELDS
-from pass_testing import run_results_script
+from pass_testing import run_results_script, scenario_result
 
 M, V = 16, 37
 
@@ -572,12 +571,7 @@ def _sharded_scenarios() -> dict:
   results = {"device_count": jax.device_count()}
   for name, scenario in (("placement", placement), ("numpy_model", numpy_model),
                          ("nnx_jit", under_nnx_jit), ("gshard_jit", under_gshard_jit)):
-    try:
-      scenario()
-      results[name] = {"ok": True}
-    except Exception as err:  # noqa: BLE001 - reported to the parent verbatim
-      results[name] = {"ok": False, "error": f"{type(err).__name__}: {err}",
-                       "traceback": traceback.format_exc()}
+    results[name] = scenario_result(scenario)
   return results
 
 

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import sys
-import traceback
 import warnings
 
 import numpy as np
@@ -328,14 +327,12 @@ def main() -> None:
 
   from conftest import seed_of
 
+  from pass_testing import scenario_result
+
   results = {"device_count": jax.device_count()}
   for name, scenario in SCENARIOS.items():
-    try:
-      facts = scenario(np.random.default_rng(seed_of("partitioning::" + name)))
-      results[name] = {"ok": True, "facts": facts}
-    except Exception as err:  # noqa: BLE001 - reported to the parent verbatim
-      results[name] = {"ok": False, "error": f"{type(err).__name__}: {err}",
-                       "traceback": traceback.format_exc()}
+    rng = np.random.default_rng(seed_of("partitioning::" + name))
+    results[name] = scenario_result(lambda: {"facts": scenario(rng)})
   print("RESULTS " + json.dumps(results, default=str))
 
 

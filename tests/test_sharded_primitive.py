@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import sys
-import traceback
 
 import pytest
 
@@ -146,14 +145,12 @@ def main() -> None:
 
   from conftest import seed_of
 
+  from pass_testing import scenario_result
+
   results = {"device_count": jax.device_count()}
   for name in SCENARIOS:
-    try:
-      _scenario(name, np.random.default_rng(seed_of("sharded::" + name)))
-      results[name] = {"ok": True}
-    except Exception as err:  # noqa: BLE001 - reported to the parent verbatim
-      results[name] = {"ok": False, "error": f"{type(err).__name__}: {err}",
-                       "traceback": traceback.format_exc()}
+    results[name] = scenario_result(
+        lambda: _scenario(name, np.random.default_rng(seed_of("sharded::" + name))))
   print("RESULTS " + json.dumps(results))
 
 
