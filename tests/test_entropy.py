@@ -257,6 +257,99 @@ def test_keras_layer_returns_the_entropy_and_saves_the_options(rng):
   assert type(layer).from_config(config).options == layer.options
 
 
+def _rl_loss_terms(rng):
+  """Arrays of a small RL-style step: `(x, embedding, ids, weights)`."""
+  n, m, v = 32, 16, 200
+  return (rng.standard_normal((n, m)).astype(np.float32),
+          rng.standard_normal((v, m)).astype(np.float32),
+          rng.integers(0, v, (n, 1)).astype(np.int32), np.ones((n, 1), np.float32))
+
+
+def test_grad_of_our_jit(rng):
+  """`jax.grad(gshard_op.jit(loss))`: the composites under the pipeline, then
+  differentiated from outside, equal the dense reference's gradients."""
+  import jax
+
+  import gshard_op
+  from arrays import assert_close
+
+  x, e, ids, w = _rl_loss_terms(rng)
+
+  def loss(x, e, implementation="composite"):
+    out = gshard_op.shared_embedding_softmax(x, e, w, class_ids=ids, temperature=0.7,
+                                             with_entropy=True, implementation=implementation)
+    return out.avg_xent - 0.1 * out.per_example_entropy.mean()
+
+  got = jax.grad(gshard_op.jit(loss), argnums=(0, 1))(x, e)
+  want = jax.grad(lambda x, e: loss(x, e, "reference"), argnums=(0, 1))(x, e)
+  for a, b, what in zip(got, want, ("d_x", "d_e")):
+    assert_close(a, b, np.float32, what, kind="grads")
+
+
+def test_nnx_jit_training_with_entropy_follows_the_reference(rng):
+  """An `nnx.jit` optax step on `avg_xent - 0.1 * mean(entropy)`: the op's
+  loss curve equals the dense reference's."""
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+
+  import gshard_op
+
+  x, _, ids, w = _rl_loss_terms(rng)
+
+  @nnx.jit
+  def step(layer, optimizer):
+    def loss(layer):
+      out = layer(jnp.asarray(x), w, class_ids=ids)
+      return out.avg_xent - 0.1 * out.per_example_entropy.mean()
+    value, grads = nnx.value_and_grad(loss)(layer)
+    optimizer.update(layer, grads)
+    return value
+
+  curves = []
+  for implementation in ("composite", "reference"):
+    layer = gshard_op.GShardSharedEmbeddingSoftmax(16, 200, temperature=0.7, with_entropy=True,
+                                                   implementation=implementation,
+                                                   rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(layer, optax.adam(1e-2), wrt=nnx.Param)
+    curves.append([float(step(layer, optimizer)) for _ in range(4)])
+  np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5)
+  assert curves[0][-1] < curves[0][0], curves
+
+
+def test_keras_fit_with_an_entropy_bonus_follows_the_reference(rng):
+  """`model.fit` of a Keras model that adds `-0.1 * mean(entropy)` to the
+  layer's own loss: the same loss history as the dense reference layer."""
+  os.environ.setdefault("KERAS_BACKEND", "jax")  # before Keras is imported
+  keras = pytest.importorskip("keras")
+  if keras.config.backend() != "jax":
+    pytest.skip("Keras runs on another backend in this process")
+  from gshard_op.keras import GShardSharedEmbeddingSoftmax
+
+  class LM(keras.Model):
+    def __init__(self, implementation):
+      super().__init__()
+      self.softmax = GShardSharedEmbeddingSoftmax(16, 200, temperature=0.7, with_entropy=True,
+                                                  implementation=implementation)
+
+    def call(self, batch, training=None):
+      out = self.softmax(self.softmax.emb_lookup(batch["ids"]), class_ids=batch["targets"],
+                         training=training)
+      self.add_loss(-0.1 * keras.ops.mean(out["per_example_entropy"]))
+      return out["logits"]
+
+  tokens = rng.integers(0, 200, (64, 9)).astype(np.int32)
+  data = {"ids": tokens[:, :-1], "targets": tokens[:, 1:, None]}
+  histories = []
+  for implementation in ("composite", "reference"):
+    keras.utils.set_random_seed(0)
+    model = LM(implementation)
+    model.compile(optimizer="adam")
+    history = model.fit(data, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    histories.append(history.history["loss"])
+  np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)
+
+
 def test_torch_module_entropy_and_temperature_equal_dense_torch(rng):
   torch = pytest.importorskip("torch")
   import gshard_op.torch as gt
