@@ -14,18 +14,21 @@ import collections
 FORWARD = "gshard.shared_embedding_softmax"
 GRAD = "gshard.shared_embedding_softmax_grad"
 # Version 2 added the `precision` attribute, version 3 `temperature`, version 4
-# `with_entropy` (and, when it is true, the entropy result and operands); older
-# composites are read with the value their math had (`ADDED`).
-VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# `with_entropy` (and, when it is true, the entropy result and operands),
+# version 5 `scales_logits` (whether `logit_scale` multiplies the float32 logits
+# rather than the inputs); older composites are read with the value their math
+# had (`ADDED`).
+VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
-# Float attributes (f64), then the one bool attribute.
+# Float attributes (f64), then the bool and string ones.
 FLOAT_ATTRIBUTES = ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
                     "label_smoothing_prob", "logit_scale", "temperature")
-BOOL_ATTRIBUTES = ("use_tgt_labels_size_as_loss_denominator", "with_entropy")
+BOOL_ATTRIBUTES = ("use_tgt_labels_size_as_loss_denominator", "with_entropy", "scales_logits")
 STRING_ATTRIBUTES = ("precision",)
 # Attributes a later version added: (that version, the value before it).
-ADDED = {"precision": (2, "DEFAULT"), "temperature": (3, 1.0), "with_entropy": (4, False)}
+ADDED = {"precision": (2, "DEFAULT"), "temperature": (3, 1.0), "with_entropy": (4, False),
+         "scales_logits": (5, False)}
 
 FORWARD_OPERANDS = ("x", "embedding", "labels")
 FORWARD_RESULTS = ("per_example_xent", "per_example_argmax", "logsumexp",

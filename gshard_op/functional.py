@@ -132,8 +132,9 @@ def emb_lookup(embedding, ids):
 
 
 def get_logits(inputs, embedding, options: SoftmaxOptions):
-  """`inputs[..., M]` to `[..., V]` logits in the inputs' dtype: scaled by
-  `M**-0.5`, capped and clipped as `options` say (the layers' `get_logits`)."""
+  """`inputs[..., M]` to `[..., V]` logits in the inputs' dtype: scaled (by
+  `M**-0.5` or `options.logit_scale`), capped and clipped as `options` say
+  (the layers' `get_logits`)."""
   check_inputs(inputs, embedding)
   num_classes, in_features = embedding.shape
   logits = reference.logits(inputs.reshape(-1, in_features), embedding, options)
@@ -146,7 +147,7 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
                              label_smoothing_prob=0.0,
                              use_tgt_labels_size_as_loss_denominator=True,
                              precision=None, temperature=1.0, with_entropy=False,
-                             options: SoftmaxOptions | None = None,
+                             logit_scale=None, options: SoftmaxOptions | None = None,
                              implementation="composite") -> SoftmaxOutput:
   """Logits, softmax cross-entropy and z-loss of a shared embedding (Praxis semantics).
 
@@ -169,16 +170,20 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
       the softmax over the final logits, `logsumexp(z) - sum(softmax(z) * z)`,
       differentiable and computed in the same sweep as the loss; without it
       the field is absent and nothing is computed for it.
+    logit_scale: None scales the inputs by `M**-0.5` in their dtype (Praxis);
+      a float `s > 0` multiplies the float32 logits instead (never rounded to
+      the inputs' dtype): 1.0 is the plain tied head of Gemma, Llama, Qwen.
     options: all the options above as one `SoftmaxOptions`, instead of the
-      keywords (`soft_cap_logits` ... `with_entropy`); giving both is an error.
+      keywords (`soft_cap_logits` ... `logit_scale`); giving both is an error.
     implementation: "composite" (the primitive, rewritten by `gshard_op.jit`'s
       passes) or "reference" (the dense math, differentiated by JAX itself).
 
   Returns:
     A `SoftmaxOutput`. `logits` and `log_probs` are `[..., V]` and
     `per_example_*` are `[...]` in the inputs' dtype (`per_example_argmax` is
-    int32); totals and `z_loss` are float32 scalars, `avg_xent` has the
-    inputs' dtype. The denominator is the number of tokens
+    int32); totals, `avg_xent` and `z_loss` are float32 scalars whatever the
+    inputs' dtype (Praxis returns `avg_xent` in the activations' dtype). The
+    denominator is the number of tokens
     (`use_tgt_labels_size_as_loss_denominator`) or the total weight.
   """
   inputs, embedding = jnp.asarray(inputs), jnp.asarray(embedding)
@@ -189,8 +194,8 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
       options, soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
       z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
       use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
-      precision=precision, temperature=temperature,
-      with_entropy=with_entropy).with_default_precision()
+      precision=precision, temperature=temperature, with_entropy=with_entropy,
+      logit_scale=logit_scale).with_default_precision()
   num_classes, in_features = embedding.shape
   batch = inputs.shape[:-1]
   labels = _flat_labels(inputs, num_classes, class_ids, class_probabilities)
@@ -229,7 +234,7 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
       per_example_weight=weights.reshape(batch + (1,)),
       total_xent=total_xent,
       total_weight=total_weight,
-      avg_xent=(total_xent / denominator).astype(dtype),
+      avg_xent=total_xent / denominator,
       avg_xent_weight=denominator,
       z_loss=z_loss,
       **optional,

@@ -125,6 +125,8 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
       `gshard_op.SoftmaxOptions`); label smoothing applies only in training.
     precision: of the op's matmuls (`jax.lax.Precision` names); None follows
       `jax.default_matmul_precision`.
+    temperature, with_entropy, logit_scale: as `gshard_op.SoftmaxOptions`
+      (`logit_scale=1.0`: the plain tied head of `ReversibleEmbedding`).
     embeddings_initializer: any `keras.initializers` initializer; default
       (None) `RandomNormal(mean=0, stddev=1)`, Praxis's Gaussian.
     embeddings_regularizer, embeddings_constraint: as `keras.layers.Embedding`.
@@ -148,7 +150,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
                z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
                use_tgt_labels_size_as_loss_denominator: bool = True,
                precision: str | None = None, temperature: float = 1.0,
-               with_entropy: bool = False,
+               with_entropy: bool = False, logit_scale: float | None = None,
                embeddings_initializer=None, embeddings_regularizer=None,
                embeddings_constraint=None, add_xent_loss: bool = True,
                implementation: str = "composite", **kwargs):
@@ -214,8 +216,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
         options=for_layer_call(self.options, training=bool(training)),
         implementation=self.implementation)
     if self.add_xent_loss:
-      # float32 whatever the compute dtype: `avg_xent` itself is rounded to it.
-      self.add_loss(out.total_xent / out.avg_xent_weight + out.z_loss)
+      self.add_loss(out.avg_xent + out.z_loss)  # float32 whatever the compute dtype
     return dict(out)
 
   def compute_output_spec(self, inputs, class_weights=None, class_ids=None,
@@ -234,7 +235,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
     return {**specs, "per_example_xent": spec(batch, dtype),
             "per_example_weight": spec(batch + (1,), "float32"),
             "total_xent": spec((), "float32"), "total_weight": spec((), "float32"),
-            "avg_xent": spec((), dtype), "avg_xent_weight": spec((), "float32"),
+            "avg_xent": spec((), "float32"), "avg_xent_weight": spec((), "float32"),
             "z_loss": spec((), "float32")}
 
   def get_config(self) -> dict:
@@ -250,6 +251,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
         "precision": opts.precision,
         "temperature": opts.temperature,
         "with_entropy": opts.with_entropy,
+        "logit_scale": opts.logit_scale,
         "use_tgt_labels_size_as_loss_denominator": opts.use_tgt_labels_size_as_loss_denominator,
         "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),

@@ -50,13 +50,19 @@ def _check_budget(value):
 _budget = jax_config.traced_float(
     "gshard_op_memory_budget_mib", None,
     "MiB of float32 [tokens, classes] chunk buffers the chunked lowering may keep live "
-    "(None: 64 MiB on the CPU, 1/64 of an accelerator's memory).",
+    "(None: the default of the platform the program is compiled for, "
+    "gshard_op/budget.py: 64 MiB on the CPU, 128 MiB on an accelerator).",
     parser=_check_budget)
 
 
 @dataclasses.dataclass(frozen=True)
 class Lowering:
   """A primitive parameter: the route and, for `chunked`, the loops' budget.
+
+  `memory_budget_mib` None is the default of the platform the program is
+  lowered for (`budget.default_for_platforms`), read by the rule from the
+  lowering context rather than from the host at trace time: a program compiled
+  ahead of time for a TPU gets the TPU's budget on a CPU host.
 
   `shard` is set only inside a partitioned program (`gshard_op/partitioning.py`):
   the operands are then one device's blocks of that layout (a hashable
@@ -65,7 +71,7 @@ class Lowering:
   """
 
   mode: str = "chunked"
-  memory_budget_mib: float = budget.CPU_MEMORY_BUDGET_MIB
+  memory_budget_mib: float | None = None
   shard: object = None
 
   def __repr__(self):  # as the dataclass's, without an unset `shard`
@@ -76,13 +82,20 @@ class Lowering:
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"lowering mode must be one of {MODES}, got {self.mode!r}")
-    budget.check(self.memory_budget_mib)
+    if self.memory_budget_mib is not None:
+      budget.check(self.memory_budget_mib)
+
+  def budget_for(self, platforms) -> float:
+    """The loops' budget in MiB for a program lowered for `platforms`."""
+    if self.memory_budget_mib is not None:
+      return self.memory_budget_mib
+    return budget.default_for_platforms(platforms)
 
 
 def current() -> Lowering:
   """The `Lowering` in force where the primitive is bound (trace time)."""
   mib = _budget.value
-  return Lowering(_mode.value, budget.default_mib() if mib is None else mib)
+  return Lowering(_mode.value, mib)
 
 
 @contextlib.contextmanager

@@ -53,7 +53,7 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
                z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
                use_tgt_labels_size_as_loss_denominator: bool = True,
                precision: str | None = None, temperature: float = 1.0,
-               with_entropy: bool = False,
+               with_entropy: bool = False, logit_scale: float | None = None,
                dtype=None, param_dtype=jnp.float32,
                embedding_init=nnx.initializers.normal(stddev=1.0),
                promote_dtype=dtypes.promote_dtype,

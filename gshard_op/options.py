@@ -31,6 +31,11 @@ class SoftmaxOptions:
     with_entropy: also compute `per_example_entropy`, `H = logsumexp(z) -
       sum(softmax(z) * z)` over the final logits, differentiable; a caller who
       does not ask pays nothing (no extra result, loop carry or operand).
+    logit_scale: None scales the inputs by `in_features ** -0.5` in their own
+      dtype before the matmul (Praxis). A float `s > 0` (finite, representable
+      in float32) instead multiplies the float32-accumulated logits, so a bf16
+      input never rounds it; 1.0 is the plain tied head (Gemma, Llama, Qwen,
+      `nnx.Embed.attend`).
     temperature: `T`; the logits become `z / T` after the cap and the clip, for
       every field (cross-entropy, log-probs, z-loss on the tempered logsumexp;
       the argmax is unchanged). 1 leaves them as they are.
@@ -49,27 +54,14 @@ class SoftmaxOptions:
   precision: str | None = None
   temperature: float = 1.0
   with_entropy: bool = False
+  logit_scale: float | None = None
 
   def __post_init__(self):
     for name in ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
-                 "label_smoothing_prob", "temperature"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a Python float, got {value!r}")
-      try:
-        value = float(value)
-      except OverflowError:  # an int past float64
-        value = math.inf
-      if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-      with np.errstate(over="ignore"):
-        in_f32 = float(np.float32(value))
-      if math.isinf(in_f32) or (in_f32 == 0) != (value == 0):
-        raise ValueError(f"{name} = {value!r} is not representable in float32, where the "
-                         "softmax math runs (it would become inf or 0)")
-      object.__setattr__(self, name, value)
-    if self.temperature == 0:
-      raise ValueError("temperature must be finite and > 0, got 0.0")
+                 "label_smoothing_prob"):
+      object.__setattr__(self, name, _float_option(name, getattr(self, name)))
+    object.__setattr__(self, "temperature",
+                       _float_option("temperature", self.temperature, positive=True))
     if self.label_smoothing_prob > 1:
       raise ValueError("label_smoothing_prob must be in [0, 1], got "
                        f"{self.label_smoothing_prob!r}")
@@ -77,6 +69,19 @@ class SoftmaxOptions:
       object.__setattr__(self, name, bool(getattr(self, name)))
     if self.precision is not None:
       object.__setattr__(self, "precision", precision_name(self.precision, "precision"))
+    if self.logit_scale is not None:
+      object.__setattr__(self, "logit_scale",
+                         _float_option("logit_scale", self.logit_scale, positive=True))
+
+  @property
+  def scales_logits(self) -> bool:
+    """Whether the scale multiplies the float32 logits (`logit_scale` set)
+    rather than the inputs before the matmul (None: Praxis)."""
+    return self.logit_scale is not None
+
+  def scale_for(self, in_features: int) -> float:
+    """The logit scale: `logit_scale` when set, else `in_features ** -0.5`."""
+    return self.logit_scale if self.scales_logits else logit_scale(in_features)
 
   @property
   def lax_precision(self):
@@ -96,6 +101,26 @@ class SoftmaxOptions:
     name = "DEFAULT" if configured is None else precision_name(
         configured, "jax_default_matmul_precision")
     return dataclasses.replace(self, precision=name)
+
+
+def _float_option(name: str, value, positive: bool = False) -> float:
+  """`value` as a float that is finite, >= 0 (> 0 if `positive`) and
+  representable in float32 (the softmax math is float32: 1e39 there is inf,
+  1e-46 is 0); errors name `name`."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise TypeError(f"{name} must be a Python float, got {value!r}")
+  try:
+    value = float(value)
+  except OverflowError:  # an int past float64
+    value = math.inf
+  if not math.isfinite(value) or value < 0 or (positive and value == 0):
+    raise ValueError(f"{name} must be finite and {'>' if positive else '>='} 0, got {value!r}")
+  with np.errstate(over="ignore"):
+    in_f32 = float(np.float32(value))
+  if math.isinf(in_f32) or (in_f32 == 0) != (value == 0):
+    raise ValueError(f"{name} = {value!r} is not representable in float32, where the "
+                     "softmax math runs (it would become inf or 0)")
+  return value
 
 
 PRECISIONS = ("DEFAULT", "HIGH", "HIGHEST")

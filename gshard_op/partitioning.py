@@ -64,6 +64,36 @@ def applies(ctx) -> bool:
   return isinstance(axes, sharding_impls.ShardingContext) and axes.num_devices > 1
 
 
+class AheadOfTimeLimit(NotImplementedError):
+  """Plain `jax.jit` of the op on a mesh cannot be compiled ahead of time for
+  compile-only TPU devices (`jax.experimental.topologies` on a host without
+  the TPUs): see `check_partitioner`."""
+
+
+def check_partitioner(ctx, prim: Primitive) -> None:
+  """Raises `AheadOfTimeLimit`, at lowering rather than in XLA, where the
+  partitioner's callback cannot run: libtpu's compile-only client (ahead-of-time
+  compilation for TPUs from a host without them) has no custom-partitioning
+  emitter, and registering jax's callback with its PJRT API does not add one
+  (tried on libtpu 0.0.42.1), so XLA would fail with "Custom emitter for
+  CustomSPMDPartitioning not found". Reads the private axis context's device
+  assignment, as `applies` reads the context."""
+  from gshard_op._private import jax_lowered
+
+  devices = getattr(ctx.module_context.axis_context, "device_assignment", None) or ()
+  if not any(d.platform == "tpu" and jax_lowered.is_compile_only(d) for d in devices):
+    return
+  raise AheadOfTimeLimit(
+      f"{prim.name}: plain jax.jit on a mesh of {len(devices)} compile-only TPU devices "
+      "cannot be compiled ahead of time: the op partitions itself with "
+      "jax.experimental.custom_partitioning, and the compile-only TPU client has no "
+      "partitioner for it (XLA: 'Custom emitter for CustomSPMDPartitioning not found'). "
+      "Compile the same function with gshard_op.jit(f) instead: its gshard-shard-vocab "
+      "pass reads the mesh from the module and emits per-device loops, with no all-gather "
+      "of the embedding. (Or trace it under gshard_op.lowering(\"composite\") for the dense "
+      "decomposition, which XLA partitions itself, [tokens, vocab/shards] logits included.)")
+
+
 def needs_devices(prim: Primitive) -> None:
   """Marks `prim` as one whose lowering needs the program's devices, as JAX's
   cuDNN primitives are marked: custom_partitioning builds its mesh from them,
@@ -83,6 +113,7 @@ def lower(ctx, prim: Primitive, args, *, is_grad: bool, options: SoftmaxOptions,
 
   from jaxlib.mlir import ir
 
+  check_partitioner(ctx, prim)
   labels_are_ids = ctx.avals_in[2].dtype.kind in "iu"
   partitioned = _partitioned(prim, is_grad, options, lowering, labels_are_ids)
   results = mlir.lower_fun(partitioned, multiple_results=True)(ctx, *args)

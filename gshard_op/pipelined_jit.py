@@ -32,7 +32,8 @@ from collections.abc import Callable
 import jax
 from jaxlib.mlir import ir
 
-from gshard_op import passes
+from gshard_op import budget, passes
+from gshard_op._private import jax_lowered
 from gshard_op._private import nnx_jit as private_nnx_jit
 from gshard_op.lowering import lowering
 from gshard_op.passes.pipelines import default_pipeline
@@ -61,8 +62,48 @@ def rewrite(lowered: jax.stages.Lowered, pipeline: str) -> bool:
   return True
 
 
+def target_pipeline(lowered: jax.stages.Lowered, memory_budget_mib: float | None = None) -> str:
+  """The default pipeline for the target `lowered` was lowered for: its
+  platform (not the host's default backend: compile-only TPU devices on a CPU
+  host are a TPU target), that platform's budget unless one is given, and on a
+  TPU its generation. A module lowered for several platforms at once gets no
+  kernels (each is for one platform) and the smallest of their budgets."""
+  platforms = jax_lowered.platforms(lowered) or (jax.export.default_export_platform(),)
+  mib = budget.default_for_platforms(platforms) if memory_budget_mib is None else memory_budget_mib
+  if len(platforms) > 1:
+    return default_pipeline(mib, platform="cpu")
+  platform, kind = platforms[0], None
+  devices = jax_lowered.devices(lowered)
+  if devices and platform == "tpu" and devices[0].platform == "tpu":
+    kind = devices[0].device_kind
+  return default_pipeline(mib, platform=platform, device_kind=kind)
+
+
+class _Pipeline:
+  """What a `Jitted` runs: a pipeline it was given, or the default pipeline of
+  each lowering's target (`target_pipeline`)."""
+
+  def __init__(self, pipeline: str | None, memory_budget_mib: float | None):
+    if pipeline is not None and memory_budget_mib is not None:
+      raise ValueError("give either pipeline= or memory_budget_mib= (which sizes the default "
+                       "pipeline), not both: a pipeline's passes carry their own budgets")
+    if memory_budget_mib is not None:
+      budget.check(memory_budget_mib)
+    self.follows_target = pipeline is None
+    self.memory_budget_mib = memory_budget_mib
+    # The host's default pipeline stands for the default until a lowering names its target.
+    self.text = default_pipeline(memory_budget_mib) if pipeline is None else pipeline
+    passes.parse_pipeline(self.text)  # fail early on a bad pipeline
+
+  def for_lowering(self, lowered: jax.stages.Lowered) -> str:
+    if not self.follows_target:
+      return self.text
+    return target_pipeline(lowered, self.memory_budget_mib)
+
+
 class Lowered:
-  """A `jax.stages.Lowered` whose module the pipeline has rewritten."""
+  """A `jax.stages.Lowered` whose module the pipeline has rewritten;
+  `pipeline` is the one that ran (the target's, for the default)."""
 
   def __init__(self, lowered: jax.stages.Lowered, pipeline: str):
     self.rewritten_now = rewrite(lowered, pipeline)
@@ -76,12 +117,14 @@ class Lowered:
 class Traced:
   """A `jax.stages.Traced` whose `lower()` runs the pipeline."""
 
-  def __init__(self, traced: jax.stages.Traced, pipeline: str):
+  def __init__(self, traced: jax.stages.Traced, pipeline: _Pipeline):
     self._traced = traced
-    self.pipeline = pipeline
+    self._pipeline = pipeline
+    self.pipeline = pipeline.text
 
   def lower(self, *args, **kwargs) -> Lowered:
-    return Lowered(self._traced.lower(*args, **kwargs), self.pipeline)
+    lowered = self._traced.lower(*args, **kwargs)
+    return Lowered(lowered, self._pipeline.for_lowering(lowered))
 
   def __getattr__(self, name):  # jaxpr, out_info, args_info, ...
     return getattr(self._traced, name)
@@ -96,23 +139,25 @@ class Jitted:
   arguments only.
   """
 
-  def __init__(self, jitted, pipeline: str, *, fun: Callable,
+  def __init__(self, jitted, pipeline: _Pipeline, *, fun: Callable,
                static_argnums=None, static_argnames=None):
     # Name and docstring only: `fun.__dict__` may be another Jitted's state.
     functools.update_wrapper(self, fun, updated=())
     self._jitted = jitted
-    self.pipeline = pipeline
+    self._pipeline = pipeline
+    self.pipeline = pipeline.text  # the default's for the host; `lower()` tells the target's
     self._static_argnums, self._static_argnames = _static_arguments(
         fun, static_argnums, static_argnames)
     self._lowerings = 0
 
   def trace(self, *args, **kwargs) -> Traced:
     with lowering("composite"):
-      return Traced(self._jitted.trace(*args, **kwargs), self.pipeline)
+      return Traced(self._jitted.trace(*args, **kwargs), self._pipeline)
 
   def lower(self, *args, **kwargs) -> Lowered:
     with lowering("composite"):
-      lowered = Lowered(self._jitted.lower(*args, **kwargs), self.pipeline)
+      lowered = self._jitted.lower(*args, **kwargs)
+    lowered = Lowered(lowered, self._pipeline.for_lowering(lowered))
     self._lowerings += lowered.rewritten_now
     return lowered
 
@@ -163,16 +208,6 @@ def _static_arguments(fun, argnums, argnames) -> tuple[tuple[int, ...], tuple[st
   return argnums, argnames
 
 
-def _pipeline(pipeline: str | None, memory_budget_mib: float | None) -> str:
-  if pipeline is not None and memory_budget_mib is not None:
-    raise ValueError("give either pipeline= or memory_budget_mib= (which sizes the default "
-                     "pipeline), not both: a pipeline's passes carry their own budgets")
-  if pipeline is None:
-    pipeline = default_pipeline(memory_budget_mib)
-  passes.parse_pipeline(pipeline)  # fail early on a bad pipeline
-  return pipeline
-
-
 def jit(fun: Callable | None = None, *, pipeline: str | None = None,
         memory_budget_mib: float | None = None, **jax_jit_kwargs) -> Jitted:
   """`jax.jit` that runs `pipeline` on the lowered StableHLO before XLA compiles it.
@@ -180,7 +215,9 @@ def jit(fun: Callable | None = None, *, pipeline: str | None = None,
   Args:
     fun: the function; `gshard_op.jit(pipeline=...)` without it is a decorator.
     pipeline: pass pipeline text (`gshard-opt --list-passes`); default:
-      `gshard_op.passes.pipelines.default_pipeline(memory_budget_mib)`.
+      `gshard_op.passes.pipelines.default_pipeline` for the platform (and TPU
+      generation) each lowering targets, so that ahead-of-time compilation
+      for compile-only TPU or GPU devices gets their kernels and budget.
     memory_budget_mib: MiB of `[tokens, classes]` buffers the default
       pipeline's loops may keep live. Not together with `pipeline`.
     **jax_jit_kwargs: passed to `jax.jit` (static_argnums, donate_argnums, ...).
@@ -188,7 +225,7 @@ def jit(fun: Callable | None = None, *, pipeline: str | None = None,
   if fun is None:
     return functools.partial(jit, pipeline=pipeline, memory_budget_mib=memory_budget_mib,
                              **jax_jit_kwargs)
-  pipeline = _pipeline(pipeline, memory_budget_mib)
+  pipeline = _Pipeline(pipeline, memory_budget_mib)
 
   # JAX caches traces and lowerings per function, and the pipeline rewrites a
   # lowering in place: a function of our own keeps those apart from what
@@ -216,7 +253,7 @@ def nnx_jit(fun: Callable | None = None, *, pipeline: str | None = None,
                              **nnx_jit_kwargs)
   from flax import nnx  # flax is needed only here
 
-  pipeline = _pipeline(pipeline, memory_budget_mib)
+  pipeline = _Pipeline(pipeline, memory_budget_mib)
   # nnx.jit's wrapper calls its inner jax.jit's __call__, lower, trace and
   # eval_shape only: Jitted provides the four.
   return private_nnx_jit.replace_inner_jit(

@@ -48,7 +48,7 @@ from jaxlib.mlir import ir
 from gshard_op import contract, partitioning, reference
 from gshard_op import lowering as lowering_lib
 from gshard_op.lowering import Lowering
-from gshard_op.options import SoftmaxOptions, logit_scale
+from gshard_op.options import SoftmaxOptions
 
 
 def _check_operands(x, embedding, labels) -> None:
@@ -102,10 +102,12 @@ def _map_over_batch(prim, args, dims, **params):
 
 def composite_attributes(options: SoftmaxOptions, in_features: int) -> dict:
   """Every option, plus the logit scale, as the composite's attributes (f64 /
-  bool / string; the precision as fixed where the op was bound)."""
+  bool / string; the precision as fixed where the op was bound). `logit_scale`
+  is always the scale in force (`in_features ** -0.5` unless the option sets
+  it) and `scales_logits` says where it applies."""
   attrs = {name: np.float64(getattr(options, name)) for name in contract.FLOAT_ATTRIBUTES
            if name != "logit_scale"}
-  attrs["logit_scale"] = np.float64(logit_scale(in_features))
+  attrs["logit_scale"] = np.float64(options.scale_for(in_features))
   attrs.update({name: bool(getattr(options, name)) for name in contract.BOOL_ATTRIBUTES})
   attrs.update({name: str(getattr(options.with_default_precision(), name))
                 for name in contract.STRING_ATTRIBUTES})
@@ -169,7 +171,7 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
 
   is_grad = prim is shared_embedding_softmax_grad_p
   (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
-  sm = Softmax(options=options, logit_scale=logit_scale(m), num_classes=v,
+  sm = Softmax(options=options, logit_scale=options.scale_for(m), num_classes=v,
                labels_are_ids=jnp.issubdtype(ctx.avals_in[2].dtype, jnp.integer))
 
   def plan(devices: int):

@@ -7,7 +7,10 @@ These functions are the `decomposition` of the two composites (see
 passes in `passes/` compute the same quantities chunk by chunk.
 
 Softmax math is float32 whatever the input dtype; matmuls take the input dtype
-and accumulate in float32.
+and accumulate in float32. The logit scale goes where `SoftmaxOptions.logit_scale`
+says: on the inputs, in their dtype, before the matmul (None: Praxis's
+`M**-0.5`), or on the float32 logits after it (a float: never rounded to the
+inputs' dtype).
 """
 
 from __future__ import annotations
@@ -20,15 +23,31 @@ from gshard_op.options import SoftmaxOptions, logit_scale
 F32 = jnp.float32
 
 
-def scaled_inputs(x: jax.Array) -> jax.Array:
-  """`x * M**-0.5`, in x's dtype (Praxis scales the inputs, not the logits)."""
+def input_scale(in_features: int, opts: SoftmaxOptions) -> float:
+  """The factor on the inputs before the matmul: Praxis's `M**-0.5`, or 1
+  when `opts.logit_scale` multiplies the logits instead."""
+  return 1.0 if opts.scales_logits else logit_scale(in_features)
+
+
+def scaled_inputs(x: jax.Array, opts: SoftmaxOptions) -> jax.Array:
+  """`x * M**-0.5` in x's dtype (Praxis scales the inputs, not the logits); x
+  itself when `opts.logit_scale` scales the logits."""
+  if opts.scales_logits:
+    return x
   return x * jnp.asarray(logit_scale(x.shape[-1]), x.dtype)
 
 
-def raw_logits(x: jax.Array, embedding: jax.Array, precision=None) -> jax.Array:
-  """`(x * M**-0.5) @ embedding.T`, accumulated in float32: `[N, V]`."""
-  return jnp.einsum("nm,vm->nv", scaled_inputs(x), embedding, precision=precision,
-                    preferred_element_type=F32)
+def scaled_logits(z: jax.Array, opts: SoftmaxOptions) -> jax.Array:
+  """The float32 matmul output times `opts.logit_scale`, when it is set."""
+  return z * jnp.float32(opts.logit_scale) if opts.scales_logits else z
+
+
+def raw_logits(x: jax.Array, embedding: jax.Array, opts: SoftmaxOptions) -> jax.Array:
+  """`(x * M**-0.5) @ embedding.T`, or `logit_scale * (x @ embedding.T)`,
+  accumulated in float32: `[N, V]`, before cap, clip and temperature."""
+  z = jnp.einsum("nm,vm->nv", scaled_inputs(x, opts), embedding, precision=opts.lax_precision,
+                 preferred_element_type=F32)
+  return scaled_logits(z, opts)
 
 
 def cap_and_clip(z: jax.Array, opts: SoftmaxOptions) -> jax.Array:
@@ -69,7 +88,7 @@ def transform_logits_vjp(z_raw: jax.Array, z: jax.Array, dz: jax.Array,
 
 def logits(x: jax.Array, embedding: jax.Array, opts: SoftmaxOptions) -> jax.Array:
   """The float32 `[N, V]` logits the softmax sees (after cap and clip)."""
-  return transform_logits(raw_logits(x, embedding, opts.lax_precision), opts)
+  return transform_logits(raw_logits(x, embedding, opts), opts)
 
 
 def smoothing_coefficients(num_classes: int, opts: SoftmaxOptions) -> tuple[float, float]:
@@ -181,7 +200,7 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *ent
   cotangent; the logits' cotangent is `logits_cotangent` (plus
   `entropy_cotangent`), pulled back through temperature, clip and cap.
   """
-  z_raw = raw_logits(x, embedding, opts.lax_precision)
+  z_raw = raw_logits(x, embedding, opts)
   z = transform_logits(z_raw, opts)
   p = jnp.exp(z - lse[:, None])
   q = target_distribution(labels, embedding.shape[0], opts)
@@ -189,12 +208,13 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *ent
   if opts.with_entropy:
     h, g_h = entropy_args
     dz = dz + entropy_cotangent(p, z, lse, h, g_h)
-  dz_raw = transform_logits_vjp(z_raw, z, dz, opts)
-  scale = logit_scale(x.shape[-1])
-  d_x = scale * jnp.einsum("nv,vm->nm", dz_raw.astype(embedding.dtype), embedding,
-                           precision=opts.lax_precision, preferred_element_type=F32,
-                           out_sharding=_sharded_like(x, x, embedding))
-  d_embedding = jnp.einsum("nv,nm->vm", dz_raw.astype(x.dtype), scaled_inputs(x),
+  # The matmul's cotangent: `scale * dz` in float32 when the scale is on the
+  # logits, so `d_x = scale * dz @ E` and `d_E = scale * dz.T @ x` never round it.
+  dz_matmul = scaled_logits(transform_logits_vjp(z_raw, z, dz, opts), opts)
+  d_x = input_scale(x.shape[-1], opts) * jnp.einsum(
+      "nv,vm->nm", dz_matmul.astype(embedding.dtype), embedding, precision=opts.lax_precision,
+      preferred_element_type=F32, out_sharding=_sharded_like(x, x, embedding))
+  d_embedding = jnp.einsum("nv,nm->vm", dz_matmul.astype(x.dtype), scaled_inputs(x, opts),
                            precision=opts.lax_precision, preferred_element_type=F32,
                            out_sharding=_sharded_like(embedding, x, embedding))
   return d_x.astype(x.dtype), d_embedding.astype(embedding.dtype)

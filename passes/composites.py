@@ -4,7 +4,8 @@ A pass never rewrites a composite it does not understand: `match` returns a
 `SoftmaxComposite` for a well-formed op and raises `RewriteError` (with the op)
 for one with the right name but an unknown version, a missing attribute or one
 of the wrong type (named, with the type expected), options `SoftmaxOptions`
-rejects, a `logit_scale` other than `in_features**-0.5` (the decomposition's),
+rejects, a `logit_scale` other than `in_features**-0.5` where it scales the
+inputs (the decomposition's: `scales_logits` false, as before version 5),
 sizes beyond i32, or operand/result types that break `gshard_op/contract.py`.
 Its operands and results are then read by name (`site.args.labels`).
 """
@@ -17,7 +18,7 @@ import math
 from jaxlib.mlir import ir
 
 from gshard_op import contract
-from gshard_op.options import SoftmaxOptions, logit_scale
+from gshard_op.options import SoftmaxOptions
 from gshard_op.ir import builders as b
 from gshard_op.passes.errors import RewriteError
 from gshard_op.passes.module_pass import composite_name, walk
@@ -119,7 +120,8 @@ def match(op: ir.Operation) -> SoftmaxComposite:
         label_smoothing_prob=values["label_smoothing_prob"],
         use_tgt_labels_size_as_loss_denominator=flags["use_tgt_labels_size_as_loss_denominator"],
         precision=strings["precision"], temperature=values["temperature"],
-        with_entropy=flags["with_entropy"])
+        with_entropy=flags["with_entropy"],
+        logit_scale=values["logit_scale"] if flags["scales_logits"] else None)
   except (TypeError, ValueError) as e:
     raise RewriteError(op, f"bad composite_attributes: {e}") from None
 
@@ -161,12 +163,12 @@ def match(op: ir.Operation) -> SoftmaxComposite:
     want = [vec_f32, b.tensor((n,), b.i32()), vec_f32, vec_f32] + [vec_f32] * entropy
     _require(op, [r.type for r in results] == want,
              f"results must be {', '.join(str(t) for t in want)}")
-  # The decomposition scales by M**-0.5 whatever the attribute says: a rewrite
-  # using another scale would give a second answer.
-  scale = logit_scale(m)
+  # Scaling the inputs, the decomposition uses M**-0.5 whatever the attribute
+  # says: a rewrite using another scale would give a second answer.
+  scale = options.scale_for(m)
   _require(op, math.isclose(values["logit_scale"], scale, rel_tol=1e-6),
            f"logit_scale = {values['logit_scale']!r} disagrees with in_features**-0.5 = "
-           f"{scale!r} (M = {m}), which the decomposition uses")
+           f"{scale!r} (M = {m}), which the decomposition uses (scales_logits = false)")
   return SoftmaxComposite(op=op, is_grad=is_grad, options=options, logit_scale=scale,
                           num_tokens=n, num_classes=v, labels_are_ids=labels_are_ids)
 

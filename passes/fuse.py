@@ -14,7 +14,11 @@ z-loss, per-token weights...), both become one loop over token blocks:
 The ops computing the cotangents are moved above the forward so the loop can
 use them. The `[T, V]` buffer is bounded by the budget; when not even a small
 block fits, the pass leaves the composites to `gshard-chunk-softmax`.
-`d_E` accumulates in float32 unless `accumulate-bf16` is set.
+`d_E` accumulates in float32 unless `accumulate-bf16` is set; for a bf16
+(or f16) embedding that float32 `[V, M]` accumulator is counted against the
+budget too, and a pair whose accumulator does not fit is left to the chunked
+rewrite, which needs none (four matmuls instead of three, and no `[V, M]`
+float32 buffer: 2.3 GB at Gemma's vocabulary).
 """
 
 from __future__ import annotations
@@ -98,8 +102,8 @@ def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, label
     if with_entropy:
       entropy = (results[contract.forward_results(True).index("per_example_entropy")], g_h_blk)
     dz = logits_cotangent(sm, chunk, lse, q_blk, g_xent_blk, g_p, entropy)
-    d_x_blk = b.mul(b.dot(b.convert(dz, b.element_of(embedding)), embedding, (1, 0), b.f32(),
-                          sm.options.precision), sm.logit_scale)
+    d_x_blk = sm.times_input_scale(b.dot(b.convert(dz, b.element_of(embedding)), embedding,
+                                         (1, 0), b.f32(), sm.options.precision))
     d_x_blk = b.convert(d_x_blk, b.element_of(x))
     d_x = write_owned_rows(acc.d_x, d_x_blk, start, own)
     d_emb = accumulate_rows(acc.d_emb, b.convert(dz, b.element_of(x)), x_blk, update_rows,
@@ -207,6 +211,26 @@ class FuseForwardBackwardPass(CompositeRewrite):
     """The `(forward, gradient)` pairs to fuse (`find_pairs`)."""
     return find_pairs(module)
 
+  def accumulator_over_budget(self, fwd: composites.SoftmaxComposite) -> str | None:
+    """Why the float32 `d_embedding` accumulator is not worth its memory here
+    (None: it is): for an embedding narrower than float32 it is a `[V, M]`
+    buffer beside the result (2.3 GB at Gemma's 256000 x 2304), which the
+    chunked gradient does without (each vocab chunk's rows are final there and
+    are written in the embedding's dtype). So it must fit the budget like the
+    `[T, V]` blocks do; a float32 embedding's accumulator is the result's own
+    size and precision, and `accumulate-bf16` asks for bf16 sums instead."""
+    width = ir.FloatType(b.element_of(fwd.args.embedding)).width
+    if self.accumulate_bf16 or width >= 32:
+      return None
+    mib = budget.resolve(self.memory_budget_mib)
+    need = fwd.num_classes * fwd.in_features * 4 / 2**20
+    if need <= mib:
+      return None
+    return (f"its float32 [{fwd.num_classes}, {fwd.in_features}] d_embedding accumulator "
+            f"({need:.0f} MiB) exceeds memory-budget-mib={mib:g}; the chunked gradient writes "
+            f"{b.element_of(fwd.args.embedding)} rows instead (a larger budget, or "
+            "accumulate-bf16=true, fuses)")
+
   def rewrite(self, pair, module: ir.Operation) -> bool:
     fwd, grad = pair
     tokens = plan_token_chunk(fwd.num_tokens, fwd.num_classes, token_chunk=self.token_chunk,
@@ -215,6 +239,10 @@ class FuseForwardBackwardPass(CompositeRewrite):
       why = ("an empty batch" if fwd.num_tokens == 0 else
              f"memory-budget-mib={self.memory_budget_mib} is too small for "
              f"[{MIN_TOKEN_CHUNK}, {fwd.num_classes}] token blocks")
+      self.decline(fwd.op, why, action="fused", left_to="gshard-chunk-softmax")
+      return False
+    why = self.accumulator_over_budget(fwd)
+    if why:
       self.decline(fwd.op, why, action="fused", left_to="gshard-chunk-softmax")
       return False
     cotangents = [grad.args.g_per_example_xent, grad.args.g_logsumexp,

@@ -62,9 +62,40 @@ TPU_TILE = (8, 128)
 #     conversions, reductions) and errs on the safe side of the estimate.
 #   cuda "registers": the float32 tiles in registers; with 8 warps, 128 of the
 #     255 registers each thread may have (half of an SM's 256 KiB file).
-#   tpu "vmem": the default scoped VMEM limit.
+#   tpu "vmem": the scoped VMEM the kernels ask Mosaic for (`vmem_limit_bytes`),
+#     per chip (`TPU_CHIPS`); this entry is the generation-agnostic default.
 ON_CHIP_BYTES = {"cuda": {"shared": 160 * 2**10, "registers": 128 * 2**10},
                  "tpu": {"vmem": 16 * 2**20}}
+
+
+@dataclasses.dataclass(frozen=True)
+class TpuChip:
+  """A TPU generation as the kernels see it: the scoped VMEM they ask Mosaic
+  for (`vmem_limit_bytes`, also what their blocks are sized to fit), and the
+  `device_kind`s JAX reports for it."""
+
+  vmem_limit_bytes: int
+  device_kinds: tuple[str, ...] = ()
+
+
+# Half of each generation's VMEM per TensorCore (Google's published figures),
+# leaving Mosaic the rest for its own buffers; never below the 16 MiB every
+# generation grants by default. "" is any TPU: 16 MiB, which v4, v5e and v5p
+# scope by default and v6e and v7x exceed.
+TPU_CHIPS = {
+    "": TpuChip(16 * 2**20),
+    "v4": TpuChip(16 * 2**20, ("TPU v4",)),                     # 32 MiB VMEM
+    "v5e": TpuChip(64 * 2**20, ("TPU v5 lite", "TPU v5e")),      # 128 MiB
+    "v5p": TpuChip(48 * 2**20, ("TPU v5", "TPU v5p")),           # 95 MiB
+    "v6e": TpuChip(64 * 2**20, ("TPU v6 lite", "TPU v6e")),      # 128 MiB
+    "v7x": TpuChip(32 * 2**20, ("TPU7x", "TPU v7x")),            # 64 MiB per core
+}
+
+
+def tpu_chip_of(device_kind: str) -> str:
+  """The `TPU_CHIPS` name of a JAX `device_kind` ("TPU v5 lite" -> "v5e"); ""
+  (any TPU) for a kind not listed."""
+  return next((name for name, chip in TPU_CHIPS.items() if device_kind in chip.device_kinds), "")
 # 32 threads x 128 four-byte registers: the register tiles one warp holds.
 TRITON_REGISTERS_PER_WARP = 16 * 2**10
 # On cuda the gradients' column block shrinks to this before the token and
@@ -120,22 +151,35 @@ def on_chip_bytes(platform: str, site: composites.SoftmaxComposite, blocks: Bloc
   cuda, registers: three float32 `[T, C]` tiles (logits before and after
   cap/clip, their cotangent) and the float32 gradient accumulator, `[T, F]` or
   `[C, F]`. Neither grows with `M` once `K` and `F` are fixed.
-  tpu, VMEM: the copy buffers of the operand blocks (also the `F`-wide ones when
-  the features are blocked), a float32 accumulator per operand block, four
-  float32 `[T, C]` tiles and a probability block."""
+  tpu, VMEM (the largest of the three kernels, checked against Mosaic by
+  compiling with `vmem_limit_bytes` set to it, tests/aot): the copy buffers of
+  the operand blocks (also the `F`-wide ones when the features are blocked)
+  and, as large again, the values loaded and scaled from them; the gradient's
+  float32 accumulator three times (the loop's carry in and out, and the
+  matmul's result added to it); six float32 `[T, C]` tiles (logits before and
+  after cap and clip, exponentials, cotangent, masks); a probability block
+  and its copy."""
   t, c, k, f = blocks
   m, itemsize = site.in_features, _itemsize(site.args.embedding)
   if platform == "cuda":
     return {"shared": (TRITON_STAGES * ((t + c) * k + max(t, c) * f) + t * c) * itemsize,
             "registers": 4 * (3 * t * c + max(t, c) * f)}
-  labels = 0 if site.labels_are_ids else t * c * _itemsize(site.args.labels)
-  buffers = (t + c) * (k if (k, f) == (m, m) else k + f) * itemsize
-  return {"vmem": buffers + (t + c) * f * 4 + 4 * t * c * 4 + labels}
+  labels = 0 if site.labels_are_ids else 2 * t * c * _itemsize(site.args.labels)
+  buffers = 2 * (t + c) * (k if (k, f) == (m, m) else k + f) * itemsize
+  return {"vmem": buffers + 3 * max(t, c) * f * 4 + 6 * t * c * 4 + labels}
 
 
-def over_budget(platform: str, site: composites.SoftmaxComposite, blocks: Blocks) -> list[str]:
-  """The memories (`ON_CHIP_BYTES`) these blocks would overflow: `[]` when they fit."""
-  budget = ON_CHIP_BYTES[platform]
+def on_chip_budget(platform: str, tpu_chip: str = "") -> dict:
+  """What one program may keep on chip (`ON_CHIP_BYTES`, on a TPU its chip's)."""
+  if platform == "tpu":
+    return {"vmem": TPU_CHIPS[tpu_chip].vmem_limit_bytes}
+  return ON_CHIP_BYTES[platform]
+
+
+def over_budget(platform: str, site: composites.SoftmaxComposite, blocks: Blocks,
+                tpu_chip: str = "") -> list[str]:
+  """The memories (`on_chip_budget`) these blocks would overflow: `[]` when they fit."""
+  budget = on_chip_budget(platform, tpu_chip)
   return [name for name, used in on_chip_bytes(platform, site, blocks).items()
           if used > budget[name]]
 
@@ -197,7 +241,10 @@ class PallasPass(CompositeRewrite):
   default, shrunk to fit the shapes and the chip; `max-grad-column-blocks`
   (0: any): the most column blocks of `in_features` the gradient kernels may
   split into, each of which recomputes the logits (about `2K + 1` logit
-  matmuls for `K` blocks, against the fused XLA sweep's 3)."""
+  matmuls for `K` blocks, against the fused XLA sweep's 3); `tpu-chip` (with
+  platform=tpu: v4, v5e, v5p, v6e, v7x, or empty for any TPU): the generation
+  whose VMEM the blocks are sized for and whose scoped limit the kernels ask
+  for (`TPU_CHIPS`)."""
 
   name = "gshard-pallas"
   summary = "Replace gshard composites by calls of Pallas kernels lowered for a platform"
@@ -208,10 +255,17 @@ class PallasPass(CompositeRewrite):
   block_features: int = 0
   block_grad_features: int = 0
   max_grad_column_blocks: int = 0
+  tpu_chip: str = ""
 
   def __post_init__(self):
     if self.platform not in PLATFORMS:
       raise ValueError(f"platform must be one of {', '.join(PLATFORMS)}, got '{self.platform}'")
+    if self.tpu_chip not in TPU_CHIPS:
+      raise ValueError(f"tpu-chip must be one of {', '.join(c for c in TPU_CHIPS if c)} (or "
+                       f"empty: any TPU), got '{self.tpu_chip}'")
+    if self.tpu_chip and self.platform != "tpu":
+      raise ValueError(f"tpu-chip={self.tpu_chip} needs platform=tpu, got "
+                       f"platform={self.platform}")
     options = (("block-tokens", self.block_tokens), ("block-vocab", self.block_vocab),
                ("block-features", self.block_features),
                ("block-grad-features", self.block_grad_features))
@@ -243,7 +297,7 @@ class PallasPass(CompositeRewrite):
     if self.platform == "cuda":
       blocks = [_floor_power_of_two(x) for x in blocks]
     free = [not option for option in options]
-    while over_budget(self.platform, site, Blocks(*blocks)):
+    while over_budget(self.platform, site, Blocks(*blocks), self.tpu_chip):
       halve = self._next_to_halve(blocks, free)
       if not halve:
         break
@@ -285,13 +339,13 @@ class PallasPass(CompositeRewrite):
         return f"blocks {t} x {c} are not in {TPU_TILE} tiles"
       if (k % TPU_TILE[1] and k != m) or (f % TPU_TILE[1] and f != m):
         return f"feature blocks {k} and {f} of {m} are not in lanes of {TPU_TILE[1]}"
-    over = over_budget(self.platform, site, blocks)
+    over = over_budget(self.platform, site, blocks, self.tpu_chip)
     if over:
       used = on_chip_bytes(self.platform, site, blocks)
+      budget = on_chip_budget(self.platform, self.tpu_chip)
       return (f"blocks of {t} tokens, {c} classes, {k} features and {f} gradient columns "
               f"(in_features {m}) need more on chip than there is: "
-              + ", ".join(f"{used[name]} > {ON_CHIP_BYTES[self.platform][name]} bytes of {name}"
-                          for name in over))
+              + ", ".join(f"{used[name]} > {budget[name]} bytes of {name}" for name in over))
     column_blocks = -(-m // f)
     if self.max_grad_column_blocks and column_blocks > self.max_grad_column_blocks:
       return (f"the gradient kernels would split in_features {m} into {column_blocks} column "
@@ -319,7 +373,9 @@ class PallasPass(CompositeRewrite):
                                   backend=backend, block_features=blocks.features,
                                   block_grad_features=blocks.grad_features,
                                   num_warps=(triton_num_warps(site, blocks)
-                                             if self.platform == "cuda" else 4))
+                                             if self.platform == "cuda" else 4),
+                                  vmem_limit_bytes=(TPU_CHIPS[self.tpu_chip].vmem_limit_bytes
+                                                    if self.platform == "tpu" else 0))
     specs = tuple(_spec(x) for x in site.operands)
     try:
       text = lower_kernel(site.is_grad, specs, config, platform)
@@ -335,5 +391,6 @@ class PallasPass(CompositeRewrite):
     call.attributes["gshard.plan"] = ir.StringAttr.get(
         f"{self.name}: platform={self.platform} block_tokens={blocks.tokens} "
         f"block_vocab={blocks.vocab} block_features={blocks.features} "
-        f"block_grad_features={blocks.grad_features}")
+        f"block_grad_features={blocks.grad_features}"
+        + (f" tpu_chip={self.tpu_chip}" if self.tpu_chip else ""))
     return True

@@ -42,7 +42,8 @@ are zeroed: zeroing one alone would turn an infinite entry of the other into
 
 The math is `gshard_op/reference.py`'s, non-finite logits included (the online
 softmax follows `gshard_op/ir/softmax.py`'s rules): the inputs are scaled by `M**-0.5` in
-their own dtype, matmuls take the operand dtype (bf16 or f32) and accumulate in
+their own dtype (with a `logit_scale` option, the float32 logits are scaled by it
+instead), matmuls take the operand dtype (bf16 or f32) and accumulate in
 float32, all softmax statistics are float32. Per-token label mass and the
 `g_lse + 2 lse g_lse_squared` cotangent are `[N]` vectors computed around the
 kernels (`forward`, `grad`).
@@ -98,6 +99,15 @@ class KernelConfig:
       raise ValueError("block sizes must be positive")
     if self.block_features < 0 or self.block_grad_features < 0:
       raise ValueError("feature blocks must be >= 0 (0: all features)")
+    if self.scales_logits and self.logit_scale != self.options.logit_scale:
+      raise ValueError(f"logit_scale = {self.logit_scale!r} disagrees with the options' "
+                       f"{self.options.logit_scale!r}, which scales the logits")
+
+  @property
+  def scales_logits(self) -> bool:
+    """Whether `logit_scale` multiplies the float32 logits (the option set: it
+    is then `options.logit_scale`) rather than the inputs in their dtype."""
+    return self.options.scales_logits
 
   def features(self, in_features: int) -> tuple[int, int]:
     """`(block_features, block_grad_features)` for `M = in_features`, 0 resolved to `M`."""
@@ -141,8 +151,15 @@ def _weighted(weight, v):
 
 
 def _scaled(cfg: KernelConfig, x):
-  """`x * M**-0.5` rounded to x's dtype, as `reference.scaled_inputs`."""
-  return x * jnp.asarray(cfg.logit_scale, x.dtype)
+  """`x * M**-0.5` rounded to x's dtype, as `reference.scaled_inputs` (x
+  itself when the scale is on the logits)."""
+  return x if cfg.scales_logits else x * jnp.asarray(cfg.logit_scale, x.dtype)
+
+
+def _scaled_logits(cfg: KernelConfig, z):
+  """`reference.scaled_logits`: float32 `z * logit_scale` when the scale is on
+  the logits; also how a logits' cotangent reaches the matmul's output."""
+  return z * jnp.float32(cfg.logit_scale) if cfg.scales_logits else z
 
 
 def _owned_columns(start, first, width: int):
@@ -221,10 +238,11 @@ def _raw_logits(cfg: KernelConfig, io: "_Blocks", x_ref, e_ref, rows, e_rows, to
 
 def _logits_block(cfg: KernelConfig, io: "_Blocks", z_raw, labels, t_start, v_start,
                   v_first) -> _Block:
-  """The block of logits `z_raw` (f32 `[T, C]`, rows from `t_start`, classes
-  from `v_start`) with what the math needs; `v_first` is the first class the
-  block owns (None: all); `labels` from `_token_labels`."""
+  """The block of logits from the matmul's `z_raw` (f32 `[T, C]`, rows from
+  `t_start`, classes from `v_start`) with what the math needs; `v_first` is the
+  first class the block owns (None: all); `labels` from `_token_labels`."""
   tokens, classes = z_raw.shape
+  z_raw = _scaled_logits(cfg, z_raw)
   z = transform_logits(z_raw, cfg.options)
   cols = v_start + lax.broadcasted_iota(jnp.int32, (tokens, classes), 1)
   owned = None if v_first is None else cols >= v_first
@@ -243,10 +261,10 @@ def _logits_block(cfg: KernelConfig, io: "_Blocks", z_raw, labels, t_start, v_st
 
 def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_classes: int,
                entropy=None):
-  """The block's raw-logit cotangent (`softmax.logits_cotangent`):
+  """The cotangent of the block's matmul output (`softmax.logits_cotangent`):
   `g_xent * (p * Q - q) + g_p * p`, with `entropy = (E[z], g_H)` minus
   `g_H * p * (z - E[z])`, 0 where not owned, then through temperature, clip
-  and cap."""
+  and cap, and a `logit_scale` on the logits."""
   a, off = cfg.smoothing(num_classes)
   p = jnp.exp(blk.z - lse)
   q = blk.target
@@ -259,7 +277,7 @@ def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_cla
     expected, g_h = entropy
     dz = dz - g_h * _weighted(p, blk.z - expected)
   dz = blk.owned_or(dz, 0.0)
-  return transform_logits_vjp(blk.z_raw, blk.z, dz, cfg.options)
+  return _scaled_logits(cfg, transform_logits_vjp(blk.z_raw, blk.z, dz, cfg.options))
 
 
 # --- kernels -------------------------------------------------------------------------
@@ -392,8 +410,8 @@ def _d_x_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     return acc + _dot_nn(cfg, dz.astype(e.dtype), e)
 
   acc = lax.fori_loop(0, pl.cdiv(v, bv), body, jnp.zeros((bt, cfg.features(m)[1]), F32))
-  io.write(d_x_ref, "x" if whole else "x_cols", rows,
-           (acc * cfg.logit_scale).astype(d_x_ref.dtype), cols)
+  d_x = acc if cfg.scales_logits else acc * cfg.logit_scale  # dz has a scale on the logits
+  io.write(d_x_ref, "x" if whole else "x_cols", rows, d_x.astype(d_x_ref.dtype), cols)
 
 
 def _d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,

@@ -24,20 +24,31 @@ PALLAS_PLATFORMS = {"cuda": "cuda", "tpu": "tpu"}
 MAX_GRAD_COLUMN_BLOCKS = 1
 
 
-def default_pipeline(memory_budget_mib: float | None = None, platform: str | None = None) -> str:
+def default_pipeline(memory_budget_mib: float | None = None, platform: str | None = None,
+                     device_kind: str | None = None) -> str:
   """Shard, then the Pallas kernels (GPU, TPU), else fuse, else chunk, all within
-  the budget; then clean up. `platform` is a `jax.export` platform name
-  (default: the default backend's); on the CPU the pipeline has no kernels."""
-  mib = budget.default_mib() if memory_budget_mib is None else memory_budget_mib
+  the budget; then clean up.
+
+  `platform` is the `jax.export` platform name of the target (default: the
+  default backend's; `gshard_op.jit` passes the one the program was lowered
+  for), and the budget defaults to that platform's; on the CPU the pipeline
+  has no kernels. `device_kind` (a JAX device's, e.g. "TPU v5 lite") picks
+  the TPU generation whose VMEM the kernels are sized for."""
   if platform is None:
     platform = jax.export.default_export_platform()
+  mib = budget.default_mib(platform) if memory_budget_mib is None else memory_budget_mib
+  chip = ""
+  if platform == "tpu" and device_kind:
+    from gshard_op.passes.pallas import tpu_chip_of  # the kernels' module: only for a TPU
+    chip = tpu_chip_of(device_kind)
   # Kernels only where their gradient keeps whole rows: a width they must
   # split into column blocks (Gemma's 2304 on a GPU) recomputes the logits per
   # block, ~2K+1 logit matmuls against the fused sweep's 3, so until a device
   # measures otherwise (tools/device_check.py) the fused passes take it here;
   # `gshard-pallas` named by hand takes any width.
   pallas = (f"gshard-pallas{{platform={PALLAS_PLATFORMS[platform]} "
-            f"max-grad-column-blocks={MAX_GRAD_COLUMN_BLOCKS}}},"
+            f"max-grad-column-blocks={MAX_GRAD_COLUMN_BLOCKS}"
+            f"{f' tpu-chip={chip}' if chip else ''}}},"
             if platform in PALLAS_PLATFORMS else "")
   return (f"gshard-shard-vocab{{memory-budget-mib={mib}}},"
           f"{pallas}"

@@ -34,6 +34,12 @@ class Options:
   use_tgt_labels_size_as_loss_denominator: bool = True
   temperature: float = 1.0
   with_entropy: bool = False
+  logit_scale: float | None = None  # None: M**-0.5 (Praxis); the math is the same either way
+
+
+def scale_of(m: int, logit_scale: float | None) -> float:
+  """The factor on `inputs @ embedding.T`: `logit_scale`, or `M**-0.5` when None."""
+  return float(m) ** -0.5 if logit_scale is None else float(logit_scale)
 
 
 def as_f64(a) -> np.ndarray:
@@ -44,11 +50,10 @@ def as_f64(a) -> np.ndarray:
   return a.astype(F64)
 
 
-def raw_logits(inputs, embedding) -> np.ndarray:
-  """`(inputs * M**-0.5) @ embedding.T`, float64 `[..., V]`."""
+def raw_logits(inputs, embedding, logit_scale: float | None = None) -> np.ndarray:
+  """`(inputs * s) @ embedding.T`, float64 `[..., V]`, `s = scale_of(M, logit_scale)`."""
   inputs, embedding = as_f64(inputs), as_f64(embedding)
-  m = inputs.shape[-1]
-  return (inputs * (float(m) ** -0.5)) @ embedding.T
+  return (inputs * scale_of(inputs.shape[-1], logit_scale)) @ embedding.T
 
 
 def capped_logits(raw, opts: Options) -> np.ndarray:
@@ -124,7 +129,7 @@ def forward(inputs, embedding, class_weights, class_ids=None,
   `opts.with_entropy` also `per_example_entropy`."""
   embedding = as_f64(embedding)
   num_classes = embedding.shape[0]
-  z = final_logits(raw_logits(inputs, embedding), opts)
+  z = final_logits(raw_logits(inputs, embedding, opts.logit_scale), opts)
   lse = logsumexp(z)
   log_probs = z - lse[..., None]
   q = target_probs(inputs, num_classes, class_ids, class_probabilities, opts)
@@ -171,8 +176,8 @@ def backward(inputs, embedding, class_ids=None, class_probabilities=None,
   x = as_f64(inputs)
   embedding = as_f64(embedding)
   num_classes, m = embedding.shape
-  scale = float(m) ** -0.5
-  raw = raw_logits(x, embedding)
+  scale = scale_of(m, opts.logit_scale)
+  raw = raw_logits(x, embedding, opts.logit_scale)
   z = final_logits(raw, opts)
   p = np.exp(z - logsumexp(z)[..., None])
   dz = np.zeros_like(z)

@@ -191,8 +191,10 @@ def test_compute_dtype_bfloat16(rng):
   assert layer.embedding.dtype == jnp.float32
   inputs, weights, ids, _ = random_call_args(rng)
   out = layer(inputs, weights, class_ids=ids)
-  for name in ("logits", "log_probs", "per_example_xent", "avg_xent"):
+  for name in ("logits", "log_probs", "per_example_xent"):
     assert out[name].dtype == jnp.bfloat16, name
+  for name in ("avg_xent", "total_xent", "z_loss"):  # scalar losses: float32 (issue 28)
+    assert out[name].dtype == jnp.float32, name
   x16 = npref.as_f64(jnp.asarray(inputs, jnp.bfloat16))
   e16 = npref.as_f64(jnp.asarray(embedding_of(layer), jnp.bfloat16))
   opts = npref.Options(z_loss_weight=0.1)

@@ -103,16 +103,22 @@ def decomposition_signature(text: str, symbol: str):
 
 def expected_attributes(options: dict, in_features: int) -> dict:
   flags = ("use_tgt_labels_size_as_loss_denominator", "with_entropy")
-  want = {k: v if k in flags else float(v) for k, v in npref.Options(**options).__dict__.items()}
-  want["logit_scale"] = in_features ** -0.5
+  opts = npref.Options(**options)
+  want = {k: v if k in flags else float(v) for k, v in opts.__dict__.items()
+          if k != "logit_scale"}
+  # The scale in force, and whether it multiplies the logits (a logit_scale
+  # option) rather than the inputs (None: Praxis's M**-0.5).
+  want["logit_scale"] = npref.scale_of(in_features, opts.logit_scale)
+  want["scales_logits"] = opts.logit_scale is not None
   return want
 
 
 def check_composite(c, name, options, in_features, in_types, out_types, text):
   assert c["name"] == name
-  assert c["version"] == 4 == contract.VERSION
+  assert c["version"] == 5 == contract.VERSION
   attrs = c["attrs"]
-  assert set(attrs) == set(OPTION_KEYS) | {"logit_scale", "precision"}, sorted(attrs)
+  assert set(attrs) == set(OPTION_KEYS) | {"logit_scale", "scales_logits", "precision"}, \
+      sorted(attrs)
   # No precision asked for, none configured: DEFAULT, as a dense jnp.dot's.
   assert attrs.pop("precision") == options.get("precision", "DEFAULT")
   for key, value in expected_attributes(options, in_features).items():

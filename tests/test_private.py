@@ -79,6 +79,7 @@ WRAPPED = {
     "keras_trainer.py": ("._make_function", "._symbolic_build", "._get_state_sharding_spec"),
     "nnx_jit.py": (".jitted_fn",),
     "jax_backend.py": ("xla_bridge",),
+    "jax_lowered.py": ('"_platforms"', '"_device_list"', "CompileOnlyPyClient"),
 }
 
 
@@ -114,6 +115,22 @@ def test_jax_backend_started_is_answered_without_starting_it():
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.split() == ["False", "False", "True"], proc.stdout
+
+
+# --- jax.stages.Lowered's target ----------------------------------------------------------
+
+def test_lowered_says_its_platforms_and_devices():
+  """`jax_lowered` reads the platforms a program was lowered for (also when
+  named by `lowering_platforms`) and its devices; host devices are not
+  compile-only."""
+  from gshard_op._private import jax_lowered
+  lowered = jax.jit(lambda x: x + 1).lower(jnp.ones(2))
+  assert jax_lowered.platforms(lowered) == ("cpu",), "Lowered._lowering._platforms moved"
+  assert jax_lowered.devices(lowered) == (jax.devices()[0],), \
+      "Lowered._lowering._device_list moved"
+  for_tpu = jax.jit(lambda x: x + 1).trace(jnp.ones(2)).lower(lowering_platforms=("tpu",))
+  assert jax_lowered.platforms(for_tpu) == ("tpu",)
+  assert not jax_lowered.is_compile_only(jax.devices()[0])
 
 
 # --- nnx.jit's jitted_fn -------------------------------------------------------------------

@@ -219,12 +219,13 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
       chunk = chunk_logits(sm, x_blk, embedding, labels_blk, start, first_owned,
                            plan.vocab_chunk, class_offset)
       dz = logits_cotangent(sm, chunk, lse_blk, q_blk, g_xent_blk, g_p_blk, entropy_blk)
-      # chunk.embedding carries the logit scale, so d_x needs no scaling after.
+      # Praxis's scale: on chunk.embedding, so d_x needs none after, and on
+      # d_emb's float32 sum; a logit_scale option: already in dz.
       precision = sm.options.precision
       d_x = b.add(acc.d_x, b.dot(b.convert(dz, b.element_of(embedding)), chunk.embedding,
                                  (1, 0), b.f32(), precision))
-      d_emb_chunk = b.mul(b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0), b.f32(),
-                                precision), sm.logit_scale)
+      d_emb_chunk = sm.times_input_scale(b.dot(b.convert(dz, b.element_of(x)), x_blk, (0, 0),
+                                               b.f32(), precision))
       if reduce_d_emb is not None:
         d_emb_chunk = reduce_d_emb(d_emb_chunk)
       old = b.dynamic_slice(acc.d_emb, [start, zero], [plan.vocab_chunk, m])

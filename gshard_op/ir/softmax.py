@@ -62,9 +62,29 @@ class Softmax:
       return smoothing_coefficients(self.num_classes, self.options)
     return 1.0, 0.0
 
+  @property
+  def scales_logits(self) -> bool:
+    """Whether `logit_scale` multiplies the float32 logits after the matmul
+    (`SoftmaxOptions.logit_scale` set) rather than the inputs before it."""
+    return self.options.scales_logits
+
+  def times_input_scale(self, v: ir.Value) -> ir.Value:
+    """`v * M**-0.5` in v's dtype where the scale is on the inputs (Praxis),
+    `v` itself where it is on the logits: the inputs' factor, on the inputs or
+    on what stands in for them (an embedding slice, a gradient taken with
+    unscaled inputs)."""
+    return v if self.scales_logits else b.mul(v, self.logit_scale)
+
   def scaled_inputs(self, x: ir.Value) -> ir.Value:
-    """`x * M**-0.5` in x's dtype (once, before any loop)."""
-    return b.mul(x, self.logit_scale)
+    """`reference.scaled_inputs`: `x * M**-0.5` in x's dtype, or x (once,
+    before any loop)."""
+    return self.times_input_scale(x)
+
+  def scaled_logits(self, z: ir.Value) -> ir.Value:
+    """`reference.scaled_logits`: the float32 matmul output times
+    `logit_scale` where the scale is on the logits. Also the pull-back of a
+    cotangent of the logits to the matmul's output (the same product)."""
+    return b.mul(z, self.logit_scale) if self.scales_logits else z
 
   def cap_and_clip(self, z_raw: ir.Value) -> ir.Value:
     """Soft cap, then clip: `reference.cap_and_clip`."""
@@ -152,7 +172,8 @@ class Chunk:
   belongs to this chunk (overlapping last chunks mask the columns an earlier
   chunk already had); `labels`: the ids `[T]` or this chunk's probability
   columns `[T, C]`; `embedding`: the `[C, M]` slice the logits came from
-  (scaled unless the inputs were).
+  (carrying Praxis's scale unless the inputs do; a `logit_scale` option is on
+  `z_raw` instead).
   """
 
   z_raw: ir.Value
@@ -180,17 +201,18 @@ def chunk_logits(sm: Softmax, x: ir.Value, embedding: ir.Value, labels: ir.Value
                  class_offset: ir.Value | None = None, *, scaled_x: bool = False) -> Chunk:
   """The chunk of `size` classes from row `start` of `embedding` for tokens `x`.
 
-  The logit scale goes on the `[C, M]` embedding slice, unless `scaled_x` says
-  `x` already carries it (then no `[N, M]` scaled copy of the inputs is
-  needed, and the slice serves `d_x` as is). `first_owned`: the lowest local
+  Praxis's logit scale goes on the `[C, M]` embedding slice, unless `scaled_x`
+  says `x` already carries it (then no `[N, M]` scaled copy of the inputs is
+  needed, and the slice serves `d_x` as is); a `logit_scale` option goes on
+  the float32 logits instead (`Softmax.scaled_logits`). `first_owned`: the lowest local
   row this chunk owns (None: all). Class ids are `class_offset + row` (a
   shard's first global class).
   """
   t, m = b.shape_of(x)
   emb = b.dynamic_slice(embedding, [start, b.scalar(0, b.i32())], [size, m])
   if not scaled_x:
-    emb = b.mul(emb, sm.logit_scale)
-  z_raw = b.dot(x, emb, (1, 1), b.f32(), sm.options.precision)
+    emb = sm.times_input_scale(emb)
+  z_raw = sm.scaled_logits(b.dot(x, emb, (1, 1), b.f32(), sm.options.precision))
   rows = b.add(b.iota((t, size), 1), b.broadcast(start, (t, size), []))
   mask = None if first_owned is None else owned(start, first_owned, (t, size), 1)
   classes = rows if class_offset is None else b.add(rows, b.broadcast(class_offset, (t, size), []))
@@ -321,8 +343,8 @@ def target_logits(sm: Softmax, x: ir.Value, embedding: ir.Value, ids: ir.Value,
   inside = b.and_(b.compare(local, 0, "GE"), b.compare(local, v_local, "LT"))
   rows = b.take_rows(embedding, b.clamp(0, local, v_local - 1))
   if not scaled_x:  # rounded as `chunk_logits` rounds it
-    rows = b.mul(rows, sm.logit_scale)
-  z_raw = b.row_sum(b.mul(b.convert(x, b.f32()), b.convert(rows, b.f32())))
+    rows = sm.times_input_scale(rows)
+  z_raw = sm.scaled_logits(b.row_sum(b.mul(b.convert(x, b.f32()), b.convert(rows, b.f32()))))
   return b.select(inside, sm.transform(z_raw), 0.0)
 
 
@@ -335,8 +357,9 @@ def probability_cotangent(lse: ir.Value, g_lse: ir.Value, g_lse_squared: ir.Valu
 def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
                      g_xent: ir.Value, g_p: ir.Value,
                      entropy: tuple[ir.Value, ir.Value] | None = None) -> ir.Value:
-  """The cotangent of the chunk's raw logits, f32 `[T, C]`
-  (`reference.logits_cotangent`, then `transform_cotangent`).
+  """The cotangent of the chunk's matmul output, f32 `[T, C]`
+  (`reference.logits_cotangent`, then `transform_cotangent`, then times a
+  `logit_scale` on the logits: `scaled_logits`).
 
   `dz = g_xent * (p * Q - q) + g_p * p` with `p = exp(z - lse)`, the target
   `q = label_scale * labels + uniform`, its mass `Q = Softmax.target_mass` and
@@ -360,4 +383,4 @@ def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
     centred = b.sub(chunk.z, b.rows(b.sub(lse, h), shape))
     dz = b.sub(dz, b.mul(b.rows(g_h, shape), weighted_by(p, centred)))
   dz = chunk.owned_or(dz, 0.0)
-  return sm.transform_cotangent(chunk.z_raw, chunk.z, dz)
+  return sm.scaled_logits(sm.transform_cotangent(chunk.z_raw, chunk.z, dz))
