@@ -161,7 +161,7 @@ def _jax_fields(x, embedding, ids, probs, weights, config: _Config):
   else:
     denominator = out.total_weight
   diff = dict(per_example_xent=xent, total_xent=out.total_xent,
-              avg_xent=_mean(out.total_xent, denominator).astype(out.avg_xent.dtype),
+              avg_xent=_mean(out.total_xent, denominator),
               z_loss=(_mean(out.z_loss * count, denominator)
                       if config.options.z_loss_weight > 0 else out.z_loss))
   if config.return_logits:
@@ -303,12 +303,12 @@ def _softmax_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor 
 def _softmax_fake(x, embedding, ids, probs, weights, options, ignore_index, return_logits,
                   with_grads):
   n, v = x.shape[0], embedding.shape[0]
-  f32, dt = torch.float32, x.dtype
+  f32 = torch.float32
   scalar = lambda dtype: x.new_empty((), dtype=dtype)
   dense = (n, v) if return_logits else (0,)
   entropy = (n,) if _config(options, ignore_index, return_logits).options.with_entropy else (0,)
   return (x.new_empty((n,)), x.new_empty((n,), dtype=torch.int32), x.new_empty((n,), dtype=f32),
-          scalar(f32), scalar(f32), scalar(dt), scalar(f32), scalar(f32),
+          scalar(f32), scalar(f32), scalar(f32), scalar(f32), scalar(f32),
           x.new_empty(dense), x.new_empty(dense), x.new_empty(entropy),
           x.new_empty(x.shape if with_grads else (0,)),
           embedding.new_empty(embedding.shape if with_grads else (0,)))
@@ -515,7 +515,7 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
                              z_loss_weight: float = 0.0, label_smoothing_prob: float = 0.0,
                              use_tgt_labels_size_as_loss_denominator: bool = False,
                              precision: str | None = None, temperature: float = 1.0,
-                             with_entropy: bool = False,
+                             with_entropy: bool = False, logit_scale: float | None = None,
                              options: SoftmaxOptions | None = None,
                              ignore_index: int = -100,
                              return_logits: bool = False) -> dict[str, Tensor | None]:
@@ -545,23 +545,28 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
     temperature: the logits become `z / T` after the cap and the clip.
     with_entropy: also return `per_example_entropy` (differentiable), the
       softmax's entropy per token, computed in the same sweep as the loss.
+    logit_scale: None scales the inputs by `M**-0.5` (Praxis); a float `s > 0`
+      multiplies the float32 logits instead: 1.0 is a plain tied head (Gemma,
+      Llama, Qwen), and no bf16 rounding of `s` happens.
     options: all the options above as one `gshard_op.SoftmaxOptions`, instead
-      of the keywords (`soft_cap_logits` ... `with_entropy`); not both. Its own
+      of the keywords (`soft_cap_logits` ... `logit_scale`); not both. Its own
       defaults are Praxis's: `SoftmaxOptions()` counts all tokens.
     return_logits: also compute `logits` and `log_probs` (`[..., V]`, dense);
       when False, those fields are None and the logits are never formed.
 
   Returns:
-    A dict with Praxis's fields (`gshard_op.outputs.FIELDS`). `avg_xent`,
-    `total_xent`, `per_example_xent`, `z_loss` (and the logits, when returned)
-    are differentiable w.r.t. `inputs` and `embedding`, once: a second
+    A dict with Praxis's fields (`gshard_op.outputs.FIELDS`); the scalar losses
+    (`avg_xent`, `total_xent`, `z_loss`) are float32 whatever the inputs'
+    dtype. `avg_xent`, `total_xent`, `per_example_xent`, `z_loss` (and the
+    logits, when returned) are differentiable w.r.t. `inputs` and `embedding`, once: a second
     derivative raises an error that says what to use instead.
   """
   options = _call_options(
       options, soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
       z_loss_weight=z_loss_weight, label_smoothing_prob=label_smoothing_prob,
       use_tgt_labels_size_as_loss_denominator=use_tgt_labels_size_as_loss_denominator,
-      precision=precision, temperature=temperature, with_entropy=with_entropy)
+      precision=precision, temperature=temperature, with_entropy=with_entropy,
+      logit_scale=logit_scale)
   return _softmax(inputs, embedding, class_weights, class_ids, class_probabilities, options,
                   ignore_index, return_logits)
 
