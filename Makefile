@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lit pytest bench clean
+.PHONY: demo test lit pytest bench clean aot-check aot-test
 
 # The test extra needs torch, whose default wheel on PyPI pulls ~5 GB of CUDA
 # libraries. So torch $(TORCH_VERSION), CPU build, goes in first, and the extra's
@@ -37,7 +37,7 @@ endif
 demo: $(STAMP)
 	$(VENV)/bin/python tools/demo.py
 
-test: pytest lit
+test: pytest lit aot-test
 
 pytest: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
@@ -48,5 +48,38 @@ lit: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python tools/bench.py
 
+# Compiling for TPUs and NVIDIA GPUs without them (README: "Compiled ahead of
+# time for TPUs and GPUs"), in a venv of its own: the compilers (libtpu, the
+# CUDA plugin, nvcc, nvJitLink; about 2 GB) are nothing the main install needs.
+# They are pinned to the jax in use, .venv's (else pyproject's lowest): a
+# plugin built for another jax does not load. JAX_VERSION=... overrides it.
+# AOT_ARGS are tools/aot_check.py's flags, e.g. AOT_ARGS='--targets tpu-v5e,h100'.
+AOT_VENV := .venv-aot
+AOT_STAMP := $(AOT_VENV)/.installed
+JAX_VERSION ?=
+AOT_ARGS ?=
+
+$(AOT_STAMP): pyproject.toml $(wildcard $(STAMP))
+	@v='$(JAX_VERSION)'; \
+	if [ -z "$$v" ] && [ -x $(VENV)/bin/python ]; then \
+	  v=$$($(VENV)/bin/python -c 'import importlib.metadata as m; print(m.version("jax"))'); fi; \
+	if [ -z "$$v" ]; then v=$$(sed -n 's/.*"jax>=\([0-9.]*\).*/\1/p' pyproject.toml); fi; \
+	echo "$(AOT_VENV): jax $$v with libtpu and the CUDA 12 plugin"; \
+	set -e; $(PYTHON) -m venv $(AOT_VENV); \
+	$(AOT_VENV)/bin/pip install --quiet --upgrade pip; \
+	$(AOT_VENV)/bin/pip install --quiet -e . "jax[tpu]==$$v" "jaxlib==$$v" \
+	  "jax-cuda12-plugin==$$v" "jax-cuda12-pjrt==$$v" nvidia-cuda-nvcc-cu12 \
+	  nvidia-nvjitlink-cu12 pytest; \
+	echo "$$v" > $(AOT_STAMP)
+
+aot-check: $(AOT_STAMP)
+	JAX_PLATFORMS=cpu $(AOT_VENV)/bin/python tools/aot_check.py $(AOT_ARGS)
+
+# The slice of the matrix `make test` runs (tests/aot: its own conftest, not
+# tests/conftest.py, whose test extras .venv-aot does not have).
+aot-test: $(AOT_STAMP)
+	JAX_PLATFORMS=cpu $(AOT_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	  --confcutdir=tests/aot tests/aot
+
 clean:
-	rm -rf $(VENV) tests/lit/Output
+	rm -rf $(VENV) $(AOT_VENV) tests/lit/Output
