@@ -60,8 +60,7 @@ class SoftmaxOptions:
     for name in ("soft_cap_logits", "logits_abs_max", "z_loss_weight",
                  "label_smoothing_prob"):
       object.__setattr__(self, name, _float_option(name, getattr(self, name)))
-    object.__setattr__(self, "temperature",
-                       _float_option("temperature", self.temperature, positive=True))
+    object.__setattr__(self, "temperature", _temperature(self.temperature))
     if self.label_smoothing_prob > 1:
       raise ValueError("label_smoothing_prob must be in [0, 1], got "
                        f"{self.label_smoothing_prob!r}")
@@ -101,6 +100,25 @@ class SoftmaxOptions:
     name = "DEFAULT" if configured is None else precision_name(
         configured, "jax_default_matmul_precision")
     return dataclasses.replace(self, precision=name)
+
+
+# The smallest temperature: float32's smallest normal number. Below it `1 / T`
+# (what XLA multiplies by) is inf in float32, and the softmax NaN.
+MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
+
+
+def _temperature(value) -> float:
+  """`value` as a temperature, with one message for every bad value (negative,
+  zero, NaN, infinite, or too small for float32)."""
+  message = (f"temperature must be finite and > 0 (at least {MIN_TEMPERATURE:.8g}, "
+             f"float32's smallest normal number), got {value!r}")
+  try:
+    value = _float_option("temperature", value, positive=True)
+  except ValueError:
+    raise ValueError(message) from None
+  if value < MIN_TEMPERATURE:
+    raise ValueError(message)
+  return value
 
 
 def _float_option(name: str, value, positive: bool = False) -> float:

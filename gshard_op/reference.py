@@ -23,18 +23,19 @@ from gshard_op.options import SoftmaxOptions, logit_scale
 F32 = jnp.float32
 
 
-def input_scale(in_features: int, opts: SoftmaxOptions) -> float:
-  """The factor on the inputs before the matmul: Praxis's `M**-0.5`, or 1
-  when `opts.logit_scale` multiplies the logits instead."""
-  return 1.0 if opts.scales_logits else logit_scale(in_features)
+def times_input_scale(v: jax.Array, in_features: int, opts: SoftmaxOptions) -> jax.Array:
+  """`v * M**-0.5` in v's dtype where the scale is on the inputs (Praxis), `v`
+  itself where `opts.logit_scale` multiplies the logits instead: the inputs'
+  factor, on the inputs or on a gradient taken with unscaled ones."""
+  if opts.scales_logits:
+    return v
+  return v * jnp.asarray(logit_scale(in_features), v.dtype)
 
 
 def scaled_inputs(x: jax.Array, opts: SoftmaxOptions) -> jax.Array:
   """`x * M**-0.5` in x's dtype (Praxis scales the inputs, not the logits); x
   itself when `opts.logit_scale` scales the logits."""
-  if opts.scales_logits:
-    return x
-  return x * jnp.asarray(logit_scale(x.shape[-1]), x.dtype)
+  return times_input_scale(x, x.shape[-1], opts)
 
 
 def scaled_logits(z: jax.Array, opts: SoftmaxOptions) -> jax.Array:
@@ -86,6 +87,34 @@ def transform_logits_vjp(z_raw: jax.Array, z: jax.Array, dz: jax.Array,
   return dz
 
 
+@jax.custom_jvp
+def exponent(z: jax.Array, shift: jax.Array) -> jax.Array:
+  """`z - shift`, the exponent of a softmax term, exactly 0 where `z == shift`.
+
+  XLA rewrites `c / T` as `c * (1 / T)`, may recompute that product in each
+  fusion that reads it and contract it with the subtraction into an FMA, which
+  skips the product's rounding: at `T = 1e-9` the class at the max then gets
+  an exponent of about +-100 instead of 0 (an `inf` or `0` softmax). Only the
+  compare sees the rounded product that the max (or a logsumexp equal to it)
+  was taken of, so the class at the shift gets its 0 from the select.
+  """
+  return jnp.where(z == shift, 0.0, z - shift)
+
+
+@exponent.defjvp
+def _exponent_jvp(primals, tangents):
+  (z, shift), (dz, dshift) = primals, tangents
+  return exponent(z, shift), dz - dshift
+
+
+def logsumexp(z: jax.Array) -> jax.Array:
+  """`jax.nn.logsumexp(z, axis=-1)` with its exponents from `exponent`: the
+  largest class adds exactly `exp(0) = 1` whatever the temperature."""
+  top = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+  top = jnp.where(jnp.isfinite(top), top, 0.0)  # as jax.nn.logsumexp shifts
+  return (top + jnp.log(jnp.sum(jnp.exp(exponent(z, top)), axis=-1, keepdims=True)))[..., 0]
+
+
 def logits(x: jax.Array, embedding: jax.Array, opts: SoftmaxOptions) -> jax.Array:
   """The float32 `[N, V]` logits the softmax sees (after cap and clip)."""
   return transform_logits(raw_logits(x, embedding, opts), opts)
@@ -132,9 +161,9 @@ def per_token_forward(x, embedding, labels, opts: SoftmaxOptions):
   z-loss cotangent reaching the gradient never depends on forward results.
   """
   z = logits(x, embedding, opts)
-  lse = jax.nn.logsumexp(z, axis=-1)
+  lse = logsumexp(z)
   q = target_distribution(labels, embedding.shape[0], opts)
-  xent = cross_entropy(z - lse[:, None], q)
+  xent = cross_entropy(exponent(z, lse[:, None]), q)
   argmax = jnp.argmax(z, axis=-1).astype(jnp.int32)  # a NaN's first index if any
   if opts.with_entropy:
     return xent, argmax, lse, lse * lse, entropy(z, lse)
@@ -144,7 +173,7 @@ def per_token_forward(x, embedding, labels, opts: SoftmaxOptions):
 def entropy(z: jax.Array, lse: jax.Array) -> jax.Array:
   """`H = lse - sum(p * z)` per token, `p = exp(z - lse)`; a class with `p = 0`
   (a `-inf` logit) adds nothing, so a one-hot distribution has `H = 0`."""
-  p = jnp.exp(z - lse[..., None])
+  p = jnp.exp(exponent(z, lse[..., None]))
   # z masked before the product, not after: autodiff of `where(p == 0, 0, p * z)`
   # would still multiply the -inf into the unselected branch's gradient (NaN).
   return lse - jnp.sum(p * jnp.where(p == 0, 0.0, z), axis=-1)
@@ -202,7 +231,7 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *ent
   """
   z_raw = raw_logits(x, embedding, opts)
   z = transform_logits(z_raw, opts)
-  p = jnp.exp(z - lse[:, None])
+  p = jnp.exp(exponent(z, lse[:, None]))
   q = target_distribution(labels, embedding.shape[0], opts)
   dz = logits_cotangent(p, q, g_xent, probability_cotangent(lse, g_lse, g_lse_squared))
   if opts.with_entropy:
@@ -211,9 +240,9 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *ent
   # The matmul's cotangent: `scale * dz` in float32 when the scale is on the
   # logits, so `d_x = scale * dz @ E` and `d_E = scale * dz.T @ x` never round it.
   dz_matmul = scaled_logits(transform_logits_vjp(z_raw, z, dz, opts), opts)
-  d_x = input_scale(x.shape[-1], opts) * jnp.einsum(
+  d_x = times_input_scale(jnp.einsum(
       "nv,vm->nm", dz_matmul.astype(embedding.dtype), embedding, precision=opts.lax_precision,
-      preferred_element_type=F32, out_sharding=_sharded_like(x, x, embedding))
+      preferred_element_type=F32, out_sharding=_sharded_like(x, x, embedding)), x.shape[-1], opts)
   d_embedding = jnp.einsum("nv,nm->vm", dz_matmul.astype(x.dtype), scaled_inputs(x, opts),
                            precision=opts.lax_precision, preferred_element_type=F32,
                            out_sharding=_sharded_like(embedding, x, embedding))

@@ -145,6 +145,13 @@ def shift(m: ir.Value) -> ir.Value:
   return b.select(b.is_finite(m), m, 0.0)
 
 
+def exponent(z: ir.Value, shift: ir.Value) -> ir.Value:
+  """`z - shift`, exactly 0 where `z == shift`: `reference.exponent` (XLA may
+  contract the temperature's product into the subtraction, skipping the
+  rounding the max was taken of; the compare still sees the rounded value)."""
+  return b.select(b.compare(z, shift, "EQ"), 0.0, b.sub(z, shift))
+
+
 def rescale(m_old: ir.Value, m_new: ir.Value) -> ir.Value:
   """The factor taking a sum of `exp(z - shift(m_old))` to `exp(z - shift(m_new))`.
 
@@ -262,7 +269,7 @@ class OnlineStats:
     z = chunk.owned_or(chunk.z, -np.inf)
     chunk_max = b.row_max(z)  # NaN if the chunk has one
     m = b.maximum(self.m, chunk_max)
-    e = b.exp(b.sub(z, b.rows(shift(m), shape)))
+    e = b.exp(exponent(z, b.rows(shift(m), shape)))
     w = None
     if self.w is None:
       s = b.add(b.mul(self.s, rescale(self.m, m)), b.row_sum(e))
@@ -369,7 +376,7 @@ def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
   not own get 0.
   """
   shape = b.shape_of(chunk.z)
-  p = b.exp(b.sub(chunk.z, b.rows(lse, shape)))
+  p = b.exp(exponent(chunk.z, b.rows(lse, shape)))
   label_scale, uniform = sm.smoothing
   q = chunk.target(sm)
   if label_scale != 1.0:
