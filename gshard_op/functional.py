@@ -4,8 +4,9 @@ Validates the Praxis-shaped arguments, flattens the leading dimensions into
 tokens, runs the per-token composite (or, with `implementation="reference"`, the
 dense reference under JAX's own autodiff) and assembles the `SoftmaxOutput`.
 Only `[N]`-sized reductions happen out here. `logits` and `log_probs` are
-plain dense expressions of their own: a caller who never reads them never pays
-for them, because nothing else depends on them.
+`LazyField`s, dense expressions built only when read (`_dense_fields`): a
+caller who never reads them never traces a `[N, V]` matmul, under `jax.jit`,
+on an Explicit mesh, or eagerly.
 
 The layers' own math lives here too, once for the NNX and Keras layers
 (`emb_lookup`, `get_logits`), and the argument checks every front end shares
@@ -23,7 +24,7 @@ import numpy as np
 
 from gshard_op import contract, reference
 from gshard_op.options import SoftmaxOptions, call_options
-from gshard_op.outputs import SoftmaxOutput
+from gshard_op.outputs import LazyField, SoftmaxOutput
 from gshard_op.primitive import per_token_softmax
 
 IMPLEMENTATIONS = ("composite", "reference")
@@ -141,6 +142,22 @@ def get_logits(inputs, embedding, options: SoftmaxOptions):
   return logits.astype(inputs.dtype).reshape(inputs.shape[:-1] + (num_classes,))
 
 
+def _dense_fields(x, embedding, lse, options: SoftmaxOptions, shape, dtype):
+  """`(logits, log_probs)` as `LazyField`s of `shape` and `dtype`: the dense
+  `reference.logits` (differentiable by JAX itself) and `logits - lse`, built
+  on first read, the float32 logits once for both."""
+  memo = []
+
+  def float32_logits():
+    if not memo:
+      memo.append(reference.logits(x, embedding, options))
+    return memo[0]
+
+  return (LazyField(lambda: float32_logits().astype(dtype).reshape(shape), shape, dtype),
+          LazyField(lambda: (float32_logits() - lse[:, None]).astype(dtype).reshape(shape),
+                    shape, dtype))
+
+
 def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
                              class_probabilities=None, *, soft_cap_logits=0.0,
                              logits_abs_max=0.0, z_loss_weight=0.0,
@@ -185,6 +202,9 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
     inputs' dtype (Praxis returns `avg_xent` in the activations' dtype). The
     denominator is the number of tokens
     (`use_tgt_labels_size_as_loss_denominator`) or the total weight.
+    `logits` and `log_probs` are built when first read (or when the output
+    is flattened as a pytree, e.g. returned from `jax.jit`): reading one
+    costs the dense `[N, V]` logits, reading neither costs nothing.
   """
   inputs, embedding = jnp.asarray(inputs), jnp.asarray(embedding)
   check_inputs(inputs, embedding)
@@ -209,8 +229,6 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
         x, embedding, labels, options)
   argmax = jax.lax.stop_gradient(argmax)
 
-  logits = reference.logits(x, embedding, options)
-  log_probs = logits - lse[:, None]
   total_xent = jnp.sum(xent * weights)
   total_weight = jnp.sum(weights)
   if options.use_tgt_labels_size_as_loss_denominator:
@@ -223,12 +241,13 @@ def shared_embedding_softmax(inputs, embedding, class_weights, class_ids=None,
     z_loss = jnp.zeros((), jnp.float32)
 
   dtype = inputs.dtype
+  logits, log_probs = _dense_fields(x, embedding, lse, options, batch + (num_classes,), dtype)
   optional = {}
   if options.with_entropy:
     optional["per_example_entropy"] = entropy[0].astype(dtype).reshape(batch)
   return SoftmaxOutput(
-      logits=logits.astype(dtype).reshape(batch + (num_classes,)),
-      log_probs=log_probs.astype(dtype).reshape(batch + (num_classes,)),
+      logits=logits,
+      log_probs=log_probs,
       per_example_argmax=argmax.reshape(batch),
       per_example_xent=xent.astype(dtype).reshape(batch),
       per_example_weight=weights.reshape(batch + (1,)),
