@@ -76,10 +76,11 @@ aot-check: $(AOT_STAMP)
 	JAX_PLATFORMS=cpu $(AOT_VENV)/bin/python tools/aot_check.py $(AOT_ARGS)
 
 # The slice of the matrix `make test` runs (tests/aot: its own conftest, not
-# tests/conftest.py, whose test extras .venv-aot does not have).
+# tests/conftest.py, whose test extras .venv-aot does not have); the whole
+# matrix is `-m slow` there, or `make aot-check`.
 aot-test: $(AOT_STAMP)
 	JAX_PLATFORMS=cpu $(AOT_VENV)/bin/python -m pytest -q -p no:cacheprovider \
-	  --confcutdir=tests/aot tests/aot
+	  --confcutdir=tests/aot -m 'not slow' tests/aot
 
 clean:
 	rm -rf $(VENV) $(AOT_VENV) tests/lit/Output

@@ -158,7 +158,8 @@ def compile_one(target: aot_targets.Target, shape, dtype, route: aot_targets.Rou
   except aot_targets.ToolchainMissing as e:
     row.update(status="missing toolchain", error=str(e))
   except Exception as e:  # the compiler's own error is the finding
-    row.update(status="error", stage=stage, error=first_lines(e), declines=declines)
+    row.update(status="error", stage=stage, error=first_lines(e),
+               error_type=f"{type(e).__module__}.{type(e).__qualname__}", declines=declines)
     logging.getLogger("aot_check").debug("%s", traceback.format_exc())
   row["seconds"] = round(time.perf_counter() - t0, 2)
   return row
@@ -182,7 +183,7 @@ def fmt(x, digits=1) -> str:
 
 def table(rows: list[dict]) -> str:
   lines = ["| target | shape | dtype | route | result | temp MiB | arg MiB | out MiB | kernels "
-           "| V gathers |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| V gathers | s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     shape = "x".join(map(str, r["shape"]))
     if r["status"] == "compiled":
@@ -191,11 +192,12 @@ def table(rows: list[dict]) -> str:
         result += f" ({len(r['declines'])} declined)"
       lines.append(f"| {r['target']} | {shape} | {r['dtype']} | {r['route']} | {result} "
                    f"| {fmt(r['temp_mib'])} | {fmt(r['argument_mib'])} "
-                   f"| {fmt(r['output_mib'])} | {r['kernels']} | {r['v_all_gathers']} |")
+                   f"| {fmt(r['output_mib'])} | {r['kernels']} | {r['v_all_gathers']} "
+                   f"| {r['seconds']:.0f} |")
     else:
       error = r["error"].splitlines()[0].replace("|", "/")[:160]
       lines.append(f"| {r['target']} | {shape} | {r['dtype']} | {r['route']} "
-                   f"| **{r['status']}**: {error} | | | | | |")
+                   f"| **{r['status']}**: {error} | | | | | | {r['seconds']:.0f} |")
   return "\n".join(lines)
 
 
