@@ -13,10 +13,17 @@ on them; the primitives' lowering rules call the passes' emitters; `jit`
 sits on top of both and is loaded on first use, as is the Flax layer.
 """
 
+from importlib import metadata as _metadata
+
 from gshard_op.functional import shared_embedding_softmax
 from gshard_op.lowering import lowering
 from gshard_op.options import SoftmaxOptions
 from gshard_op.outputs import SoftmaxOutput
+
+try:
+  __version__ = _metadata.version("gshard-op")
+except _metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
+  __version__ = "0+unknown"
 
 _LAZY = {
     "GShardSharedEmbeddingSoftmax": ("gshard_op.nnx", "GShardSharedEmbeddingSoftmax"),

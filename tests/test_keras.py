@@ -21,7 +21,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-keras = pytest.importorskip("keras")
+try:  # Keras through gshard_op.keras: on JAX, and no keras.json naming tensorflow left in HOME
+  keras = pytest.importorskip("gshard_op.keras").keras
+except RuntimeError as err:  # Keras was imported first on another backend
+  pytest.skip(str(err), allow_module_level=True)
 if keras.config.backend() != "jax":
   pytest.skip(f"Keras was imported with the {keras.config.backend()!r} backend; "
               "these tests need KERAS_BACKEND=jax", allow_module_level=True)
@@ -388,3 +391,35 @@ def test_gshard_jit_trainer(rng):
   np.testing.assert_allclose(got, want, rtol=1e-4)
   loss = fused.evaluate(data, verbose=0)  # the test step compiles with gshard_op.jit too
   np.testing.assert_allclose(loss, reference.evaluate(data, verbose=0), rtol=1e-4)
+
+
+def _tensorflow_configs(home) -> list[str]:
+  return [str(p) for p in home.rglob("keras.json") if "tensorflow" in p.read_text()]
+
+
+def test_collecting_the_keras_tests_leaves_no_keras_json(tmp_path):
+  """`make test` imports Keras at collection (this module, test_entropy,
+  test_private): with an empty HOME, no keras.json naming tensorflow remains."""
+  base = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "KERAS_HOME")}
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+       "tests/test_keras.py", "tests/test_entropy.py", "tests/test_private.py"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env={**base, "HOME": str(tmp_path), "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert not _tensorflow_configs(tmp_path)
+
+
+def test_keras_memory_tool_refuses_a_bogus_kind_and_leaves_no_keras_json(tmp_path):
+  code = ("import runpy, sys\nsys.argv = ['keras_memory.py', '--kinds', 'dense,bogus']\n"
+          "runpy.run_path('tools/keras_memory.py', run_name='__main__')\n")
+  proc = _fresh_python(code, tmp_path)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "argument --kinds: unknown kind(s) ['bogus']" in proc.stderr, proc.stderr[-2000:]
+  assert "KeyError" not in proc.stderr
+  assert not _tensorflow_configs(tmp_path)
+
+
+def test_package_version():
+  from importlib import metadata
+  assert gshard_op.__version__ == metadata.version("gshard-op")

@@ -30,7 +30,7 @@ import sys
 os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
+from gshard_op.keras import keras  # noqa: E402  (on JAX; leaves no keras.json behind)
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
@@ -137,13 +137,27 @@ def measure(kind: str, batch: int, seq: int, dim: int, vocab: int) -> dict:
           "largest_tensor": shape, "has_tokens_by_vocab": elements >= batch * seq * vocab}
 
 
+KINDS = ("dense", "reference", "layer", "fused")
+
+
+def _kinds(text: str) -> list[str]:
+  """`--kinds`: a comma-separated subset of `KINDS` (argparse reports the rest)."""
+  kinds = [k.strip() for k in text.split(",") if k.strip()]
+  unknown = [k for k in kinds if k not in KINDS]
+  if unknown or not kinds:
+    raise argparse.ArgumentTypeError(f"unknown kind(s) {unknown or [text]}; choose from "
+                                     f"{', '.join(KINDS)}")
+  return kinds
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--batch", type=int, default=8)
-  ap.add_argument("--seq", type=int, default=128)
-  ap.add_argument("--dim", type=int, default=64)
-  ap.add_argument("--vocab", type=int, default=32768)
-  ap.add_argument("--kinds", default="dense,reference,layer,fused")
+  ap.add_argument("--batch", type=int, default=8, help="sequences per step")
+  ap.add_argument("--seq", type=int, default=128, help="tokens per sequence")
+  ap.add_argument("--dim", type=int, default=64, help="model width M")
+  ap.add_argument("--vocab", type=int, default=32768, help="vocabulary size V")
+  ap.add_argument("--kinds", type=_kinds, default="dense,reference,layer,fused",
+                  help=f"comma-separated models to measure, of: {', '.join(KINDS)}")
   ap.add_argument("--quick", action="store_true", help="batch 2, seq 64, vocab 8192")
   ap.add_argument("--json", help="also write the rows to this file")
   args = ap.parse_args(argv)
@@ -153,7 +167,7 @@ def main(argv=None) -> int:
   print(f"Keras {keras.__version__} ({keras.config.backend()}), train step of fit: "
         f"N={args.batch * args.seq} tokens ({args.batch} x {args.seq}), M={args.dim}, "
         f"V={args.vocab}")
-  rows = [measure(kind, *shape) for kind in args.kinds.split(",")]
+  rows = [measure(kind, *shape) for kind in args.kinds]
   dense = next((r["temp_bytes"] for r in rows if r["kind"] == "dense"), None)
   print(f"{'model':<10} {'temp MiB':>10} {'dense/this':>11}  largest tensor  [tokens, V]?")
   for r in rows:
