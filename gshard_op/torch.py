@@ -606,13 +606,22 @@ _REDUCTIONS = ("none", "mean", "sum")
 def cross_entropy(inputs: Tensor, embedding: Tensor, target: Tensor, *,
                   weight: Tensor | None = None, reduction: str = "mean",
                   ignore_index: int = -100, label_smoothing: float = 0.0,
+                  soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
+                  z_loss_weight: float = 0.0, temperature: float = 1.0,
+                  logit_scale: float | None = None,
                   precision: str | None = None) -> Tensor:
-  """`F.cross_entropy(F.linear(inputs * M**-0.5, embedding), target, weight=weight,
-  reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)`,
-  computed by the op, so the `[..., V]` logits never exist.
+  """`F.cross_entropy(z, target, weight=weight, reduction=reduction,
+  ignore_index=ignore_index, label_smoothing=label_smoothing)` on the logits `z`
+  of `inputs` against `embedding`, computed by the op, so the `[..., V]` logits
+  never exist.
 
-  The same as `F.linear_cross_entropy(inputs * M**-0.5, embedding, target, ...)`:
-  the `M**-0.5` is the layer's (Praxis's) logit scale.
+  Arguments in the order of `F.linear_cross_entropy(input, linear_weight,
+  target, ...)`, the options keyword-only, with torch's names where torch has
+  one. With the defaults, `z = F.linear(inputs * M**-0.5, embedding)` (the
+  layer's, Praxis's, logit scale): this equals `F.linear_cross_entropy(inputs *
+  M**-0.5, embedding, target, ...)`; with `logit_scale=1.0` it is
+  `F.linear_cross_entropy(inputs, embedding, target, ...)` itself (the tied
+  head of Llama, Qwen, Gemma).
 
   Args:
     inputs: `[..., M]`; embedding: `[V, M]`.
@@ -628,16 +637,31 @@ def cross_entropy(inputs: Tensor, embedding: Tensor, target: Tensor, *,
     reduction: "mean" (NaN, with zero gradients, when every token is ignored, as
       torch gives), "sum" or "none" (`[...]`, 0 for ignored tokens).
     label_smoothing: in `[0, 1]`, torch's (and Praxis's) uniform smoothing.
+    soft_cap_logits: if > 0, `z = cap * tanh(z / cap)` (Gemma 2's
+      `final_logit_softcapping`; Liger's `softcap`).
+    logits_abs_max: if > 0, `z` is then clipped to `[-abs_max, abs_max]`.
+    z_loss_weight: adds `z_loss_weight * logsumexp(z)**2` per token, weighted and
+      reduced as the cross-entropy is (Liger's `lse_square_scale`; PaLM's
+      z-loss); "mean" and "sum" only.
+    temperature: `z / temperature`, after the cap and the clip.
+    logit_scale: None: Praxis's `M**-0.5` on the inputs; a float multiplies the
+      float32 logits (1.0: plain `inputs @ embedding.T`).
     precision: of the op's matmuls, as `jax.lax.Precision` names it (not an
       argument of torch's: its matmuls follow `torch.backends` settings); None
       follows JAX's `jax_default_matmul_precision`.
 
   "mean" and "sum" take the fused gradient computed in the forward; "none", and
   class weights together with label smoothing on class indices, take the
-  general one (a second sweep over the vocabulary in the backward).
+  general one (a second sweep over the vocabulary in the backward). Per-token
+  outputs (the entropy, the argmax, the z-loss per token) come from
+  `shared_embedding_softmax`.
   """
   if reduction not in _REDUCTIONS:
     raise ValueError(f"{reduction!r} is not a valid value for reduction; use one of {_REDUCTIONS}")
+  if z_loss_weight and reduction == "none":
+    raise ValueError("z_loss_weight needs reduction='mean' or 'sum': the op returns the "
+                     "z-loss reduced; shared_embedding_softmax(...)['per_example_xent'] and "
+                     "['z_loss'] give the per-token loss and the z-loss separately")
   _check_inputs(inputs, embedding, label_smoothing)
   num_classes = embedding.shape[0]
   if weight is not None and (tuple(weight.shape) != (num_classes,)
@@ -645,23 +669,41 @@ def cross_entropy(inputs: Tensor, embedding: Tensor, target: Tensor, *,
     raise ValueError(f"weight must be a floating point [num_classes={num_classes}] tensor, "
                      f"got {weight.dtype}{list(weight.shape)}")
   dtype = torch.promote_types(inputs.dtype, embedding.dtype)
+  # "sum" asks the op for Praxis's denominator (the token count, ignored tokens
+  # included, never 0): `z_loss` times it is the z-loss's sum even when every
+  # token is ignored, where torch's mean denominator would be 0.
+  options = dict(soft_cap_logits=soft_cap_logits, logits_abs_max=logits_abs_max,
+                 z_loss_weight=z_loss_weight, temperature=temperature, logit_scale=logit_scale,
+                 precision=precision,
+                 use_tgt_labels_size_as_loss_denominator=reduction == "sum")
   if target.is_floating_point():
     return _probability_cross_entropy(inputs, embedding, target, weight, reduction,
-                                      label_smoothing, dtype, precision)
+                                      label_smoothing, dtype, options)
   return _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ignore_index,
-                                    label_smoothing, dtype, precision)
+                                    label_smoothing, dtype, options)
 
 
 def _reduced(out, per_token: Tensor, reduction: str, dtype) -> Tensor:
-  """The op's fields as torch's reductions (`total_xent` is float32, torch's
-  sum has the logits' dtype)."""
+  """The op's fields as torch's reductions; "mean" and "sum" are float32
+  whatever `dtype`, the inputs' (torch's would have the logits' dtype)."""
+  del dtype  # the scalar losses stay float32 (issue 28)
   if reduction == "none":
     return per_token
-  return out["total_xent"].to(dtype) if reduction == "sum" else out["avg_xent"]
+  return out["total_xent"] if reduction == "sum" else out["avg_xent"]
+
+
+def _plus_z_loss(loss: Tensor, out, reduction: str, z_loss_weight: float) -> Tensor:
+  """`loss` plus the op's z-loss, reduced as `loss` is: the op's `z_loss` is
+  the mean over the same denominator, `avg_xent_weight` (for "sum", the token
+  count: `cross_entropy` asks for it there)."""
+  if not z_loss_weight:
+    return loss
+  z_loss = out["z_loss"] if reduction == "mean" else out["z_loss"] * out["avg_xent_weight"]
+  return (loss + z_loss).to(loss.dtype)
 
 
 def _probability_cross_entropy(inputs, embedding, target, weight, reduction, label_smoothing,
-                               dtype, precision) -> Tensor:
+                               dtype, options) -> Tensor:
   """Soft labels: torch smooths them, `(1 - p) * target + p / V`, then weights
   each class, and its mean divides by the number of tokens. The `[..., V]`
   targets are dense already, so both happen to them here."""
@@ -671,23 +713,25 @@ def _probability_cross_entropy(inputs, embedding, target, weight, reduction, lab
   if weight is not None:
     probs = probs * weight.detach()
   out = shared_embedding_softmax(inputs, embedding, None, class_probabilities=probs,
-                                 use_tgt_labels_size_as_loss_denominator=True,
-                                 precision=precision)
-  return _reduced(out, out["per_example_xent"], reduction, dtype)
+                                 **{**options, "use_tgt_labels_size_as_loss_denominator": True})
+  return _plus_z_loss(_reduced(out, out["per_example_xent"], reduction, dtype), out, reduction,
+                      options["z_loss_weight"])
 
 
 def _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ignore_index,
-                               label_smoothing, dtype, precision) -> Tensor:
+                               label_smoothing, dtype, options) -> Tensor:
   """Class indices. Unweighted, torch's smoothing is Praxis's: the op computes
   it. A class weight `w[y]` is a per-token weight of the op, and torch's mean
   is the op's `avg_xent` over the total weight. Weights with smoothing need
   `sum_c w_c * -log p_c`, which no per-token weight gives: see
   `_weighted_smoothing`."""
+  z_loss_weight = options["z_loss_weight"]
   if weight is None:
     out = shared_embedding_softmax(inputs, embedding, None, target,
                                    label_smoothing_prob=label_smoothing,
-                                   ignore_index=ignore_index, precision=precision)
-    return _reduced(out, out["per_example_xent"], reduction, dtype)
+                                   ignore_index=ignore_index, **options)
+    return _plus_z_loss(_reduced(out, out["per_example_xent"], reduction, dtype), out,
+                        reduction, z_loss_weight)
 
   num_classes = embedding.shape[0]
   counted = (target != ignore_index) & (target >= 0) & (target < num_classes)
@@ -695,27 +739,38 @@ def _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ign
   w_y = torch.where(counted, weight.detach().float()[safe_target], 0.0)
   if not label_smoothing:
     out = shared_embedding_softmax(inputs, embedding, w_y[..., None], target,
-                                   ignore_index=ignore_index, precision=precision)
-    return _reduced(out, out["per_example_xent"] * w_y.to(dtype), reduction, dtype)
+                                   ignore_index=ignore_index, **options)
+    return _plus_z_loss(_reduced(out, out["per_example_xent"] * w_y.to(dtype), reduction, dtype),
+                        out, reduction, z_loss_weight)
 
-  out = shared_embedding_softmax(inputs, embedding, None, target, ignore_index=ignore_index,
-                                 precision=precision)
+  if options["soft_cap_logits"] or options["logits_abs_max"]:
+    raise NotImplementedError(
+        "cross_entropy with class weights and label smoothing together takes "
+        "sum_c weight[c] * -log p_c through one matrix-vector product, which a soft cap "
+        "or a clip (not linear in the logits) does not allow; drop one of the four, or "
+        "pass the smoothed, weighted targets as class probabilities [..., V]")
+  # The op's z-loss is then weighted by w_y, as the cross-entropy is.
+  out = shared_embedding_softmax(inputs, embedding, w_y[..., None], target,
+                                 ignore_index=ignore_index, **options)
   nll = out["per_example_xent"].float()
-  smooth = _weighted_smoothing(inputs, embedding, safe_target, weight.detach(), nll)
+  scale = (inputs.shape[-1] ** -0.5 if options["logit_scale"] is None
+           else options["logit_scale"]) / options["temperature"]
+  smooth = _weighted_smoothing(inputs, embedding, safe_target, weight.detach(), nll, scale)
   loss = torch.where(counted, (1.0 - label_smoothing) * w_y * nll
                      + (label_smoothing / num_classes) * smooth, 0.0)
   if reduction == "none":
     return loss.to(dtype)
-  total = loss.sum()
-  return (total if reduction == "sum" else total / w_y.sum()).to(dtype)
+  total = loss.sum()  # float32, as the op's scalar losses
+  return _plus_z_loss(total if reduction == "sum" else total / w_y.sum(), out,
+                      reduction, z_loss_weight)
 
 
-def _weighted_smoothing(inputs, embedding, target, weight, nll) -> Tensor:
+def _weighted_smoothing(inputs, embedding, target, weight, nll, scale: float) -> Tensor:
   """`sum_c w_c * -log p_c` per token without the `[..., V]` logits: with
-  `z = s * E x` (s = M**-0.5), `-log p_c = lse - z_c` and `lse = nll + z_y`, so
-  the sum is `W * (nll + z_y) - s * x . (E^T w)` with `W = sum_c w_c`: a
-  gathered row per token and one matrix-vector product, in float32."""
-  scale = inputs.shape[-1] ** -0.5
+  `z = s * E x` (the logit scale over the temperature; no cap, no clip),
+  `-log p_c = lse - z_c` and `lse = nll + z_y`, so the sum is
+  `W * (nll + z_y) - s * x . (E^T w)` with `W = sum_c w_c`: a gathered row per
+  token and one matrix-vector product, in float32."""
   x = inputs.float()
   e = embedding.float()
   z_target = scale * (x * e[target]).sum(-1)
@@ -727,7 +782,9 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
   """One `[num_classes, in_features]` embedding for the token lookup and the
   output softmax (Praxis's `GShardSharedEmbeddingSoftmax`), for PyTorch.
 
-  `embedding` is an `nn.Parameter`, initialised N(0, 1). Label smoothing
+  `embedding` is an `nn.Parameter`, initialised N(0, 1), or one the model
+  has already (`embedding=`, or `from_embedding(nn.Embedding)`: the
+  Parameter itself, shared, as a tied LM head shares it). Label smoothing
   applies in training mode only (`.eval()` turns it off). The options are
   Praxis's, with one default changed for torch users:
   `use_tgt_labels_size_as_loss_denominator=False`, so that `avg_xent` is
@@ -741,6 +798,11 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
     x = layer.emb_lookup(ids)                        # [B, T, 512]
     out = layer(x, None, class_ids=labels)           # ignore_index=-100
     (out["avg_xent"] + out["z_loss"]).backward()
+
+  On a model's own embedding (no second `[V, M]` weight)::
+
+    head = GShardSharedEmbeddingSoftmax.from_embedding(model.embed_tokens)
+    out = head(hidden, None, class_ids=labels)   # logit_scale=1.0: hidden @ E.T
   """
 
   def __init__(self, in_features: int, num_classes: int, *, soft_cap_logits: float = 0.0,
@@ -748,8 +810,10 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
                label_smoothing_prob: float = 0.0,
                use_tgt_labels_size_as_loss_denominator: bool = False,
                precision: str | None = None, temperature: float = 1.0,
-               with_entropy: bool = False, ignore_index: int = -100,
-               return_logits: bool = False, device=None, dtype=None):
+               with_entropy: bool = False, logit_scale: float | None = None,
+               ignore_index: int = -100,
+               return_logits: bool = False, embedding: Tensor | None = None,
+               device=None, dtype=None):
     super().__init__()
     # Checks the sizes and options now rather than at the first call.
     self.options = layer_options(in_features, num_classes, **option_arguments(locals()))
@@ -757,9 +821,42 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
     self.num_classes = num_classes
     self.ignore_index = ignore_index
     self.return_logits = return_logits
-    self.embedding = nn.Parameter(
-        torch.empty((num_classes, in_features), device=device, dtype=dtype))
-    self.reset_parameters()
+    if embedding is None:
+      self.embedding = nn.Parameter(
+          torch.empty((num_classes, in_features), device=device, dtype=dtype))
+      self.reset_parameters()
+      return
+    if device is not None or dtype is not None:
+      raise ValueError("device= and dtype= make a new embedding; with embedding= the layer "
+                       "uses that tensor as it is (move or cast it first)")
+    if tuple(embedding.shape) != (num_classes, in_features):
+      raise ValueError(f"embedding must be [num_classes={num_classes}, "
+                       f"in_features={in_features}], got {list(embedding.shape)}")
+    # An nn.Parameter is registered as it is: the same object in both modules,
+    # so one optimizer state and one gradient (as nn.Embedding's `_weight`).
+    self.embedding = (embedding if isinstance(embedding, nn.Parameter)
+                      else nn.Parameter(embedding))
+
+  @classmethod
+  def from_embedding(cls, embedding: nn.Embedding | Tensor, *,
+                     logit_scale: float | None = 1.0,
+                     **kwargs) -> "GShardSharedEmbeddingSoftmax":
+    """The layer on an existing `nn.Embedding` (its `weight`) or `[V, M]`
+    `nn.Parameter`, shared, not copied: the sizes come from it, and
+    `state_dict` lists it under both modules, as a tied LM head does.
+
+    `logit_scale` defaults to 1.0 here: the logits are `F.linear(x,
+    embedding.weight)`, those of the tied head the embedding had (pass None
+    for Praxis's `M**-0.5`). `kwargs` are the constructor's options. The
+    lookup stays the embedding's own (`padding_idx`, `max_norm` are its);
+    `emb_lookup` is Praxis's.
+    """
+    weight = embedding.weight if isinstance(embedding, nn.Embedding) else embedding
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+      raise TypeError("from_embedding takes an nn.Embedding or a [num_classes, in_features] "
+                      f"nn.Parameter, got {type(embedding).__name__}")
+    num_classes, in_features = weight.shape
+    return cls(in_features, num_classes, embedding=weight, logit_scale=logit_scale, **kwargs)
 
   def reset_parameters(self) -> None:
     nn.init.normal_(self.embedding, mean=0.0, std=1.0)

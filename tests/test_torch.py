@@ -847,3 +847,154 @@ def test_float_ids_are_refused_under_torch_compile_too():
     compiled(x, e, torch.rand(8) * V)
   with pytest.raises(TypeError, match="class_ids must be integers"):  # eager: the same words
     gt.shared_embedding_softmax(x, e, None, class_ids=torch.rand(8))
+
+
+# --- gt.cross_entropy with every option of the op ----------------------------------------
+
+# (options, what a torch user writes for them) pairs: the plain tied head with
+# Gemma's soft cap and a temperature; a scaled head with a clip and a z-loss;
+# Praxis's scale with a z-loss.
+OPTION_CASES = {
+    "tied-cap-temperature": dict(logit_scale=1.0, soft_cap_logits=3.0, temperature=0.7),
+    "scaled-clip-zloss": dict(logit_scale=0.5, logits_abs_max=2.5, z_loss_weight=1e-2),
+    "praxis-zloss": dict(z_loss_weight=1e-2),
+}
+
+
+def _dense_with_options(x, e, target, weight, reduction, label_smoothing, *,
+                        logit_scale=None, soft_cap_logits=0.0, logits_abs_max=0.0,
+                        temperature=1.0, z_loss_weight=0.0):
+  """What a torch user writes: the logits, F.cross_entropy, and the z-loss
+  (`z_loss_weight * lse**2` per token, weighted and reduced as the loss)."""
+  x = x.reshape(-1, M)
+  z = F.linear(x * M**-0.5, e) if logit_scale is None else F.linear(x, e) * logit_scale
+  if soft_cap_logits:
+    z = soft_cap_logits * torch.tanh(z / soft_cap_logits)
+  if logits_abs_max:
+    z = z.clamp(-logits_abs_max, logits_abs_max)
+  z = z / temperature
+  target = target.reshape(-1, *target.shape[len(BATCH):])
+  loss = F.cross_entropy(z, target, weight=weight, reduction=reduction,
+                         label_smoothing=label_smoothing)
+  if not z_loss_weight:
+    return loss
+  if target.is_floating_point():
+    token_weight = torch.ones(z.shape[0])
+  else:
+    counted = target != IGNORE
+    token_weight = counted.float() * (1.0 if weight is None
+                                      else weight[torch.where(counted, target, 0)])
+  z_total = z_loss_weight * (torch.logsumexp(z, -1) ** 2 * token_weight).sum()
+  return loss + (z_total if reduction == "sum" else z_total / token_weight.sum())
+
+
+@pytest.mark.parametrize("case", OPTION_CASES)
+@pytest.mark.parametrize("kind,weighted,smoothing,reduction", XENT_CASES,
+                         ids=["-".join(map(str, c)) for c in XENT_CASES])
+def test_cross_entropy_takes_every_option(case, kind, weighted, smoothing, reduction):
+  """`gt.cross_entropy(x, E, y, ...)` with the op's options (keyword-only, torch's
+  names for torch's own) equals the dense torch loss, values and gradients."""
+  options = OPTION_CASES[case]
+  if options.get("z_loss_weight") and reduction == "none":
+    with pytest.raises(ValueError, match="z_loss_weight needs reduction='mean' or 'sum'"):
+      gt.cross_entropy(torch.randn(2, M), torch.randn(V, M), torch.zeros(2, dtype=torch.long),
+                       reduction="none", **options)
+    return
+  g = torch.Generator().manual_seed(zlib.crc32(f"{case}{kind}{weighted}{smoothing}".encode()))
+  x, e = 2.0 * torch.randn(BATCH + (M,), generator=g), torch.randn(V, M, generator=g)
+  target = _targets(kind, g)
+  weight = 2.0 * torch.rand(V, generator=g) if weighted else None
+  call = dict(weight=weight, reduction=reduction, label_smoothing=smoothing)
+  if (kind == "indices" and weighted and smoothing
+      and (options.get("soft_cap_logits") or options.get("logits_abs_max"))):
+    with pytest.raises(NotImplementedError, match="class weights and label smoothing"):
+      gt.cross_entropy(x, e, target, **call, **options)
+    return
+  cot = torch.randn(math.prod(BATCH) if reduction == "none" else (), generator=g)
+
+  def value_and_grads(fn):
+    xr, er = x.clone().requires_grad_(), e.clone().requires_grad_()
+    loss = fn(xr, er)
+    (loss.reshape(cot.shape) * cot).sum().backward()
+    return loss.detach().reshape(cot.shape), xr.grad, er.grad
+
+  ours = value_and_grads(lambda x, e: gt.cross_entropy(x, e, target, **call, **options))
+  want = value_and_grads(lambda x, e: _dense_with_options(x, e, target, **call, **options))
+  for got, ref, what in zip(ours, want, ("loss", "d_inputs", "d_embedding")):
+    assert_close(got, ref, 1e-4, 2e-5, what)
+
+
+def test_cross_entropy_options_under_torch_compile():
+  """The options are constants of the graph: a fullgraph compile of a call
+  with all of them equals eager, and the options stay keyword-only."""
+  x, e, _, ids, _, _ = make_case(11, ignore=True)
+  options = dict(logit_scale=1.0, soft_cap_logits=3.0, z_loss_weight=1e-2, temperature=0.9)
+  fn = lambda x, e: gt.cross_entropy(x, e, ids, label_smoothing=0.1, **options)
+  compiled = torch.compile(fn, fullgraph=True)
+  grads = []
+  for f in (fn, compiled):
+    xr, er = x.clone().requires_grad_(), e.clone().requires_grad_()
+    loss = f(xr, er)
+    loss.backward()
+    grads.append((loss.detach(), xr.grad, er.grad))
+  for got, ref in zip(*grads):
+    assert_close(got, ref, 1e-5, 1e-6, "compiled")
+  with pytest.raises(TypeError):
+    gt.cross_entropy(x, e, ids, None, "mean")  # torch's `weight`, `reduction` are keywords
+
+
+# --- the layer on an existing embedding -------------------------------------------------
+
+def test_layer_from_an_embedding_shares_its_parameter():
+  """`from_embedding(nn.Embedding)` (and `embedding=Parameter`) registers the
+  embedding's own Parameter: no second [V, M] weight, one gradient, one
+  optimizer state, and the loss is the tied head's, `F.linear(h, E)`."""
+  torch.manual_seed(0)
+
+  class Tied(torch.nn.Module):
+    def __init__(self, head=None):
+      super().__init__()
+      self.embed = torch.nn.Embedding(V, M)
+      self.mix = torch.nn.Linear(M, M)
+      self.head = head or gt.GShardSharedEmbeddingSoftmax.from_embedding(self.embed,
+                                                                         z_loss_weight=1e-3)
+
+    def forward(self, ids, labels):
+      out = self.head(torch.tanh(self.mix(self.embed(ids))), None, class_ids=labels)
+      return out["avg_xent"] + out["z_loss"]
+
+  model = Tied()
+  assert model.head.embedding is model.embed.weight
+  assert model.head.options.logit_scale == 1.0 and model.head.num_classes == V
+  assert len(list(model.parameters())) == 3  # embedding, mix weight and bias
+  ids, labels = torch.randint(0, V, (4, 6)), torch.randint(0, V, (4, 6))
+  labels[0, :2] = IGNORE
+
+  def dense(model):
+    h = torch.tanh(model.mix(model.embed(ids)))
+    z = F.linear(h, model.embed.weight).reshape(-1, V)
+    keep = labels.reshape(-1) != IGNORE
+    return (F.cross_entropy(z, labels.reshape(-1))
+            + 1e-3 * (torch.logsumexp(z, -1)[keep] ** 2).mean())
+
+  reference = Tied()
+  reference.load_state_dict(model.state_dict())
+  for m, fn in ((model, lambda m: m(ids, labels)), (reference, dense),
+                (compiled := torch.compile(model, fullgraph=True), lambda m: m(ids, labels))):
+    m.zero_grad()
+    fn(m).backward()
+  grads = lambda m: [p.grad for p in m.parameters()]
+  for got, ref in zip(grads(model), grads(reference)):
+    assert_close(got, ref, 1e-4, 1e-5, "gradient")
+  del compiled
+
+  param = torch.nn.Parameter(torch.randn(V, M))
+  layer = gt.GShardSharedEmbeddingSoftmax(M, V, embedding=param)
+  assert layer.embedding is param and layer.options.logit_scale is None  # the constructor's default
+  assert gt.GShardSharedEmbeddingSoftmax.from_embedding(param).embedding is param
+  with pytest.raises(ValueError, match=r"embedding must be \[num_classes=37, in_features=8\]"):
+    gt.GShardSharedEmbeddingSoftmax(8, V, embedding=param)
+  with pytest.raises(ValueError, match="device= and dtype= make a new embedding"):
+    gt.GShardSharedEmbeddingSoftmax(M, V, embedding=param, dtype=torch.float64)
+  with pytest.raises(TypeError, match="from_embedding takes an nn.Embedding"):
+    gt.GShardSharedEmbeddingSoftmax.from_embedding(torch.nn.Linear(M, V))
