@@ -69,7 +69,8 @@ def test_benchmark_worker_and_table_at_a_tiny_shape(device_check, tmp_path):
   deadline = time.monotonic() + 300
   results = device_check.benchmark([(64, 40, 300)], "interpret", 1, deadline)
   rows = {r["candidate"]: r for r in results[0]["rows"]}
-  assert list(rows) == ["dense", "floor", "default", "pallas", "xla passes", "pallas wide"]
+  assert list(rows) == ["dense", "floor", "jit", "default", "pallas", "xla passes",
+                        "pallas wide"]
   for name, r in rows.items():
     assert "error" not in r, (name, r)
     assert r["median_ms"] > 0 and len(r["times_ms"]) == 1 and r["temp_bytes"] is not None
@@ -92,3 +93,44 @@ def test_benchmark_worker_and_table_at_a_tiny_shape(device_check, tmp_path):
   for name in rows:
     assert f"| 64x40x300 | {name} |" in table
   assert "Result: all checks passed" in table
+
+
+def test_the_device_times_what_the_aot_matrix_compiled(device_check):
+  """One list (tools/aot_targets.py): the benchmark's anchor shapes and its
+  routes are the ones tools/aot_check.py compiles ahead of time, and the
+  device is named by its matrix target."""
+  aot_targets = device_check.aot_targets
+  assert device_check.bench.parse_shapes(device_check.ANCHOR_SHAPES) == list(
+      aot_targets.ANCHOR_SHAPES.values())
+  candidates = device_check.bench_candidates("cuda")
+  timed = {c["route"]: c for c in candidates if c.get("route")}
+  assert set(timed) == {name for name, r in aot_targets.ROUTES.items() if not r.mesh}
+  assert timed["pallas"]["pipeline"] == aot_targets.ROUTES["pallas"].pipeline_for("cuda")
+  assert timed["gshard_op.jit"]["pipeline"] is None  # gshard_op.jit's own default
+  assert (timed["jit"]["kind"], timed["reference"]["kind"]) == ("plain", "dense")
+  kinds = {"NVIDIA H100 80GB HBM3": "h100", "NVIDIA A100-SXM4-80GB": "a100", "NVIDIA L4": "l4",
+           "NVIDIA L40S": None, "TPU v5 lite": "tpu-v5e", "TPU v6 lite": "tpu-v6e", "cpu": None}
+  assert {k: aot_targets.target_of_device_kind(k) for k in kinds} == kinds
+
+
+@pytest.mark.parametrize("budget", ["0", "-5", "nan", "inf", "-inf", "soon"])
+def test_budget_must_be_a_positive_finite_number(device_check, capsys, budget):
+  with pytest.raises(SystemExit) as exit_info:
+    device_check.main([f"--budget-s={budget}"])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert f"--budget-s: must be a positive finite number of seconds, got '{budget}'" in err
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU's interpret-mode checks")
+def test_nothing_run_is_a_failure_not_a_pass(device_check, tmp_path, capsys):
+  """A budget too small for any check: every route is skipped, and the tool
+  says so and exits 1, never 'all checks passed'."""
+  code = device_check.main(["--budget-s", "1e-6", "--out", str(tmp_path)])
+  report = json.loads((tmp_path / "device_check.json").read_text())
+  assert code == 1 and report["ok"] is False
+  assert all(r["ok"] is None for r in report["interpret_checks"]["results"])
+  assert report["failures"] == [
+      "nothing ran: every check was skipped (is --budget-s too small?)"]
+  out = capsys.readouterr().out
+  assert "all checks passed" not in out and "Result: FAILED: nothing ran" in out

@@ -64,6 +64,9 @@ class Target:
   mesh_topology: str | None = None
   config: str | None = None
   note: str = ""
+  # `jax.Device.device_kind` of the real chip, as a regular expression:
+  # tools/device_check.py names the target a lent device times.
+  device_kind: str = ""
 
   @property
   def devices(self) -> int:
@@ -78,19 +81,32 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("tpu-v4", "tpu", "v4:2x2x1", note="32 MiB scoped VMEM by default"),
+    Target("tpu-v4", "tpu", "v4:2x2x1", note="32 MiB scoped VMEM by default",
+           device_kind=r"^TPU v4"),
     Target("tpu-v5e", "tpu", "v5e:2x2", mesh_topology="v5e:2x4",
-           note="16 MiB scoped VMEM by default, 128 MiB physical"),
-    Target("tpu-v5p", "tpu", "v5p:2x2x1", note="16 MiB scoped VMEM by default"),
-    Target("tpu-v6e", "tpu", "v6e:2x2", note="32 MiB scoped VMEM by default"),
-    Target("tpu-v7x", "tpu", "tpu7x:2x2x1"),
+           note="16 MiB scoped VMEM by default, 128 MiB physical",
+           device_kind=r"^TPU v5( lite|e)"),
+    Target("tpu-v5p", "tpu", "v5p:2x2x1", note="16 MiB scoped VMEM by default",
+           device_kind=r"^TPU v5p?$"),
+    Target("tpu-v6e", "tpu", "v6e:2x2", note="32 MiB scoped VMEM by default",
+           device_kind=r"^TPU v6( lite|e)"),
+    Target("tpu-v7x", "tpu", "tpu7x:2x2x1", device_kind=r"^TPU ?7x"),
     Target("a100", "cuda", "1x1x1", config="a100_sxm_80gb.txtpb",
-           note="163 KiB shared memory per block"),
+           note="163 KiB shared memory per block", device_kind=r"\bA100\b"),
     Target("h100", "cuda", "1x1x1", mesh_topology="1x2x4", config="h100_sxm.txtpb",
-           note="227 KiB shared memory per block"),
-    Target("l4", "cuda", "1x1x1", config="l4.txtpb", note="99 KiB shared memory per block"),
-    Target("b200", "cuda", "1x1x1", config="b200.txtpb", note="compute capability 10.0"),
+           note="227 KiB shared memory per block", device_kind=r"\bH100\b"),
+    Target("l4", "cuda", "1x1x1", config="l4.txtpb", note="99 KiB shared memory per block",
+           device_kind=r"\bL4\b"),
+    Target("b200", "cuda", "1x1x1", config="b200.txtpb", note="compute capability 10.0",
+           device_kind=r"\bB200\b"),
 )}
+
+
+def target_of_device_kind(device_kind: str) -> str | None:
+  """The matrix target a real device is (its `device_kind`), or None."""
+  import re
+  return next((t.name for t in TARGETS.values()
+               if t.device_kind and re.search(t.device_kind, device_kind)), None)
 
 # N x M x V. The anchors are DESIGN.md section 5's (Gemma 2's and Llama 3's
 # vocabularies with 8192 tokens); "small" compiles in seconds, "medium" is
@@ -118,8 +134,12 @@ class Route:
   pipeline: str | None = None
   mesh: bool = False
 
-  def pipeline_for(self, platform: str) -> str | None:
-    return None if self.pipeline is None else self.pipeline.format(platform=platform)
+  def pipeline_for(self, platform: str, options: str = "") -> str | None:
+    """The pipeline for `platform`, with `options` after the platform (e.g.
+    the kernels' block sizes)."""
+    if self.pipeline is None:
+      return None
+    return self.pipeline.format(platform=f"{platform} {options}" if options else platform)
 
 
 # The kernels named by hand: what they decline goes to the chunked loops, so

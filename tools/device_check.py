@@ -11,8 +11,10 @@ On a machine with an accelerator (JAX's default backend is "gpu" or "tpu"):
      default pipeline, the fused pipeline (`gshard-fuse-fwd-bwd`) and the
      Pallas kernels (`gshard-pallas`), each with the loss and both gradients;
   3. the benchmark at both anchor shapes of DESIGN.md section 5 in bfloat16
-     (tools/bench.py's programs): dense XLA, the three-matmul floor, the
-     default pipeline, the Pallas pipeline and the XLA passes without kernels;
+     (tools/bench.py's programs): the routes tools/aot_check.py compiles
+     ahead of time for the same chip (tools/aot_targets.py: the dense
+     reference, plain `jax.jit`, `gshard_op.jit`'s default, the Pallas kernels
+     named by hand), the three-matmul floor and the XLA passes without kernels;
      median time, XLA's temp memory, and the peak device memory of each
      candidate (`device.memory_stats()`, each in a fresh process, so that one
      candidate's peak is its own).
@@ -21,6 +23,11 @@ Without one it says so, runs the same route checks at a small shape with the
 kernels in Pallas's interpreter (a width that is no power of two, features in
 clamped blocks), and exits 0; the device's sections of the JSON are marked
 `"unmeasured: no accelerator"`.
+
+The anchor shapes and the routes come from tools/aot_targets.py, the list
+tools/aot_check.py compiles, and the JSON names the matrix target the device
+is (`accelerator.matrix_target`): the day a GPU or TPU is lent, one call times
+what the matrix compiled.
 
 Writes one table (stdout and `device_check.md`) and one JSON file
 (`device_check.json`) to --out (default `out/device_check` in the checkout,
@@ -44,6 +51,7 @@ os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform as platform_module  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
@@ -58,6 +66,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
 
+import aot_targets  # noqa: E402  (tools/aot_targets.py: the AOT matrix's targets, shapes, routes)
 import bench  # noqa: E402  (tools/bench.py: the programs, builds, timing, checks)
 from gshard_op.passes.pipelines import PALLAS_PLATFORMS, default_pipeline  # noqa: E402
 
@@ -65,8 +74,8 @@ UNMEASURED = "unmeasured: no accelerator"
 ACCELERATORS = {"gpu": "cuda", "tpu": "tpu"}  # JAX backend -> jax.export platform
 CLEANUP = bench.CLEANUP
 
-# DESIGN.md section 5's anchor shapes (N x M x V), in bfloat16.
-ANCHOR_SHAPES = "8192x2304x256000,8192x4096x128256"
+# DESIGN.md section 5's anchor shapes (N x M x V), in bfloat16: the AOT matrix's.
+ANCHOR_SHAPES = ",".join("x".join(map(str, s)) for s in aot_targets.ANCHOR_SHAPES.values())
 # The routes' medium shape: no dimension a multiple of the kernels' blocks, so
 # every loop of every kernel has a clamped last block.
 ROUTE_SHAPE = (2000, 1000, 32003)
@@ -126,16 +135,20 @@ def accelerator_tests(deadline: float) -> dict:
 
 # --- 2. the routes against the dense reference ----------------------------------------------
 
+def pallas_pipeline(kernel_platform: str, pallas_options: str = "") -> str:
+  """The AOT matrix's Pallas route (tools/aot_targets.py), with options: it
+  falls back to the chunked loops for what the kernels decline, so a decline
+  shows as `kernels: no`, not as a wrong answer."""
+  return aot_targets.ROUTES["pallas"].pipeline_for(kernel_platform, pallas_options)
+
+
 def route_pipelines(kernel_platform: str, pallas_options: str = "") -> dict[str, str | None]:
-  """route -> `gshard_op.jit` pipeline (None: plain `jax.jit`). The Pallas
-  route falls back to the chunked loops for what the kernels decline, so a
-  decline shows as `kernels: no`, not as a wrong answer."""
-  options = f" {pallas_options}" if pallas_options else ""
+  """route -> `gshard_op.jit` pipeline (None: plain `jax.jit`)."""
   return {
       "plain jit": None,
       "default": default_pipeline(),
       "fused": f"{bench.FUSE},{bench.CHUNK},{CLEANUP}",
-      "pallas": f"gshard-pallas{{platform={kernel_platform}{options}}},{bench.CHUNK},{CLEANUP}",
+      "pallas": pallas_pipeline(kernel_platform, pallas_options),
   }
 
 
@@ -192,16 +205,21 @@ def check_routes(shape, dtype_name: str, routes: dict[str, str | None], deadline
 # --- 3. the benchmark, one candidate per process --------------------------------------------
 
 def bench_candidates(kernel_platform: str) -> list[dict]:
-  """name, kind (`bench.Candidate`), pipeline, and tier: every shape's tier-1
-  candidates run before any tier 2 one, so that a tight budget cuts the
-  least needed."""
+  """name, kind (`bench.Candidate`'s, or "plain": `jax.jit` of the op),
+  pipeline, the AOT matrix's route it times (tools/aot_targets.py; None: no
+  route), and tier: every shape's tier-1 candidates run before any tier 2
+  one, so that a tight budget cuts the least needed."""
+  routes = aot_targets.ROUTES
   return [
-      {"name": "dense", "kind": "dense", "pipeline": None, "tier": 1},
+      {"name": "dense", "kind": "dense", "pipeline": None, "tier": 1,
+       "route": routes["reference"].name},
       {"name": "floor", "kind": "floor", "pipeline": None, "tier": 1},
-      {"name": "default", "kind": "passes", "pipeline": default_pipeline(), "tier": 1},
-      {"name": "pallas", "kind": "passes",
-       "pipeline": f"gshard-pallas{{platform={kernel_platform}}},{bench.CHUNK},{CLEANUP}",
-       "tier": 1},
+      {"name": "jit", "kind": "plain", "pipeline": None, "tier": 1, "route": routes["jit"].name},
+      # pipeline None: `gshard_op.jit`'s own default, as the matrix compiles it.
+      {"name": "default", "kind": "passes", "pipeline": None, "tier": 1,
+       "route": routes["gshard_op.jit"].name},
+      {"name": "pallas", "kind": "passes", "pipeline": pallas_pipeline(kernel_platform),
+       "tier": 1, "route": routes["pallas"].name},
       # The default pipeline without the kernels: what XLA alone reaches.
       {"name": "xla passes", "kind": "passes", "pipeline": default_pipeline(platform="cpu"),
        "tier": 2},
@@ -222,8 +240,8 @@ def bench_worker(spec: dict) -> int:
   args = jax.block_until_ready(bench.make_inputs(n, m, v, jnp.dtype(spec["dtype"])))
   before = device.memory_stats() or {}
   cand = bench.Candidate(spec["name"], spec["kind"], spec["pipeline"],
-                         None if spec["kind"] == "passes" else 3, None)
-  bench.build(cand, args)
+                         None if spec["kind"] in ("passes", "plain") else 3, None)
+  (build_plain if spec["kind"] == "plain" else bench.build)(cand, args)
   out, first = bench.run_once(cand, args)
   loss = float(out[0]) if spec["kind"] != "floor" else None
   del out
@@ -272,8 +290,8 @@ def benchmark(shapes, kernel_platform: str, repeats: int, deadline: float) -> li
         measured[shape, cand["name"]] = run_worker(spec, deadline)
   results = []
   for shape in shapes:
-    rows = [{"candidate": c["name"], "pipeline": c["pipeline"], **measured[shape, c["name"]]}
-            for c in candidates]
+    rows = [{"candidate": c["name"], "route": c.get("route"), "pipeline": c["pipeline"],
+             **measured[shape, c["name"]]} for c in candidates]
     by = {r["candidate"]: r for r in rows}
     for r in rows:
       for base in ("dense", "floor"):
@@ -297,6 +315,8 @@ def markdown(report: dict) -> str:
   acc = report["accelerator"]
   lines = [f"# device_check: {acc['device_kind']} ({acc['backend']}), "
            f"jax {report['environment']['jax']}", ""]
+  if acc.get("matrix_target"):
+    lines += [f"The AOT matrix's target {acc['matrix_target']} (tools/aot_targets.py).", ""]
   if not acc["present"]:
     lines += [f"No accelerator: JAX's default backend is {acc['backend']}. The device's "
               f"sections are {UNMEASURED}.", ""]
@@ -356,8 +376,20 @@ def markdown(report: dict) -> str:
 
 # --- main -----------------------------------------------------------------------------------
 
+def checks_run(report: dict) -> int:
+  """Checks that ran to a verdict: route rows judged, benchmark candidates
+  timed, the accelerator tests passed or failed (skipped ones are none)."""
+  rows = [r for key in ("interpret_checks", "routes") for r in report[key]["results"] or []]
+  timed = [r for res in report["benchmark"]["results"] or [] for r in res["rows"]
+           if r.get("median_ms") is not None]
+  return (sum(r["ok"] is not None for r in rows) + len(timed)
+          + (report["accelerator_tests"]["status"] in ("passed", "failed")))
+
+
 def failures_of(report: dict) -> list[str]:
   bad = []
+  if not checks_run(report):
+    bad.append("nothing ran: every check was skipped (is --budget-s too small?)")
   for key in ("interpret_checks", "routes"):
     for r in report[key]["results"] or []:
       if r["ok"] is False:
@@ -372,12 +404,24 @@ def failures_of(report: dict) -> list[str]:
   return bad
 
 
+def positive_seconds(text: str) -> float:
+  """--budget-s: a positive finite number of seconds (0, negative, nan and
+  inf would skip every check, or run without a deadline)."""
+  try:
+    seconds = float(text)
+  except ValueError:
+    seconds = math.nan
+  if not (math.isfinite(seconds) and seconds > 0):
+    raise argparse.ArgumentTypeError(f"must be a positive finite number of seconds, got {text!r}")
+  return seconds
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--out", default=os.path.join(REPO, "out", "device_check"),
                   help="folder for device_check.json and device_check.md (default: %(default)s)")
-  ap.add_argument("--budget-s", type=float, default=420.0,
+  ap.add_argument("--budget-s", type=positive_seconds, default=420.0,
                   help="wall-clock budget: steps that would start after it are skipped "
                        "(default %(default)s)")
   ap.add_argument("--repeats", type=int, default=5, help="timed runs per candidate after a warm-up")
@@ -402,6 +446,8 @@ def main(argv=None) -> int:
       "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "accelerator": {"present": present, "backend": backend, "device_kind": device.device_kind,
                       "device_count": jax.device_count(),
+                      "matrix_target": aot_targets.target_of_device_kind(device.device_kind)
+                      if present else None,
                       "note": None if present else UNMEASURED},
       "environment": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
                       "python": platform_module.python_version(),
