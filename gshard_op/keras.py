@@ -153,7 +153,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
                with_entropy: bool = False, logit_scale: float | None = None,
                embeddings_initializer=None, embeddings_regularizer=None,
                embeddings_constraint=None, add_xent_loss: bool = True,
-               implementation: str = "composite", **kwargs):
+               implementation: str = "composite", embeddings=None, **kwargs):
     check_backend()
     if implementation not in IMPLEMENTATIONS:
       raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
@@ -169,10 +169,59 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
     self.embeddings_constraint = keras.constraints.get(embeddings_constraint)
     self.add_xent_loss = bool(add_xent_loss)
     self.implementation = implementation
+    if embeddings is not None:
+      if not isinstance(embeddings, keras.Variable):
+        raise TypeError(f"embeddings must be a keras.Variable (to share it), got "
+                        f"{type(embeddings).__name__}")
+      if tuple(embeddings.shape) != (num_classes, in_features):
+        raise ValueError(f"embeddings must be [num_classes={num_classes}, "
+                         f"in_features={in_features}], got {list(embeddings.shape)}")
+    self._shared_embeddings = embeddings
     # The sizes are known now, and `emb_lookup` may run before `call`.
     self.build()
 
+  @classmethod
+  def from_embedding(cls, embedding: keras.layers.Embedding, *,
+                     logit_scale: float | None = 1.0, **kwargs) -> "GShardSharedEmbeddingSoftmax":
+    """The layer on a `keras.layers.Embedding`'s (or a Keras-Hub-style
+    `ReversibleEmbedding`'s) own `embeddings` variable, shared (tied): one
+    variable in `model.trainable_variables`, one optimizer slot.
+
+    The logits are those of `embedding(x, reverse=True)`: `logit_scale`
+    defaults to 1.0 here (None: Praxis's `in_features ** -0.5`), and a
+    `ReversibleEmbedding`'s `logit_soft_cap` is the default `soft_cap_logits`.
+    `kwargs` are the constructor's. An untied `ReversibleEmbedding`
+    (`tie_weights=False`) and LoRA or quantized embeddings are refused. The
+    tie is made by the call, not by `get_config`: a model that calls this in
+    its own `__init__` makes it again when it is loaded from a `.keras` file.
+
+    Example::
+
+      self.embed = keras.layers.ReversibleEmbedding(32000, 512)
+      self.head = GShardSharedEmbeddingSoftmax.from_embedding(self.embed)
+    """
+    if not isinstance(embedding, keras.layers.Embedding):
+      raise TypeError(f"from_embedding takes a keras.layers.Embedding (or a "
+                      f"ReversibleEmbedding), got {type(embedding).__name__}")
+    if not getattr(embedding, "tie_weights", True):
+      raise ValueError("this ReversibleEmbedding is untied (tie_weights=False): its reverse "
+                       "projection is a second weight, not the embedding")
+    embedding.build()  # a no-op once built
+    variable = embedding.embeddings
+    if not isinstance(variable, keras.Variable) or embedding.quantization_mode:
+      raise ValueError("from_embedding needs the embedding's own float variable; LoRA-enabled "
+                       "or quantized embeddings are not supported")
+    cap = getattr(embedding, "logit_soft_cap", None)
+    if cap:
+      kwargs.setdefault("soft_cap_logits", float(cap))
+    return cls(embedding.output_dim, embedding.input_dim, embeddings=variable,
+               logit_scale=logit_scale, **kwargs)
+
   def build(self, input_shape=None):
+    if self._shared_embeddings is not None:
+      self.embeddings = self._shared_embeddings
+      self.built = True
+      return
     self.embeddings = self.add_weight(
         name="embeddings", shape=(self.num_classes, self.in_features),
         initializer=self.embeddings_initializer, regularizer=self.embeddings_regularizer,

@@ -22,7 +22,8 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
   and the output softmax (Praxis's `GShardSharedEmbeddingSoftmax`).
 
   The weight is `self.embedding`, an `nnx.Param` initialised Gaussian with
-  mean 0 and std 1. Label smoothing applies in training only: it is skipped
+  mean 0 and std 1, or one the model has already, shared (`embedding=`, or
+  `from_embed(nnx.Embed)`, whose `attend` this layer's `attend` then equals). Label smoothing applies in training only: it is skipped
   when `deterministic` is True (`layer.eval()` sets it, `layer.train()`
   clears it) or when `__call__` is given `deterministic=True`.
 
@@ -59,7 +60,7 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
                promote_dtype=dtypes.promote_dtype,
                embedding_metadata: Mapping[str, Any] = MappingProxyType({}),
                deterministic: bool = False, implementation: str = "composite",
-               rngs: nnx.Rngs):
+               embedding: nnx.Param | None = None, rngs: nnx.Rngs | None = None):
     if implementation not in IMPLEMENTATIONS:
       raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     # Checks the sizes and options now rather than at the first call.
@@ -70,9 +71,43 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
     self.deterministic = deterministic
     self.implementation = implementation
     self.promote_dtype = promote_dtype
-    self.embedding = nnx.Param(
-        embedding_init(rngs.params(), (num_classes, in_features), param_dtype),
-        **embedding_metadata)
+    if embedding is None:
+      if rngs is None:
+        raise TypeError("GShardSharedEmbeddingSoftmax needs rngs= to initialise its embedding "
+                        "(or embedding=, an existing [num_classes, in_features] nnx.Param)")
+      embedding = nnx.Param(
+          embedding_init(rngs.params(), (num_classes, in_features), param_dtype),
+          **embedding_metadata)
+    elif not isinstance(embedding, nnx.Param):
+      raise TypeError(f"embedding must be an nnx.Param (to share it), got "
+                      f"{type(embedding).__name__}")
+    elif tuple(embedding.shape) != (num_classes, in_features):
+      raise ValueError(f"embedding must be [num_classes={num_classes}, "
+                       f"in_features={in_features}], got {list(embedding.shape)}")
+    # A given Param is the same Variable in both modules: NNX's graph keeps
+    # one copy of it in `nnx.state`, one gradient and one optimizer state.
+    self.embedding = embedding
+
+  @classmethod
+  def from_embed(cls, embed: nnx.Embed, *, logit_scale: float | None = 1.0,
+                 **kwargs) -> "GShardSharedEmbeddingSoftmax":
+    """The layer on an `nnx.Embed`'s own `embedding` Param, shared (tied):
+    sizes, `dtype` and `promote_dtype` come from it, so `layer.attend(x)` is
+    `embed.attend(x)`. `logit_scale` defaults to 1.0 here, as `attend` has no
+    scale (None: Praxis's `in_features ** -0.5`); `kwargs` are the
+    constructor's options. Lookups stay `embed(ids)`.
+
+    Example::
+
+      embed = nnx.Embed(32000, 512, rngs=rngs)
+      head = GShardSharedEmbeddingSoftmax.from_embed(embed, z_loss_weight=1e-4)
+      out = head(hidden, weights, class_ids=targets)   # logits never formed
+    """
+    if not isinstance(embed, nnx.Embed):
+      raise TypeError(f"from_embed takes an nnx.Embed, got {type(embed).__name__}")
+    kwargs = {"dtype": embed.dtype, "promote_dtype": embed.promote_dtype, **kwargs}
+    return cls(embed.features, embed.num_embeddings, embedding=embed.embedding,
+               logit_scale=logit_scale, **kwargs)
 
   def emb_lookup(self, ids: jax.Array) -> jax.Array:
     """The rows `embedding[ids]`: `[...]` ids give `[..., in_features]`.
@@ -87,6 +122,12 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
     """`[..., in_features]` to `[..., num_classes]` logits, capped and clipped."""
     inputs, embedding = self.promote_dtype((inputs, self.embedding[...]), dtype=self.dtype)
     return functional.get_logits(inputs, embedding, self.options)
+
+  def attend(self, query: jax.Array) -> jax.Array:
+    """`nnx.Embed.attend`'s name for the tied logits: `get_logits(query)`, the
+    `[..., num_classes]` logits the softmax sees (with `logit_scale=1.0` and no
+    cap, clip or temperature, `query @ embedding.T` as `nnx.Embed.attend`)."""
+    return self.get_logits(query)
 
   def __call__(self, inputs: jax.Array, class_weights: jax.Array,
                class_ids: jax.Array | None = None,
