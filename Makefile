@@ -17,7 +17,16 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH ?=
 PIP := $(VENV)/bin/pip
 
-$(STAMP): pyproject.toml
+# The torch that .venv was made with, recorded as a stamp named by a hash of it: a
+# different TORCH (or TORCH_VERSION) on a later `make` reinstalls, and `make -n`
+# shows that without running anything.
+TORCH_SPEC := $(if $(strip $(TORCH)),$(strip $(TORCH)),torch==$(TORCH_VERSION) (default))
+TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s' '$(TORCH_SPEC)' | cksum | cut -d' ' -f1)
+
+$(TORCH_STAMP):
+	@mkdir -p $(VENV) && rm -f $(VENV)/.torch-* && printf '%s\n' '$(TORCH_SPEC)' > $@
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 ifeq ($(strip $(TORCH)),)
