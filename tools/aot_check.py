@@ -201,6 +201,29 @@ def table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def pivot(rows: list[dict]) -> str:
+  """One line per (target, shape, dtype), one column per route: temp MiB per
+  device, "k3" for 3 kernels, "G2" for 2 all-gathers on V, "error" (its first
+  words in the JSON and the long table)."""
+  routes = list(dict.fromkeys(r["route"] for r in rows))
+  cells: dict[tuple, dict] = {}
+  for r in rows:
+    key = (r["target"], "x".join(map(str, r["shape"])), r["dtype"])
+    if r["status"] != "compiled":
+      cell = "refused" if r.get("stage") == "lower" else r["status"]
+    else:
+      cell = fmt(r["temp_mib"], 0 if r["temp_mib"] >= 10 else 1)
+      cell += f" k{r['kernels']}" if r["kernels"] else ""
+      cell += f" G{r['v_all_gathers']}" if r["v_all_gathers"] else ""
+    cells.setdefault(key, {})[r["route"]] = cell
+  lines = ["| target | shape | dtype | " + " | ".join(routes) + " |",
+           "|---|---|---|" + "---|" * len(routes)]
+  for (target, shape, dtype), by in cells.items():
+    lines.append(f"| {target} | {shape} | {dtype} | "
+                 + " | ".join(by.get(route, "") for route in routes) + " |")
+  return "\n".join(lines)
+
+
 def listing() -> str:
   out = ["targets (name: platform, topology, mesh topology, config):"]
   for t in aot_targets.TARGETS.values():
@@ -288,6 +311,8 @@ def main(argv=None) -> int:
   with open(args.out, "w") as f:
     json.dump(report, f, indent=1)
   print(table(rows))
+  print("\nTemp MiB per device (kN: N Pallas kernels; GN: N all-gathers on V):\n")
+  print(pivot(rows))
   failed = [r for r in rows if r["status"] != "compiled"]
   print(f"\n{len(rows) - len(failed)} of {len(rows)} compiled in {report['wall_s']:.0f} s; "
         f"wrote {args.out}")

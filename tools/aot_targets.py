@@ -30,14 +30,6 @@ import functools
 import importlib.util
 import os
 
-# Compile-only TPU devices touch no chip, so several processes may load libtpu
-# at once (other engineers' checks, pytest workers): without this, a second
-# process fails with "Internal error when accessing libtpu multi-process
-# lockfile". And no TPU metadata server is asked for a host that has none.
-# Both are read when libtpu loads, on the first TPU topology.
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-
 TARGET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets")
 
 # The vocab-sharded mesh of every "mesh" route: tokens over one axis, the
@@ -219,6 +211,16 @@ def compile_only_devices(target: Target | str, mesh: bool = False) -> tuple:
     # Without it the CUDA plugin looks for a driver; with it the host is the CPU.
     raise RuntimeError("compile-only NVIDIA devices need JAX_PLATFORMS=cpu "
                        f"(got {jax.config.jax_platforms!r})")
+  if target.platform == "tpu":
+    # Compile-only TPU devices touch no chip, so several processes may load
+    # libtpu at once (other checks, other users of the host): without this a
+    # second one fails with "Internal error when accessing libtpu
+    # multi-process lockfile". And no TPU metadata server is asked for on a
+    # host that has none. libtpu reads both when it loads, just below; never
+    # set on import, so that a process on a real TPU (device_check) keeps the
+    # lock that guards the chips.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
   kwargs = {}
   if target.platform == "cuda":
     kwargs = {"target_config": target.config_text(), "topology": topology}
