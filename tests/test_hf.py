@@ -185,3 +185,21 @@ def test_untied_unsupported_and_foreign_models_are_refused():
     gh.apply(gpt2)
   with pytest.raises(TypeError, match="PreTrainedModel"):
     gh.apply(torch.nn.Linear(2, 2))
+
+
+def test_memory_tool_quick():
+  """tools/hf_memory.py (the closing note's peak memory, patched vs not) runs
+  at a small size: both rows, each in its own process, the same loss."""
+  import json
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, os.path.join(root, "tools", "hf_memory.py"),
+                         "--vocab", "512", "--tokens", "64", "--hidden", "64"],
+                        capture_output=True, text=True, cwd=root, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+  assert [r["row"] for r in rows] == ["transformers", "gshard_op.hf"]
+  assert all(r["peak_rss_bytes"] >= 0 for r in rows)
+  assert abs(rows[0]["loss"] - rows[1]["loss"]) <= 1e-5 * abs(rows[0]["loss"])
