@@ -177,7 +177,8 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
   def plan(devices: int):
     """Each device's loops get its share of the budget."""
     return lambda n_local, v_local: loops.plan_chunks(
-        n_local, v_local, memory_budget_mib=lowering.memory_budget_mib / devices)
+        n_local, v_local,
+        memory_budget_mib=lowering.budget_for(ctx.module_context.platforms) / devices)
 
   if lowering.shard is not None:
     layout = lowering.shard.layout()

@@ -227,7 +227,7 @@ class FuseForwardBackwardPass(CompositeRewrite):
     if need <= mib:
       return None
     return (f"its float32 [{fwd.num_classes}, {fwd.in_features}] d_embedding accumulator "
-            f"({need:.0f} MiB) exceeds memory-budget-mib={mib:g}; the chunked gradient writes "
+            f"({need:.4g} MiB) exceeds memory-budget-mib={mib:g}; the chunked gradient writes "
             f"{b.element_of(fwd.args.embedding)} rows instead (a larger budget, or "
             "accumulate-bf16=true, fuses)")
 

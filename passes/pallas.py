@@ -284,8 +284,8 @@ class PallasPass(CompositeRewrite):
     On a GPU or TPU, blocks the options leave free are halved until they fit
     on chip (`over_budget`): on cuda the gradients' columns down to
     `GRAD_FEATURES_FLOOR`, then tokens and classes (the larger first), then the
-    columns again, then the logits' feature block; on a TPU tokens and classes
-    (the larger first), then both feature blocks together."""
+    columns again, then the logits' feature block; on a TPU classes, then
+    tokens while they outnumber the classes, then both feature blocks together."""
     n, m, v = site.num_tokens, site.in_features, site.num_classes
     options = Blocks(self.block_tokens, self.block_vocab, self.block_features,
                      self.block_grad_features)
@@ -311,7 +311,14 @@ class PallasPass(CompositeRewrite):
     ok = [free[i] and self._halvable(blocks[i], i) for i in range(4)]
     tokens_or_vocab = ((1,) if ok[1] and (c >= t or not ok[0]) else (0,) if ok[0] else ())
     if self.platform == "tpu":
-      return tokens_or_vocab or ((2, 3) if ok[2] and ok[3] else ())
+      # Classes, then tokens while they outnumber the classes, then the
+      # features: the gradient's [C, F] accumulator shrinks only with C or F,
+      # and tokens below the classes leave the MXU's 128 rows idle.
+      if ok[1] and c >= t:
+        return (1,)
+      if ok[0] and t > c:
+        return (0,)
+      return (2, 3) if ok[2] and ok[3] else tokens_or_vocab
     if ok[3] and f > GRAD_FEATURES_FLOOR:
       return (3,)
     return tokens_or_vocab or ((3,) if ok[3] else (2,) if ok[2] else ())

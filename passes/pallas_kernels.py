@@ -92,6 +92,7 @@ class KernelConfig:
   block_features: int = 0       # the logits' contraction, a block at a time (0: all of M)
   block_grad_features: int = 0  # columns of d_x / d_embedding per program (0: all of M)
   num_warps: int = 4            # Triton only
+  vmem_limit_bytes: int = 0     # Mosaic TPU only: the scoped VMEM it may use (0: its default)
 
   def __post_init__(self):
     if self.backend not in BACKENDS:
@@ -489,8 +490,9 @@ def _call(cfg: KernelConfig, body, grid: tuple[int, ...], out_shape, operands):
   return pl.pallas_call(
       kernel, out_shape=out_shape, grid=grid, in_specs=[hbm] * len(operands),
       out_specs=jax.tree.map(lambda _: hbm, out_shape), scratch_shapes=list(scratch.values()),
-      compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel",) * len(grid)))(
-          *operands)
+      compiler_params=pltpu.CompilerParams(
+          dimension_semantics=("parallel",) * len(grid),
+          vmem_limit_bytes=cfg.vmem_limit_bytes or None))(*operands)
 
 
 def label_mass(labels, num_classes: int):

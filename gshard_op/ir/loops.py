@@ -21,9 +21,11 @@ Forward, for each block of T tokens (one block unless the budget says more):
     xent, argmax, lse, lse**2 = stats.finalize()
 
 Gradient, same loops: recompute the chunk's logits, `dz` from the saved
-logsumexp, then `d_x += dz @ E_chunk` and `d_E[chunk] += dz.T @ x`, both in
-float32. No `[N, V]` tensor is created. The last chunk of an uneven split starts
-at `V - C` and masks the classes an earlier chunk already covered, so nothing
+logsumexp, then `d_x += dz @ E_chunk` and `d_E[chunk] += dz.T @ x`, both
+computed in float32; `d_E`'s rows are stored in the embedding's dtype when one
+token block covers all tokens (each chunk's rows are then final), in float32
+only when token blocks must sum into them. No `[N, V]` tensor is created. The
+last chunk of an uneven split starts at `V - C` and masks the classes an earlier chunk already covered, so nothing
 is padded or copied; token blocks do the same with tokens.
 """
 
@@ -229,14 +231,19 @@ def emit_grad(sm: Softmax, plan: ChunkPlan, x: ir.Value, embedding: ir.Value,
       if reduce_d_emb is not None:
         d_emb_chunk = reduce_d_emb(d_emb_chunk)
       old = b.dynamic_slice(acc.d_emb, [start, zero], [plan.vocab_chunk, m])
+      rows = b.add(b.convert(old, b.f32()), d_emb_chunk)
       loop.yield_(d_x=d_x, d_emb=b.dynamic_update_slice(
-          acc.d_emb, b.add(old, d_emb_chunk), [start, zero]))
+          acc.d_emb, b.convert(rows, b.element_of(d_emb)), [start, zero]))
     d_x = loop.results.d_x
     if reduce_d_x is not None:
       d_x = reduce_d_x(d_x)
     return d_x, loop.results.d_emb
 
-  d_emb0 = b.full((v, m), b.f32(), 0.0)
+  # With one token block each chunk's rows of d_embedding are final once
+  # computed (rows an overlapping last chunk does not own get `+ 0`), so they
+  # are written in the embedding's dtype: no float32 `[V, M]` buffer beside the
+  # result. Token blocks sum into the rows, which then stay float32.
+  d_emb0 = b.full((v, m), b.f32() if plan.token_chunk < n else b.element_of(embedding), 0.0)
   with_entropy = entropy is not None
   if plan.token_chunk >= n:
     d_x, d_emb = block(x, labels, lse, q_mass, g_xent, g_p,
