@@ -96,9 +96,11 @@ def exponent(z: jax.Array, shift: jax.Array) -> jax.Array:
   skips the product's rounding: at `T = 1e-9` the class at the max then gets
   an exponent of about +-100 instead of 0 (an `inf` or `0` softmax). Only the
   compare sees the rounded product that the max (or a logsumexp equal to it)
-  was taken of, so the class at the shift gets its 0 from the select.
+  was taken of, so the class at the shift gets its 0 from the select. An
+  infinite shift keeps IEEE's answer (`inf - inf` is NaN, as `log_softmax`
+  gives for a `+inf` logit): only a finite one is exact by select.
   """
-  return jnp.where(z == shift, 0.0, z - shift)
+  return jnp.where((z == shift) & jnp.isfinite(shift), 0.0, z - shift)
 
 
 @exponent.defjvp

@@ -148,8 +148,10 @@ def shift(m: ir.Value) -> ir.Value:
 def exponent(z: ir.Value, shift: ir.Value) -> ir.Value:
   """`z - shift`, exactly 0 where `z == shift`: `reference.exponent` (XLA may
   contract the temperature's product into the subtraction, skipping the
-  rounding the max was taken of; the compare still sees the rounded value)."""
-  return b.select(b.compare(z, shift, "EQ"), 0.0, b.sub(z, shift))
+  rounding the max was taken of; the compare still sees the rounded value);
+  an infinite shift keeps IEEE's `z - shift`."""
+  at_shift = b.and_(b.compare(z, shift, "EQ"), b.is_finite(shift))
+  return b.select(at_shift, 0.0, b.sub(z, shift))
 
 
 def rescale(m_old: ir.Value, m_new: ir.Value) -> ir.Value:
