@@ -76,14 +76,26 @@ def _import_keras_on_jax():
     folder = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
   config = os.path.join(os.path.expanduser(folder), "keras.json")
   had_folder, had_config = os.path.isdir(os.path.dirname(config)), os.path.exists(config)
-  import keras
-  if not had_config:
-    try:
-      os.remove(config)
-      if not had_folder:
-        os.rmdir(os.path.dirname(config))
-    except OSError:
-      pass  # not written (read-only home), or the folder holds more
+  try:
+    import keras
+  except ModuleNotFoundError as err:
+    if (err.name or "").partition(".")[0] == "keras":
+      raise  # Keras itself is not installed: its own message says so
+    # Keras starts its backend on import: a KERAS_BACKEND whose framework is not
+    # installed ends in a bare "No module named 'tensorflow'" from deep inside it.
+    raise ImportError(
+        f"gshard_op.keras needs the JAX backend of Keras, but Keras failed to start its "
+        f"{os.environ.get('KERAS_BACKEND')!r} backend ({err}): set KERAS_BACKEND=jax "
+        f"before Keras is first imported, or leave it unset and import gshard_op.keras "
+        f"before keras.") from err
+  finally:
+    if not had_config:
+      try:
+        os.remove(config)
+        if not had_folder:
+          os.rmdir(os.path.dirname(config))
+      except OSError:
+        pass  # not written (read-only home), or the folder holds more
   return keras
 
 

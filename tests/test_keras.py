@@ -9,6 +9,7 @@ itself (`add_loss`), so `compile(optimizer=...)` + `fit` trains it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -263,6 +264,41 @@ def test_import_after_keras_on_another_backend_names_keras_backend(tmp_path):
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("RuntimeError") and "set KERAS_BACKEND=jax" in last, proc.stderr[-2000:]
   assert "'numpy'" in last
+
+
+_NO_TENSORFLOW = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None,
+                                    reason="TensorFlow is installed: Keras starts on it")
+
+
+@_NO_TENSORFLOW
+def test_a_backend_keras_cannot_start_names_keras_backend(tmp_path):
+  """KERAS_BACKEND names a framework that is not installed: the import says
+  what to set, not Keras's bare "No module named 'tensorflow'", and leaves no
+  keras.json."""
+  proc = _fresh_python("import gshard_op.keras", tmp_path, KERAS_BACKEND="tensorflow")
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("ImportError: gshard_op.keras needs the JAX backend"), proc.stderr[-2000:]
+  assert "'tensorflow'" in last and "set KERAS_BACKEND=jax" in last, last
+  assert not (tmp_path / ".keras").exists()
+
+
+@_NO_TENSORFLOW
+def test_import_after_a_failed_import_of_keras_runs_on_jax(tmp_path):
+  """`import keras` first, with no KERAS_BACKEND and no TensorFlow, fails in
+  Keras itself (it starts on tensorflow; nothing of gshard_op has run yet: the
+  README says so). Caught, as a notebook cell's error is, gshard_op.keras
+  then starts Keras on JAX and builds the layer."""
+  code = ("try:\n"
+          "  import keras\n"
+          "except ModuleNotFoundError as err:\n"
+          "  print('keras:', err)\n"
+          "import gshard_op.keras, keras\n"
+          "gshard_op.keras.GShardSharedEmbeddingSoftmax(8, 16)\n"
+          "print(keras.config.backend())\n")
+  proc = _fresh_python(code, tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.splitlines() == ["keras: No module named 'tensorflow'", "jax"], proc.stdout
 
 
 def test_functional_model_trains(rng):
