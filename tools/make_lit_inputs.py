@@ -152,6 +152,10 @@ CASES = {
     "value_and_grad_entropy": (_value_and_grad_of(
         "ids", lambda out: jnp.sum(out.per_example_xent) - 1e-3 * jnp.sum(out.per_example_entropy),
         with_entropy=True, temperature=0.8), (X, EMBEDDING, WEIGHTS, IDS)),
+    # A plain tied head's scale on the float32 logits (contract version 5's
+    # `scales_logits = true`), 0.5 rather than 1.0 so that the IR shows it.
+    "value_and_grad_logit_scale": (_value_and_grad("ids", logit_scale=0.5),
+                                   (X, EMBEDDING, WEIGHTS, IDS)),
     # Matmuls at HIGHEST (the composite's `precision` attribute, contract version 2).
     "value_and_grad_highest": (_value_and_grad("ids", precision="highest"),
                                (X, EMBEDDING, WEIGHTS, IDS)),
