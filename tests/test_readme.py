@@ -111,3 +111,72 @@ def test_gshard_opt_commands_run_outside_the_checkout(tmp_path):
   written = set(os.listdir(folder))
   assert {"step.mlir", "chunked.mlir", "tiled.mlir"} <= written, written
   assert not (written & (set(os.listdir(ROOT)) - before)), "the commands wrote into the checkout"
+
+
+# --- the README's statements about its own blocks --------------------------------------
+
+def _block(section: str, marker: str) -> str:
+  (code,) = [code for s, code in PYTHON_BLOCKS if s == section and marker in code]
+  return code
+
+
+def _readme() -> str:
+  with open(README, encoding="utf-8") as f:
+    return f.read()
+
+
+def test_route_1_holds_no_more_than_the_budgets_chunk(tmp_path):
+  """"No [N, V] tensor beyond the memory budget's chunk; at these sizes the whole
+  vocabulary fits the CPU's 64 MiB, so the one chunk is the whole f32[256, 4096]":
+  the block's own Route 1 step, compiled at the default budget and at 1 MiB."""
+  from gshard_op import budget
+
+  code = _block("Two routes to XLA", "# Route 1")
+  assert (f"fits the CPU's {budget.CPU_MEMORY_BUDGET_MIB:.0f} MiB, so the one chunk is the "
+          "whole f32[256, 4096]") in " ".join(code.split()).replace("# ", "")
+  check = code[:code.index("# Route 2")] + (
+      "import re\n"
+      "def largest(**lowering):\n"
+      "  with gshard_op.lowering(**lowering):\n"
+      "    step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))\n"
+      "    hlo = step.lower(x, embedding).compile().as_text()\n"
+      "  return max(int(a) * int(b) for a, b in re.findall(r'f32\\[(\\d+),(\\d+)\\]', hlo))\n"
+      "print(largest(), largest(memory_budget_mib=1))\n")
+  folder, home = tmp_path / "work", tmp_path / "home"
+  folder.mkdir()
+  home.mkdir()
+  proc = run_python(check, folder, home)
+  assert proc.returncode == 0, _report(proc, check)
+  default, small = map(int, proc.stdout.split())
+  assert default == 256 * 4096                     # the one chunk: the whole vocabulary
+  assert small < 256 * 4096 and small <= 4096 * 64  # at 1 MiB: nothing above the embedding
+
+
+def test_printed_partition_spec_is_the_one_the_readme_shows(tmp_path):
+  code = _block("Flax NNX", "sharding.spec")
+  (shown,) = re.findall(r"print\(layer\.embedding\[\.\.\.\]\.sharding\.spec\)\s+# (.+)", code)
+  folder, home = tmp_path / "work", tmp_path / "home"
+  folder.mkdir()
+  home.mkdir()
+  proc = run_python(code, folder, home)
+  assert proc.returncode == 0, _report(proc, code)
+  assert proc.stdout.splitlines()[0] == shown
+
+
+def test_stated_versions_budgets_and_messages_are_the_codes():
+  """The contract version, the default budgets and the temperature's error
+  message, as the README states them."""
+  from gshard_op import budget, contract
+  from gshard_op.options import SoftmaxOptions
+
+  text = " ".join(_readme().split())
+  assert f"the current version is {contract.VERSION};" in text
+  assert (f"The default budget is {budget.CPU_MEMORY_BUDGET_MIB:.0f} MiB of float32 `[T, C]` "
+          f"buffers on the CPU and {budget.ACCELERATOR_MEMORY_BUDGET_MIB:.0f} MiB on an "
+          "accelerator") in text
+  assert "1/64 of an accelerator" not in text
+  (quoted,) = re.findall(r"`(temperature must be [^`]*), got \.\.\.`", text)
+  for bad in (-1.0, 0.0, float("nan"), float("inf"), 1e-39):
+    with pytest.raises(ValueError) as err:
+      SoftmaxOptions(temperature=bad)
+    assert str(err.value) == f"{quoted}, got {bad!r}"
