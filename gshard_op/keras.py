@@ -47,8 +47,11 @@ memory.
 Only the JAX backend can run the op. Importing this module before Keras
 selects it (`KERAS_BACKEND=jax` unless the environment names another backend),
 without leaving the `keras.json` that Keras writes on its first import behind;
-importing it after Keras was imported with another backend, or constructing the
-layer under one, raises an error that names `KERAS_BACKEND=jax`.
+importing it after Keras was imported with another backend, under a
+`KERAS_BACKEND` whose framework is not installed, or constructing the layer
+under another backend, raises an error that names `KERAS_BACKEND=jax`. (A plain
+`import keras` first, with no `KERAS_BACKEND`, starts Keras on tensorflow and
+fails inside Keras when TensorFlow is missing, before this module can run.)
 """
 
 from __future__ import annotations
