@@ -87,9 +87,20 @@ def transform_logits_vjp(z_raw: jax.Array, z: jax.Array, dz: jax.Array,
   return dz
 
 
-@jax.custom_jvp
-def exponent(z: jax.Array, shift: jax.Array) -> jax.Array:
+def exponent(z: jax.Array, shift: jax.Array, tempered: bool = True) -> jax.Array:
   """`z - shift`, the exponent of a softmax term, exactly 0 where `z == shift`.
+
+  Untempered logits (`tempered=False`: temperature 1) have no product for XLA
+  to contract into the subtraction, so the plain difference is exact there,
+  and it spares XLA's fused sweep a `[T, V]` buffer the select costs (20 MiB
+  of temp at 2048 x 512 x 32768). Tempered ones go through `_exact_exponent`.
+  """
+  return _exact_exponent(z, shift) if tempered else z - shift
+
+
+@jax.custom_jvp
+def _exact_exponent(z: jax.Array, shift: jax.Array) -> jax.Array:
+  """`z - shift`, exactly 0 where `z == shift` (and `shift` is finite).
 
   XLA rewrites `c / T` as `c * (1 / T)`, may recompute that product in each
   fusion that reads it and contract it with the subtraction into an FMA, which
@@ -103,18 +114,24 @@ def exponent(z: jax.Array, shift: jax.Array) -> jax.Array:
   return jnp.where((z == shift) & jnp.isfinite(shift), 0.0, z - shift)
 
 
-@exponent.defjvp
-def _exponent_jvp(primals, tangents):
+@_exact_exponent.defjvp
+def _exact_exponent_jvp(primals, tangents):
   (z, shift), (dz, dshift) = primals, tangents
-  return exponent(z, shift), dz - dshift
+  return _exact_exponent(z, shift), dz - dshift
 
 
-def logsumexp(z: jax.Array) -> jax.Array:
+def is_tempered(opts: SoftmaxOptions) -> bool:
+  """Whether the logits are divided by a temperature (`exponent`'s `tempered`)."""
+  return opts.temperature != 1.0
+
+
+def logsumexp(z: jax.Array, tempered: bool = True) -> jax.Array:
   """`jax.nn.logsumexp(z, axis=-1)` with its exponents from `exponent`: the
   largest class adds exactly `exp(0) = 1` whatever the temperature."""
   top = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
   top = jnp.where(jnp.isfinite(top), top, 0.0)  # as jax.nn.logsumexp shifts
-  return (top + jnp.log(jnp.sum(jnp.exp(exponent(z, top)), axis=-1, keepdims=True)))[..., 0]
+  return (top + jnp.log(jnp.sum(jnp.exp(exponent(z, top, tempered)), axis=-1,
+                                keepdims=True)))[..., 0]
 
 
 def logits(x: jax.Array, embedding: jax.Array, opts: SoftmaxOptions) -> jax.Array:
@@ -163,19 +180,20 @@ def per_token_forward(x, embedding, labels, opts: SoftmaxOptions):
   z-loss cotangent reaching the gradient never depends on forward results.
   """
   z = logits(x, embedding, opts)
-  lse = logsumexp(z)
+  tempered = is_tempered(opts)
+  lse = logsumexp(z, tempered)
   q = target_distribution(labels, embedding.shape[0], opts)
-  xent = cross_entropy(exponent(z, lse[:, None]), q)
+  xent = cross_entropy(exponent(z, lse[:, None], tempered), q)
   argmax = jnp.argmax(z, axis=-1).astype(jnp.int32)  # a NaN's first index if any
   if opts.with_entropy:
-    return xent, argmax, lse, lse * lse, entropy(z, lse)
+    return xent, argmax, lse, lse * lse, entropy(z, lse, tempered)
   return xent, argmax, lse, lse * lse
 
 
-def entropy(z: jax.Array, lse: jax.Array) -> jax.Array:
+def entropy(z: jax.Array, lse: jax.Array, tempered: bool = True) -> jax.Array:
   """`H = lse - sum(p * z)` per token, `p = exp(z - lse)`; a class with `p = 0`
   (a `-inf` logit) adds nothing, so a one-hot distribution has `H = 0`."""
-  p = jnp.exp(exponent(z, lse[..., None]))
+  p = jnp.exp(exponent(z, lse[..., None], tempered))
   # z masked before the product, not after: autodiff of `where(p == 0, 0, p * z)`
   # would still multiply the -inf into the unselected branch's gradient (NaN).
   return lse - jnp.sum(p * jnp.where(p == 0, 0.0, z), axis=-1)
@@ -233,7 +251,7 @@ def per_token_grad(x, embedding, labels, lse, g_xent, g_lse, g_lse_squared, *ent
   """
   z_raw = raw_logits(x, embedding, opts)
   z = transform_logits(z_raw, opts)
-  p = jnp.exp(exponent(z, lse[:, None]))
+  p = jnp.exp(exponent(z, lse[:, None], is_tempered(opts)))
   q = target_distribution(labels, embedding.shape[0], opts)
   dz = logits_cotangent(p, q, g_xent, probability_cotangent(lse, g_lse, g_lse_squared))
   if opts.with_entropy:

@@ -683,10 +683,9 @@ def cross_entropy(inputs: Tensor, embedding: Tensor, target: Tensor, *,
                                     label_smoothing, dtype, options)
 
 
-def _reduced(out, per_token: Tensor, reduction: str, dtype) -> Tensor:
+def _reduced(out, per_token: Tensor, reduction: str) -> Tensor:
   """The op's fields as torch's reductions; "mean" and "sum" are float32
-  whatever `dtype`, the inputs' (torch's would have the logits' dtype)."""
-  del dtype  # the scalar losses stay float32 (issue 28)
+  whatever the inputs' dtype (torch's would have the logits' dtype)."""
   if reduction == "none":
     return per_token
   return out["total_xent"] if reduction == "sum" else out["avg_xent"]
@@ -714,7 +713,7 @@ def _probability_cross_entropy(inputs, embedding, target, weight, reduction, lab
     probs = probs * weight.detach()
   out = shared_embedding_softmax(inputs, embedding, None, class_probabilities=probs,
                                  **{**options, "use_tgt_labels_size_as_loss_denominator": True})
-  return _plus_z_loss(_reduced(out, out["per_example_xent"], reduction, dtype), out, reduction,
+  return _plus_z_loss(_reduced(out, out["per_example_xent"], reduction), out, reduction,
                       options["z_loss_weight"])
 
 
@@ -730,7 +729,7 @@ def _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ign
     out = shared_embedding_softmax(inputs, embedding, None, target,
                                    label_smoothing_prob=label_smoothing,
                                    ignore_index=ignore_index, **options)
-    return _plus_z_loss(_reduced(out, out["per_example_xent"], reduction, dtype), out,
+    return _plus_z_loss(_reduced(out, out["per_example_xent"], reduction), out,
                         reduction, z_loss_weight)
 
   num_classes = embedding.shape[0]
@@ -740,7 +739,7 @@ def _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ign
   if not label_smoothing:
     out = shared_embedding_softmax(inputs, embedding, w_y[..., None], target,
                                    ignore_index=ignore_index, **options)
-    return _plus_z_loss(_reduced(out, out["per_example_xent"] * w_y.to(dtype), reduction, dtype),
+    return _plus_z_loss(_reduced(out, out["per_example_xent"] * w_y.to(dtype), reduction),
                         out, reduction, z_loss_weight)
 
   if options["soft_cap_logits"] or options["logits_abs_max"]:

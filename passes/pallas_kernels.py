@@ -71,7 +71,7 @@ from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as plt
 
 from gshard_op.options import SoftmaxOptions
-from gshard_op.reference import (exponent, smoothing_coefficients, transform_logits,
+from gshard_op.reference import (exponent, is_tempered, smoothing_coefficients, transform_logits,
                                   transform_logits_vjp)
 
 F32 = jnp.float32
@@ -268,7 +268,7 @@ def _cotangent(cfg: KernelConfig, blk: _Block, lse, q_mass, g_xent, g_p, num_cla
   `g_H * p * (z - E[z])`, 0 where not owned, then through temperature, clip
   and cap, and a `logit_scale` on the logits."""
   a, off = cfg.smoothing(num_classes)
-  p = jnp.exp(exponent(blk.z, lse))
+  p = jnp.exp(exponent(blk.z, lse, is_tempered(cfg.options)))
   q = blk.target
   if a != 1.0:
     q = q * a
@@ -345,7 +345,7 @@ def _forward_kernel(cfg: KernelConfig, n: int, v: int, io: _Blocks,
     z = blk.owned_or(blk.z, -jnp.inf)
     block_max = jnp.max(z, axis=1, keepdims=True)  # NaN if the block has one
     m_new = jnp.maximum(m, block_max)
-    e = jnp.exp(exponent(z, _shift(m_new)))
+    e = jnp.exp(exponent(z, _shift(m_new), is_tempered(cfg.options)))
     s = s * _rescale(m, m_new) + jnp.sum(e, axis=1, keepdims=True)
     if entropy_ref:  # sum(exp(z - shift) * z), a -inf logit adding nothing
       w = w * _rescale(m, m_new) + jnp.sum(_weighted(e, z), axis=1, keepdims=True)

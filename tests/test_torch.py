@@ -581,7 +581,7 @@ def test_every_option_crosses_into_the_op():
   fields = {f.name: f for f in dataclasses.fields(gshard_op.SoftmaxOptions)}
   changed = dict(soft_cap_logits=3.0, logits_abs_max=2.0, z_loss_weight=0.1,
                  label_smoothing_prob=0.1, use_tgt_labels_size_as_loss_denominator=True,
-                 precision="HIGHEST", temperature=2.5, with_entropy=True)
+                 precision="HIGHEST", temperature=2.5, with_entropy=True, logit_scale=0.37)
   changed = {k: v for k, v in changed.items() if k in fields}
   assert set(changed) == set(fields), f"new options to cover here: {set(fields) - set(changed)}"
   options = gshard_op.SoftmaxOptions(**changed)

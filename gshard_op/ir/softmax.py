@@ -145,11 +145,14 @@ def shift(m: ir.Value) -> ir.Value:
   return b.select(b.is_finite(m), m, 0.0)
 
 
-def exponent(z: ir.Value, shift: ir.Value) -> ir.Value:
+def exponent(z: ir.Value, shift: ir.Value, tempered: bool = True) -> ir.Value:
   """`z - shift`, exactly 0 where `z == shift`: `reference.exponent` (XLA may
   contract the temperature's product into the subtraction, skipping the
   rounding the max was taken of; the compare still sees the rounded value);
-  an infinite shift keeps IEEE's `z - shift`."""
+  an infinite shift keeps IEEE's `z - shift`. Untempered logits need no
+  select (nothing to contract) and get none."""
+  if not tempered:
+    return b.sub(z, shift)
   at_shift = b.and_(b.compare(z, shift, "EQ"), b.is_finite(shift))
   return b.select(at_shift, 0.0, b.sub(z, shift))
 
@@ -271,7 +274,7 @@ class OnlineStats:
     z = chunk.owned_or(chunk.z, -np.inf)
     chunk_max = b.row_max(z)  # NaN if the chunk has one
     m = b.maximum(self.m, chunk_max)
-    e = b.exp(exponent(z, b.rows(shift(m), shape)))
+    e = b.exp(exponent(z, b.rows(shift(m), shape), sm.options.temperature != 1.0))
     w = None
     if self.w is None:
       s = b.add(b.mul(self.s, rescale(self.m, m)), b.row_sum(e))
@@ -378,7 +381,7 @@ def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
   not own get 0.
   """
   shape = b.shape_of(chunk.z)
-  p = b.exp(exponent(chunk.z, b.rows(lse, shape)))
+  p = b.exp(exponent(chunk.z, b.rows(lse, shape), sm.options.temperature != 1.0))
   label_scale, uniform = sm.smoothing
   q = chunk.target(sm)
   if label_scale != 1.0:
