@@ -53,15 +53,15 @@ def applies(ctx) -> bool:
   public way to ask: the axis context (`ShardingContext` is a program XLA's
   SPMD partitioner will split; a `shard_map` body is already per-device) and
   `LoweringParameters.for_export` (a `jax.export` lowering, which cannot
-  serialise the partitioner's callback).
+  serialise the partitioner's callback). Both through
+  `gshard_op/_private/jax_lowering_context.py`.
   """
-  from jax._src import sharding_impls  # private: see the docstring
+  from gshard_op._private import jax_lowering_context  # private: see the docstring
 
-  module = ctx.module_context
-  if module.lowering_parameters.for_export:
+  if jax_lowering_context.for_export(ctx):
     return False
-  axes = module.axis_context
-  return isinstance(axes, sharding_impls.ShardingContext) and axes.num_devices > 1
+  count = jax_lowering_context.spmd_device_count(ctx)
+  return count is not None and count > 1
 
 
 class AheadOfTimeLimit(NotImplementedError):
@@ -78,9 +78,9 @@ def check_partitioner(ctx, prim: Primitive) -> None:
   (tried on libtpu 0.0.42.1), so XLA would fail with "Custom emitter for
   CustomSPMDPartitioning not found". Reads the private axis context's device
   assignment, as `applies` reads the context."""
-  from gshard_op._private import jax_lowered
+  from gshard_op._private import jax_lowered, jax_lowering_context
 
-  devices = getattr(ctx.module_context.axis_context, "device_assignment", None) or ()
+  devices = jax_lowering_context.device_assignment(ctx)
   if not any(d.platform == "tpu" and jax_lowered.is_compile_only(d) for d in devices):
     return
   raise AheadOfTimeLimit(
@@ -98,10 +98,11 @@ def needs_devices(prim: Primitive) -> None:
   """Marks `prim` as one whose lowering needs the program's devices, as JAX's
   cuDNN primitives are marked: custom_partitioning builds its mesh from them,
   and jit hands them to the lowering only for programs holding such a
-  primitive. (A private JAX registry: there is no public one.)"""
-  from jax._src import dispatch  # private: see the docstring
+  primitive. (A private JAX registry, behind gshard_op/_private/: there is no
+  public one.)"""
+  from gshard_op._private import jax_lowering_context
 
-  dispatch.prim_requires_devices_during_lowering.add(prim)
+  jax_lowering_context.require_devices_during_lowering(prim)
 
 
 def lower(ctx, prim: Primitive, args, *, is_grad: bool, options: SoftmaxOptions,

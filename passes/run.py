@@ -239,7 +239,7 @@ def execute(module: Module, inputs: Sequence[np.ndarray], platform: str = "cpu")
   # jaxlib's own client: the device list compile_and_load takes.
   from jaxlib import xla_client as xc
   # No public sharding wraps an executable's HloSharding to place arrays by it.
-  from jax._src.sharding_impls import GSPMDSharding
+  from gshard_op._private.jax_sharding import from_hlo_sharding
 
   backend = get_backend(platform)
   if module.num_replicas != 1:
@@ -262,11 +262,11 @@ def execute(module: Module, inputs: Sequence[np.ndarray], platform: str = "cpu")
   if count == 1:
     results = exe.execute([jax.device_put(a, devices[0]) for a in inputs])
     return [np.asarray(r) for r in results]
-  args = [jax.device_put(a, GSPMDSharding(tuple(devices), s))
+  args = [jax.device_put(a, from_hlo_sharding(devices, s))
           for a, s in zip(inputs, exe.get_parameter_shardings())]
   shards = exe.execute_sharded(args).disassemble_into_single_device_arrays()
   return [np.asarray(jax.make_array_from_single_device_arrays(
-              t.shape, GSPMDSharding(tuple(devices), s), pieces))
+              t.shape, from_hlo_sharding(devices, s), pieces))
           for t, s, pieces in zip(module.results, exe.get_output_shardings(), shards)]
 
 
@@ -358,9 +358,9 @@ def _ensure_host_devices(count: int) -> None:
   environment already says how many (`jax_num_cpu_devices`, or the XLA flag)."""
   import jax
   # No public way to ask whether the backends are up without starting them.
-  from jax._src import xla_bridge
+  from gshard_op._private.jax_backend import backends_started
   flags = os.environ.get("XLA_FLAGS", "")
-  if (count > 1 and not xla_bridge.backends_are_initialized()
+  if (count > 1 and not backends_started()
       and "xla_force_host_platform_device_count" not in flags
       and jax.config.jax_num_cpu_devices < 0):
     jax.config.update("jax_num_cpu_devices", count)

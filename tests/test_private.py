@@ -80,23 +80,38 @@ WRAPPED = {
     "nnx_jit.py": (".jitted_fn",),
     "jax_backend.py": ("xla_bridge",),
     "jax_lowered.py": ('"_platforms"', '"_device_list"', "CompileOnlyPyClient"),
+    "jax_lowering_context.py": ("sharding_impls", "ShardingContext)", ".lowering_parameters",
+                                ".axis_context", '"device_assignment"',
+                                "prim_requires_devices_during_lowering", "jax._src.dispatch",
+                                "from jax._src import dispatch"),
+    "jax_sharding.py": ("GSPMDSharding",),
 }
+
+# The folders of product code the guard scans (all but gshard_op/_private/).
+SCANNED = ("gshard_op", "passes", "tools")
 
 
 def test_only_the_private_modules_touch_what_they_wrap():
-  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gshard_op")
-  for dirpath, _, filenames in os.walk(root):
-    if os.path.basename(dirpath) == "_private":
-      continue
-    for filename in filenames:
-      if not filename.endswith(".py"):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  scanned = 0
+  for folder in SCANNED:
+    for dirpath, _, filenames in os.walk(os.path.join(repo, folder)):
+      if os.path.basename(dirpath) == "_private":
         continue
-      with open(os.path.join(dirpath, filename)) as f:
-        source = f.read()
-      for module, names in WRAPPED.items():
-        for name in names:
-          assert name not in source, (f"{os.path.relpath(f.name, root)} uses {name}: go "
-                                      f"through gshard_op/_private/{module}")
+      for filename in filenames:
+        if not filename.endswith(".py"):
+          continue
+        with open(os.path.join(dirpath, filename)) as f:
+          source = f.read()
+        scanned += 1
+        where = os.path.relpath(f.name, repo)
+        for module, names in WRAPPED.items():
+          for name in names:
+            assert name not in source, (f"{where} uses {name}: go "
+                                        f"through gshard_op/_private/{module}")
+        assert "jax._src" not in source, (f"{where} uses jax._src: wrap it in a module of "
+                                          "gshard_op/_private/ (and list it in WRAPPED)")
+  assert scanned > 20, f"the guard read only {scanned} files under {SCANNED}"
 
 
 def test_jax_backend_started_is_answered_without_starting_it():
@@ -131,6 +146,72 @@ def test_lowered_says_its_platforms_and_devices():
   for_tpu = jax.jit(lambda x: x + 1).trace(jnp.ones(2)).lower(lowering_platforms=("tpu",))
   assert jax_lowered.platforms(for_tpu) == ("tpu",)
   assert not jax_lowered.is_compile_only(jax.devices()[0])
+
+
+# --- a lowering rule's context ------------------------------------------------------------
+
+def test_lowering_context_internals_exist():
+  from jax._src import dispatch, sharding_impls
+  assert hasattr(sharding_impls, "ShardingContext"), \
+      "jax._src.sharding_impls.ShardingContext moved"
+  fields = {f.name for f in __import__("dataclasses").fields(sharding_impls.ShardingContext)}
+  assert {"num_devices", "device_assignment"} <= fields, \
+      f"jax._src.sharding_impls.ShardingContext's fields changed: {fields}"
+  assert callable(getattr(dispatch.prim_requires_devices_during_lowering, "add", None)), \
+      "jax._src.dispatch.prim_requires_devices_during_lowering moved or changed"
+
+
+def test_lowering_context_says_export_partitioning_and_devices():
+  """What partitioning.py reads in its lowering rule: whether the lowering is
+  for `jax.export`, how many devices the SPMD partitioner splits the program
+  across (None in a `shard_map` body), and the devices, which reach the rule
+  for a primitive registered by `require_devices_during_lowering`."""
+  from jax.extend.core import Primitive
+  from jax.interpreters import mlir
+
+  from gshard_op._private import jax_lowering_context as context
+
+  seen = []
+  prim = Primitive("gshard_op_test_private_context")
+  prim.def_impl(lambda x: x)
+  prim.def_abstract_eval(lambda x: x)
+
+  def rule(ctx, x):
+    seen.append((context.for_export(ctx), context.spmd_device_count(ctx),
+                 context.device_assignment(ctx)))
+    return [x]
+
+  mlir.register_lowering(prim, rule)
+  context.require_devices_during_lowering(prim)
+  x = jnp.ones(2)
+  jax.jit(prim.bind).lower(x)
+  assert seen[-1] == (False, 1, (jax.devices()[0],)), seen
+  jax.export.export(jax.jit(prim.bind))(x)
+  assert seen[-1][0] is True, seen
+  mesh = jax.make_mesh((1,), ("d",))
+  jax.jit(jax.shard_map(prim.bind, mesh=mesh, in_specs=jax.P(), out_specs=jax.P())).lower(x)
+  assert seen[-1][1] is None, f"a shard_map body counted as SPMD-partitioned: {seen}"
+
+
+# --- a sharding from an HloSharding -------------------------------------------------------
+
+def test_sharding_from_hlo_sharding_places_arrays():
+  """What gshard-run does with an executable's parameter and output shardings
+  (XLA `HloSharding`s): places inputs by them and assembles results by them.
+  (tests/test_run.py runs it on several devices.)"""
+  from jax._src import sharding_impls
+  from jaxlib import xla_client as xc
+
+  from gshard_op._private import jax_sharding
+  assert "GSPMDSharding" in dir(sharding_impls), "jax._src.sharding_impls.GSPMDSharding moved"
+  devices = jax.devices()[:1]
+  sharding = jax_sharding.from_hlo_sharding(devices, xc.HloSharding.replicate())
+  assert isinstance(sharding, jax.sharding.Sharding)
+  placed = jax.device_put(np.arange(4.0, dtype=np.float32), sharding)
+  assert placed.sharding.device_set == set(devices)
+  pieces = placed.addressable_data(0)
+  whole = jax.make_array_from_single_device_arrays((4,), sharding, [pieces])
+  np.testing.assert_array_equal(whole, np.arange(4.0))
 
 
 # --- nnx.jit's jitted_fn -------------------------------------------------------------------

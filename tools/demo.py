@@ -294,7 +294,7 @@ def show_pipeline(routes: dict, compiled: dict, tokens) -> int:
   composites = ir_lines(before_text, "stablehlo.composite", '"gshard.')
   for ln in composites:
     print("  " + excerpt(ln, 1000))
-  print(f"after `{step.jitted_fn.pipeline}`:")
+  print(f"after `{compiled[PASSES][0].pipeline}`:")  # the pipeline that ran on it
   loops = ir_lines(after_text, "stablehlo.while", "gshard.plan")
   for ln in loops:
     print("  " + excerpt(ln, 1000))

@@ -14,5 +14,14 @@ fails by name when one moves:
 * `nnx_jit`: the `jax.jit` inside `nnx.jit`'s wrapper (`jitted_fn`), used by
   `gshard_op/pipelined_jit.py`.
 * `jax_backend`: whether JAX's backends started, without starting them
-  (`jax._src.xla_bridge`), used by `gshard_op/torch.py`.
+  (`jax._src.xla_bridge`), used by `gshard_op/torch.py` and `passes/run.py`.
+* `jax_lowered`: the platforms and devices a `jax.stages.Lowered` is for
+  (`Lowered._lowering`), used by `gshard_op/pipelined_jit.py` and
+  `gshard_op/partitioning.py`.
+* `jax_lowering_context`: what a lowering rule's context says about the
+  program (export, the SPMD axis context and its devices) and JAX's registry
+  of primitives that need the devices to lower (`jax._src.sharding_impls`,
+  `jax._src.dispatch`), used by `gshard_op/partitioning.py`.
+* `jax_sharding`: a sharding made from an XLA `HloSharding`
+  (`jax._src.sharding_impls.GSPMDSharding`), used by `passes/run.py`.
 """
