@@ -8,9 +8,10 @@ Public API:
   jit                           `jax.jit` that runs the gshard passes before XLA
   nnx_jit                       `nnx.jit` that runs them
 
-Layering (no import cycle): `contract`, `options` are leaves; `passes` builds
-on them; the primitives' lowering rules call the passes' emitters; `jit`
-sits on top of both and is loaded on first use, as is the Flax layer.
+Layering (no import cycle): `contract`, `options` are leaves; the StableHLO
+emitters of `gshard_op/ir` build on them; the primitives' lowering rules and
+the passes (`passes`) both call those emitters; `jit` sits on top and is
+loaded on first use, as is the Flax layer.
 """
 
 from importlib import metadata as _metadata

@@ -18,7 +18,7 @@ densely through the reference, as do second derivatives (the gradient's JVP);
 reverse mode never builds `[N, V]` on the chunked route.
 
 `labels` is either class ids `[N]` (int32) or class probabilities `[N,V]`
-(float). Both primitives carry the static `options` and a `lowering`
+(float). All three primitives carry the static `options` and a `lowering`
 (`gshard_op/lowering.py`), read when they are bound, which picks the route:
 
 * `chunked`: the loops of `gshard-chunk-softmax`, emitted in place by the

@@ -4,7 +4,7 @@ As in xDSL's `xdsl/transforms/__init__.py`, each built-in pass is a name and a
 small function that imports its module and returns its class (`BUILTIN`):
 listing the passes imports them all, running a pipeline imports only the
 passes it names (`gshard-inline` alone never loads Pallas). Passes from
-outside the package join with `@register` (plugins: `gshard_op/passes/plugins.py`).
+outside the package join with `@register` (plugins: `passes/plugins.py`).
 
 `REGISTRY` is a mutable mapping over both: `name in REGISTRY` and iterating
 the names import nothing; `REGISTRY[name]` imports a built-in pass the first

@@ -1,6 +1,6 @@
 """A `jax.sharding.Sharding` made from an XLA `HloSharding`.
 
-Why private: `gshard-run` (`gshard_op/passes/run.py`) compiles a module with
+Why private: `gshard-run` (`passes/run.py`) compiles a module with
 JAX's backend client, which gives the executable's parameter and output
 shardings as XLA `HloSharding`s, and must place its inputs (and assemble its
 outputs) by them. No public sharding wraps an `HloSharding`;
