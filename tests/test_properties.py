@@ -29,14 +29,14 @@ if __name__ == "__main__":  # the shard route: 8 devices before jax starts
                              + " --xla_force_host_platform_device_count=8")
   sys.path[:0] = [ROOT, HERE]
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
-import numpy_reference as npref
-from pass_testing import fast_xla
+import numpy_reference as npref  # noqa: E402
+from pass_testing import fast_xla  # noqa: E402
 
 ROUTES = ("reference", "plain", "default", "chunk", "fuse")
 OPTION_SETS = (
