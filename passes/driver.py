@@ -3,6 +3,7 @@
 An `mlir-opt` for the passes of this package:
 
   gshard-opt in.mlir --pass-pipeline='builtin.module(gshard-chunk-softmax{vocab-chunk=128},canonicalize)'
+  gshard-opt in.mlir -p 'builtin.module(gshard-inline,func.func(canonicalize,cse))'
   gshard-opt --list-passes
   cat in.mlir | gshard-opt - --pass-pipeline=gshard-inline -o out.mlir
   gshard-opt cases.mlir --split-input-file --pass-pipeline=gshard-inline

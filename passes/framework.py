@@ -12,6 +12,7 @@ it to `REGISTRY`, which serves the Python API, `gshard_op.jit` and
   options.py          options from pipeline text (`typing.get_type_hints`), `options_help`
   registry.py         REGISTRY (built-in passes imported lazily), `register`
   pipeline.py         parse_pipeline, run_pipeline, make_context, check_pass_name
+  pipeline_syntax.py  MLIR's textual pipeline syntax (nested `anchor(...)`) read into a tree
   instrumentation.py  Instrumentation, PassTiming: mlir-opt's debugging flags
   plugins.py          load_pass_plugin, entry points, isolated_registry
 
