@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lit pytest bench clean aot-check aot-test
+.PHONY: demo test test-fast lint lit pytest bench clean aot-check aot-test
 
 # The test extra needs torch, whose default wheel on PyPI pulls ~5 GB of CUDA
 # libraries. So torch $(TORCH_VERSION), CPU build, goes in first, and the extra's
@@ -46,7 +46,19 @@ endif
 demo: $(STAMP)
 	$(VENV)/bin/python tools/demo.py
 
-test: pytest lit aot-test
+# lint first: a finding fails in seconds, before ten minutes of tests.
+test: lint pytest lit aot-test
+
+# The edit-run loop: lint, then the tests not marked slow (tests/conftest.py's
+# SLOW_FILES and SLOW_TESTS: subprocesses, many devices, whole tools), then
+# lit. `make test` runs them all.
+test-fast: lint
+	$(VENV)/bin/python -m pytest -q -m 'not slow' tests
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/lit -s tests/lit
+
+# ruff, configured in pyproject.toml ([tool.ruff]).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 pytest: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests

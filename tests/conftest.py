@@ -38,6 +38,29 @@ settings.register_profile("thorough", max_examples=60, deadline=None, print_blob
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+# The slow tier, which `make test-fast` (`pytest -m 'not slow'`) leaves out and
+# `make test` runs: whole files or single tests (by function name, all their
+# cases) that start subprocesses with many host devices, run the tools, the
+# README's blocks or other frameworks (Keras, transformers): each took from
+# seconds to over a minute on 2 cores.
+SLOW_FILES = {"test_device_check.py", "test_hf.py", "test_keras.py", "test_multiprocess.py",
+              "test_properties.py", "test_readme.py", "test_sharded_primitive.py",
+              "test_tools.py"}
+SLOW_TESTS = {
+    "test_hardening.py": {"test_shard_route_matches_reference"},
+    "test_partitioning.py": {"test_eight_host_devices",
+                             "test_persistent_cache_hits_only_with_the_pointer_removed"},
+    "test_shard_pass.py": {"test_sharded_step_matches_reference"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    name = item.path.name
+    if name in SLOW_FILES or getattr(item, "originalname", None) in SLOW_TESTS.get(name, ()):
+      item.add_marker(pytest.mark.slow)
+
+
 def seed_of(text: str) -> int:
   return zlib.crc32(text.encode())
 
