@@ -101,6 +101,18 @@ def _flat_weights(inputs, class_weights):
   return jnp.broadcast_to(class_weights, target).reshape(-1).astype(jnp.float32)
 
 
+def check_shared_embedding(name: str, value, kind: type, kind_name: str, num_classes: int,
+                           in_features: int) -> None:
+  """Checks a layer's `name=` argument, an existing embedding to share: a
+  `kind` (the framework's variable type, `kind_name` in the message) of shape
+  `[num_classes, in_features]`. The NNX, Keras and torch layers share it."""
+  if not isinstance(value, kind):
+    raise TypeError(f"{name} must be {kind_name} (to share it), got {type(value).__name__}")
+  if tuple(value.shape) != (num_classes, in_features):
+    raise ValueError(f"{name} must be [num_classes={num_classes}, "
+                     f"in_features={in_features}], got {list(value.shape)}")
+
+
 def check_inputs(inputs, embedding):
   """Checks `inputs[..., M]` against `embedding[V, M]`."""
   if embedding.ndim != 2 or 0 in embedding.shape:

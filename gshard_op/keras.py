@@ -185,12 +185,8 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
     self.add_xent_loss = bool(add_xent_loss)
     self.implementation = implementation
     if embeddings is not None:
-      if not isinstance(embeddings, keras.Variable):
-        raise TypeError(f"embeddings must be a keras.Variable (to share it), got "
-                        f"{type(embeddings).__name__}")
-      if tuple(embeddings.shape) != (num_classes, in_features):
-        raise ValueError(f"embeddings must be [num_classes={num_classes}, "
-                         f"in_features={in_features}], got {list(embeddings.shape)}")
+      functional.check_shared_embedding("embeddings", embeddings, keras.Variable,
+                                        "a keras.Variable", num_classes, in_features)
     self._shared_embeddings = embeddings
     # The sizes are known now, and `emb_lookup` may run before `call`.
     self.build()

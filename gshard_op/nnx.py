@@ -78,12 +78,9 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
       embedding = nnx.Param(
           embedding_init(rngs.params(), (num_classes, in_features), param_dtype),
           **embedding_metadata)
-    elif not isinstance(embedding, nnx.Param):
-      raise TypeError(f"embedding must be an nnx.Param (to share it), got "
-                      f"{type(embedding).__name__}")
-    elif tuple(embedding.shape) != (num_classes, in_features):
-      raise ValueError(f"embedding must be [num_classes={num_classes}, "
-                       f"in_features={in_features}], got {list(embedding.shape)}")
+    else:
+      functional.check_shared_embedding("embedding", embedding, nnx.Param, "an nnx.Param",
+                                        num_classes, in_features)
     # A given Param is the same Variable in both modules: NNX's graph keeps
     # one copy of it in `nnx.state`, one gradient and one optimizer state.
     self.embedding = embedding

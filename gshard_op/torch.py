@@ -64,7 +64,7 @@ from torch import Tensor, nn
 
 import gshard_op
 from gshard_op._private import jax_backend
-from gshard_op.functional import check_inputs, check_labels
+from gshard_op.functional import check_inputs, check_labels, check_shared_embedding
 from gshard_op.functional import shared_embedding_softmax as _jax_softmax
 from gshard_op.options import (SoftmaxOptions, call_options, for_layer_call, layer_options,
                                option_arguments)
@@ -828,9 +828,8 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
     if device is not None or dtype is not None:
       raise ValueError("device= and dtype= make a new embedding; with embedding= the layer "
                        "uses that tensor as it is (move or cast it first)")
-    if tuple(embedding.shape) != (num_classes, in_features):
-      raise ValueError(f"embedding must be [num_classes={num_classes}, "
-                       f"in_features={in_features}], got {list(embedding.shape)}")
+    check_shared_embedding("embedding", embedding, Tensor, "a torch.Tensor or nn.Parameter",
+                           num_classes, in_features)
     # An nn.Parameter is registered as it is: the same object in both modules,
     # so one optimizer state and one gradient (as nn.Embedding's `_weight`).
     self.embedding = (embedding if isinstance(embedding, nn.Parameter)
