@@ -20,8 +20,12 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 
 def _dry_run(folder, *args) -> str:
-  proc = subprocess.run(["make", "-n", "-f", os.path.join(ROOT, "Makefile"), "pytest", *args],
-                        cwd=folder, capture_output=True, text=True, timeout=60)
+  # Under `make test` (CI) this runs inside make: a sub-make would inherit
+  # MAKEFLAGS and print "Entering directory" lines, so it gets neither.
+  env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+  proc = subprocess.run(["make", "--no-print-directory", "-n", "-f",
+                         os.path.join(ROOT, "Makefile"), "pytest", *args],
+                        cwd=folder, capture_output=True, text=True, timeout=60, env=env)
   assert proc.returncode == 0, proc.stderr
   return proc.stdout
 
