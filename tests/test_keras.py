@@ -211,13 +211,13 @@ def test_config_round_trip_and_validation():
       GShardSharedEmbeddingSoftmax(**{"in_features": 8, "num_classes": 23, **bad})
 
 
-def test_other_backend_is_refused_at_construction():
+def test_other_backend_is_refused_at_construction(tmp_path):
   code = ("import keras\n"
           "from gshard_op.keras import GShardSharedEmbeddingSoftmax\n"
           "GShardSharedEmbeddingSoftmax(8, 16)\n")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                        text=True, timeout=300,
-                        env={**os.environ, "KERAS_BACKEND": "numpy", "JAX_PLATFORMS": "cpu"})
+  # A HOME of its own: Keras imported first on another backend writes its
+  # keras.json (naming tensorflow) there, not in the user's (issue 30).
+  proc = _fresh_python(code, tmp_path, KERAS_BACKEND="numpy")
   assert proc.returncode != 0
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("RuntimeError") and "JAX backend" in last and "'numpy'" in last, (
