@@ -179,3 +179,28 @@ def check_against_numpy(case, options: dict, implementation: str, rng, *,
     assert_close(got_x, want_x, dtype, f"{implementation} d{name}/d_inputs", kind="grads")
     assert_close(got_e, want_e, dtype, f"{implementation} d{name}/d_embedding", kind="grads")
   return out, grads, expected
+
+
+# --- no keras.json left in HOME (issue 30) -----------------------------------------------
+
+def _keras_json() -> str:
+  return os.path.join(os.path.expanduser("~"), ".keras", "keras.json")
+
+
+def pytest_sessionstart(session):
+  session.config._keras_json_before = os.path.exists(_keras_json())
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """The suite fails when it leaves a keras.json naming tensorflow in a HOME that
+  had none: something imported Keras on its default backend (run `make test`
+  with an empty HOME to see it)."""
+  path = _keras_json()
+  if getattr(session.config, "_keras_json_before", True) or not os.path.exists(path):
+    return
+  with open(path) as f:
+    if "tensorflow" in f.read():
+      sys.stderr.write(f"\nthe test session left {path} naming tensorflow in a HOME that had "
+                       "none: a test imported Keras without gshard_op.keras or a HOME of its "
+                       "own\n")
+      session.exitstatus = pytest.ExitCode.TESTS_FAILED
