@@ -23,9 +23,10 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
 
   The weight is `self.embedding`, an `nnx.Param` initialised Gaussian with
   mean 0 and std 1, or one the model has already, shared (`embedding=`, or
-  `from_embed(nnx.Embed)`, whose `attend` this layer's `attend` then equals). Label smoothing applies in training only: it is skipped
-  when `deterministic` is True (`layer.eval()` sets it, `layer.train()`
-  clears it) or when `__call__` is given `deterministic=True`.
+  `from_embed(nnx.Embed)`, whose `attend` this layer's `attend` then equals).
+  Label smoothing applies in training only: it is skipped when `deterministic`
+  is True (`layer.eval()` sets it, `layer.train()` clears it) or when
+  `__call__` is given `deterministic=True`.
 
   As in `nnx.Embed`: `dtype` is the computation dtype (None: promote the
   inputs' and the embedding's dtypes with `promote_dtype`), `param_dtype` the

@@ -752,8 +752,8 @@ def _class_index_cross_entropy(inputs, embedding, target, weight, reduction, ign
   out = shared_embedding_softmax(inputs, embedding, w_y[..., None], target,
                                  ignore_index=ignore_index, **options)
   nll = out["per_example_xent"].float()
-  scale = (inputs.shape[-1] ** -0.5 if options["logit_scale"] is None
-           else options["logit_scale"]) / options["temperature"]
+  scale = (SoftmaxOptions(logit_scale=options["logit_scale"]).scale_for(inputs.shape[-1])
+           / options["temperature"])
   smooth = _weighted_smoothing(inputs, embedding, safe_target, weight.detach(), nll, scale)
   loss = torch.where(counted, (1.0 - label_smoothing) * w_y * nll
                      + (label_smoothing / num_classes) * smooth, 0.0)

@@ -14,7 +14,8 @@ of the same signature call one function.
 Blocks (`Blocks`: tokens, classes, the logits' feature block, the gradients'
 column block) come from the options or the platform's defaults and shrink
 until the estimate of what one program keeps on chip (`on_chip_bytes`) fits
-the platform's memories (`ON_CHIP_BYTES`). On a GPU the feature dimension is
+the platform's memories (`on_chip_budget`: `ON_CHIP_BYTES` on a GPU, the
+chip's `TPU_CHIPS` entry on a TPU). On a GPU the feature dimension is
 always blocked, so any `in_features` from 16 up (Gemma's 2304, 3072, 5120,
 ...) fits shared memory and registers; on a TPU whole rows fit VMEM up to
 `M = 8192` and beyond.
@@ -62,10 +63,8 @@ TPU_TILE = (8, 128)
 #     conversions, reductions) and errs on the safe side of the estimate.
 #   cuda "registers": the float32 tiles in registers; with 8 warps, 128 of the
 #     255 registers each thread may have (half of an SM's 256 KiB file).
-#   tpu "vmem": the scoped VMEM the kernels ask Mosaic for (`vmem_limit_bytes`),
-#     per chip (`TPU_CHIPS`); this entry is the generation-agnostic default.
-ON_CHIP_BYTES = {"cuda": {"shared": 160 * 2**10, "registers": 128 * 2**10},
-                 "tpu": {"vmem": 16 * 2**20}}
+# On a TPU, VMEM: the scoped VMEM the kernels ask Mosaic for, per chip (`TPU_CHIPS`).
+ON_CHIP_BYTES = {"cuda": {"shared": 160 * 2**10, "registers": 128 * 2**10}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +95,8 @@ def tpu_chip_of(device_kind: str) -> str:
   """The `TPU_CHIPS` name of a JAX `device_kind` ("TPU v5 lite" -> "v5e"); ""
   (any TPU) for a kind not listed."""
   return next((name for name, chip in TPU_CHIPS.items() if device_kind in chip.device_kinds), "")
+
+
 # 32 threads x 128 four-byte registers: the register tiles one warp holds.
 TRITON_REGISTERS_PER_WARP = 16 * 2**10
 # On cuda the gradients' column block shrinks to this before the token and
@@ -143,7 +144,7 @@ def _itemsize(value: ir.Value) -> int:
 
 def on_chip_bytes(platform: str, site: composites.SoftmaxComposite, blocks: Blocks) -> dict:
   """An estimate of what one program of the kernels keeps on chip, by the
-  memory it is checked against (`ON_CHIP_BYTES`).
+  memory it is checked against (`on_chip_budget`).
 
   cuda, shared memory: the dot operands, `TRITON_STAGES` times over: the
   `[T, K]` and `[C, K]` blocks of the logits' feature loop, the `[C, F]` or

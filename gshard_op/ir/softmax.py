@@ -32,7 +32,7 @@ import numpy as np
 from jaxlib.mlir import ir
 
 from gshard_op.options import SoftmaxOptions
-from gshard_op.reference import smoothing_coefficients
+from gshard_op.reference import is_tempered, smoothing_coefficients
 from gshard_op.ir import builders as b
 
 INT_MAX = int(np.iinfo(np.int32).max)
@@ -274,7 +274,7 @@ class OnlineStats:
     z = chunk.owned_or(chunk.z, -np.inf)
     chunk_max = b.row_max(z)  # NaN if the chunk has one
     m = b.maximum(self.m, chunk_max)
-    e = b.exp(exponent(z, b.rows(shift(m), shape), sm.options.temperature != 1.0))
+    e = b.exp(exponent(z, b.rows(shift(m), shape), is_tempered(sm.options)))
     w = None
     if self.w is None:
       s = b.add(b.mul(self.s, rescale(self.m, m)), b.row_sum(e))
@@ -381,7 +381,7 @@ def logits_cotangent(sm: Softmax, chunk: Chunk, lse: ir.Value, q_mass: ir.Value,
   not own get 0.
   """
   shape = b.shape_of(chunk.z)
-  p = b.exp(exponent(chunk.z, b.rows(lse, shape), sm.options.temperature != 1.0))
+  p = b.exp(exponent(chunk.z, b.rows(lse, shape), is_tempered(sm.options)))
   label_scale, uniform = sm.smoothing
   q = chunk.target(sm)
   if label_scale != 1.0:
