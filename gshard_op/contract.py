@@ -30,6 +30,13 @@ STRING_ATTRIBUTES = ("precision",)
 ADDED = {"precision": (2, "DEFAULT"), "temperature": (3, 1.0), "with_entropy": (4, False),
          "scales_logits": (5, False)}
 
+
+def attributes(version: int = VERSION) -> tuple[str, ...]:
+  """The attributes a composite of `version` carries, floats, bools, then
+  strings: all but those a later version added (`ADDED`)."""
+  return tuple(name for name in FLOAT_ATTRIBUTES + BOOL_ATTRIBUTES + STRING_ATTRIBUTES
+               if version >= ADDED.get(name, (0, None))[0])
+
 FORWARD_OPERANDS = ("x", "embedding", "labels")
 FORWARD_RESULTS = ("per_example_xent", "per_example_argmax", "logsumexp",
                    "logsumexp_squared")

@@ -2,15 +2,19 @@
 
 Names and defaults are Praxis's (`GShardSharedEmbeddingSoftmax`). A `SoftmaxOptions`
 is static: it is a `nondiff` argument of the custom VJP, a parameter of the
-primitives and, through `composite_attributes`, part of the lowered IR.
+primitives and, as the composites' attributes (`to_attributes`, read back by
+`from_attributes`), part of the lowered IR.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import numpy as np
+
+from gshard_op import contract
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +104,46 @@ class SoftmaxOptions:
     name = "DEFAULT" if configured is None else precision_name(
         configured, "jax_default_matmul_precision")
     return dataclasses.replace(self, precision=name)
+
+  def to_attributes(self, in_features: int | None = None) -> dict:
+    """These options as a composite's attributes, keyed by
+    `gshard_op/contract.py`'s names: the floats as f64 (`np.float64`), the
+    bools, and `precision` as fixed here (`with_default_precision`).
+    `logit_scale` is the scale in force, `scale_for(in_features)`, and
+    `scales_logits` says where it applies.
+
+    Without `in_features` (torch's ops take their options so, before any shape
+    is known), `logit_scale` is None where the option is: `from_attributes`
+    reads it only where `scales_logits` is true.
+    """
+    attrs = {name: np.float64(getattr(self, name)) for name in contract.FLOAT_ATTRIBUTES
+             if name != "logit_scale"}
+    attrs["logit_scale"] = (None if in_features is None and not self.scales_logits
+                            else np.float64(self.scale_for(in_features)))
+    attrs.update({name: bool(getattr(self, name)) for name in contract.BOOL_ATTRIBUTES})
+    fixed = self.with_default_precision()
+    attrs.update({name: str(getattr(fixed, name)) for name in contract.STRING_ATTRIBUTES})
+    return attrs
+
+  @classmethod
+  def from_attributes(cls, values: Mapping, version: int = contract.VERSION) -> "SoftmaxOptions":
+    """The options of a composite of `version` whose attributes have the plain
+    values `values` (as `to_attributes` gives them, or read from the IR).
+
+    An attribute a later version added takes the value the older math had
+    (`contract.ADDED`: precision DEFAULT, temperature 1, ...), whatever
+    `values` holds. `logit_scale` is the option only where `scales_logits`;
+    elsewhere the inputs are scaled by `M**-0.5` (None). Raises what
+    `SoftmaxOptions` raises for a bad value.
+    """
+    carried = contract.attributes(version)
+
+    def value(name):
+      return values[name] if name in carried else contract.ADDED[name][1]
+
+    options = {field.name: value(field.name) for field in dataclasses.fields(cls)
+               if field.name != "logit_scale"}
+    return cls(**options, logit_scale=value("logit_scale") if value("scales_logits") else None)
 
 
 # The smallest temperature: float32's smallest normal number. Below it `1 / T`
