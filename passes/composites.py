@@ -82,6 +82,12 @@ def _attribute(op, attrs, key, kind, what: str):
                            f"{what}, got {attrs[key]}") from None
 
 
+# The MLIR attribute class of each composite attribute, and its type in words.
+_KINDS = {**dict.fromkeys(contract.FLOAT_ATTRIBUTES, (ir.FloatAttr, "an f64 float")),
+          **dict.fromkeys(contract.BOOL_ATTRIBUTES, (ir.BoolAttr, "a bool")),
+          **dict.fromkeys(contract.STRING_ATTRIBUTES, (ir.StringAttr, "a string"))}
+
+
 def _op_attribute(op, key, kind, what: str):
   """`kind(op.attributes[key])`, with a RewriteError as `_attribute` gives."""
   if key not in op.attributes:
@@ -104,24 +110,11 @@ def match(op: ir.Operation) -> SoftmaxComposite:
                            f"understands versions {', '.join(map(str, contract.READABLE_VERSIONS))}")
   _op_attribute(op, "decomposition", ir.FlatSymbolRefAttr, "a symbol reference")
   attrs = _op_attribute(op, "composite_attributes", ir.DictAttr, "a dictionary")
-  def read(key, kind, what):
-    # An attribute a later version added has, in an older composite, the value
-    # the older math had (precision DEFAULT, temperature 1).
-    added_in, before = contract.ADDED.get(key, (0, None))
-    return _attribute(op, attrs, key, kind, what) if version >= added_in else before
-
-  values = {k: read(k, ir.FloatAttr, "an f64 float") for k in contract.FLOAT_ATTRIBUTES}
-  flags = {k: read(k, ir.BoolAttr, "a bool") for k in contract.BOOL_ATTRIBUTES}
-  strings = {k: read(k, ir.StringAttr, "a string") for k in contract.STRING_ATTRIBUTES}
+  # The attributes this version carries, each of its type; those a later
+  # version added take, in `from_attributes`, the value the older math had.
+  values = {key: _attribute(op, attrs, key, *_KINDS[key]) for key in contract.attributes(version)}
   try:
-    options = SoftmaxOptions(
-        soft_cap_logits=values["soft_cap_logits"], logits_abs_max=values["logits_abs_max"],
-        z_loss_weight=values["z_loss_weight"],
-        label_smoothing_prob=values["label_smoothing_prob"],
-        use_tgt_labels_size_as_loss_denominator=flags["use_tgt_labels_size_as_loss_denominator"],
-        precision=strings["precision"], temperature=values["temperature"],
-        with_entropy=flags["with_entropy"],
-        logit_scale=values["logit_scale"] if flags["scales_logits"] else None)
+    options = SoftmaxOptions.from_attributes(values, version)
   except (TypeError, ValueError) as e:
     raise RewriteError(op, f"bad composite_attributes: {e}") from None
 
