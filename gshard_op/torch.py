@@ -265,17 +265,17 @@ def _to_torch(arrays, inputs) -> list[Tensor]:
 
 
 # The ops' schemas take primitive types only, so a call's options cross into
-# them as one string, `SoftmaxOptions`' fields as JSON (every field: an option
-# added to `SoftmaxOptions` crosses with no change here), and come back out
-# through `_config`.
+# them as one string: the composites' attributes (`SoftmaxOptions.to_attributes`,
+# so an option added there crosses with no change here) as JSON, the precision
+# fixed where the call is made, and come back out through `_config`.
 
 def _encode(options: SoftmaxOptions) -> str:
-  return json.dumps(dataclasses.asdict(options), sort_keys=True)
+  return json.dumps(options.to_attributes(), sort_keys=True)
 
 
 def _config(options: str, ignore_index: int, return_logits: bool) -> _Config:
-  return _Config(SoftmaxOptions(**json.loads(options)), ignore_index=ignore_index,
-                 return_logits=return_logits)
+  return _Config(SoftmaxOptions.from_attributes(json.loads(options)),
+                 ignore_index=ignore_index, return_logits=return_logits)
 
 
 # --- the forward op -------------------------------------------------------------------
@@ -541,7 +541,8 @@ def shared_embedding_softmax(inputs: Tensor, embedding: Tensor, class_weights: T
       of tokens, ignored ones included (Praxis), which gives 0 there instead.
     precision: of the op's matmuls, as `jax.lax.Precision` names it
       ("default", "high", "highest", ...); None follows JAX's
-      `jax_default_matmul_precision` where the op is first compiled.
+      `jax_default_matmul_precision` where the function is called (under
+      torch.compile, where it is traced).
     temperature: the logits become `z / T` after the cap and the clip.
     with_entropy: also return `per_example_entropy` (differentiable), the
       softmax's entropy per token, computed in the same sweep as the loss.
