@@ -30,6 +30,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import gshard_op  # noqa: E402
 import gshard_op.torch as gt  # noqa: E402
+from gshard_op.torch import _dlpack, _jax_step, _ops  # noqa: E402
 
 BATCH, M, V = (3, 5), 16, 37  # 15 tokens, V not a power of two
 IGNORE = -100
@@ -120,12 +121,12 @@ def fused_path(name, opts):
 def vjp_calls(monkeypatch):
   """Counts the general-gradient calls of the backward op."""
   calls = []
-  original = gt._vjp_fn
+  original = _jax_step.vjp_fn
 
   def counting(config):
     fn = original(config)
     return lambda *a: (calls.append(config), fn(*a))[1]
-  monkeypatch.setattr(gt, "_vjp_fn", counting)
+  monkeypatch.setattr(_jax_step, "vjp_fn", counting)
   return calls
 
 
@@ -543,13 +544,13 @@ def test_torch_compile_fullgraph():
 
 @pytest.fixture
 def op_configs(monkeypatch):
-  """The `_Config`s the ops build their JAX steps for, in call order."""
+  """The `Config`s the ops build their JAX steps for, in call order."""
   seen = []
-  for name in ("_forward_fn", "_fused_fn", "_vjp_fn"):
-    def record(config, original=getattr(gt, name)):
+  for name in ("forward_fn", "fused_fn", "vjp_fn"):
+    def record(config, original=getattr(_jax_step, name)):
       seen.append(config)
       return original(config)
-    monkeypatch.setattr(gt, name, record)
+    monkeypatch.setattr(_jax_step, name, record)
   return seen
 
 
@@ -585,7 +586,7 @@ def test_every_option_crosses_into_the_op():
   changed = {k: v for k, v in changed.items() if k in fields}
   assert set(changed) == set(fields), f"new options to cover here: {set(fields) - set(changed)}"
   options = gshard_op.SoftmaxOptions(**changed)
-  assert gt._config(gt._encode(options), IGNORE, False).options == options
+  assert _jax_step.decode(_jax_step.encode(options), IGNORE, False).options == options
   x, e, w, ids, _, _ = make_case(23)
   got = gt.shared_embedding_softmax(x, e, w, ids, options=options)
   want = gshard_op.shared_embedding_softmax(x.numpy(), e.numpy(), w.numpy(), ids.numpy(),
@@ -622,10 +623,10 @@ def test_precision_reaches_the_jax_step(front_end, op_configs):
   n = math.prod(BATCH)
   specs = (jax.ShapeDtypeStruct((n, M), jnp.float32), jax.ShapeDtypeStruct((V, M), jnp.float32),
            jax.ShapeDtypeStruct((n,), jnp.int32), None, jax.ShapeDtypeStruct((n,), jnp.float32))
-  assert "HIGHEST" in gt._fused_fn(op_configs[0]).lower(*specs).as_text()
+  assert "HIGHEST" in _jax_step.fused_fn(op_configs[0]).lower(*specs).as_text()
   default = dataclasses.replace(op_configs[0], options=dataclasses.replace(
       op_configs[0].options, precision=None))
-  assert "HIGHEST" not in gt._fused_fn(default).lower(*specs).as_text()
+  assert "HIGHEST" not in _jax_step.fused_fn(default).lower(*specs).as_text()
 
 
 def test_opcheck():
@@ -634,10 +635,10 @@ def test_opcheck():
   e = torch.randn(11, 8, requires_grad=True)
   ids = torch.randint(0, 11, (6,), dtype=torch.int32)
   for precision in (None, "highest"):
-    options = (gt._encode(gshard_op.SoftmaxOptions(
+    options = (_jax_step.encode(gshard_op.SoftmaxOptions(
         z_loss_weight=0.1, label_smoothing_prob=0.1, precision=precision)), IGNORE, True)
     for with_grads in (False, True):
-      result = torch.library.opcheck(gt._softmax_op,
+      result = torch.library.opcheck(_ops.softmax_op,
                                      (x, e, ids, None, torch.rand(6), *options, with_grads))
       assert set(result.values()) == {"SUCCESS"}, result
 
@@ -647,17 +648,17 @@ def test_opcheck():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int32])
 def test_dlpack_is_zero_copy(dtype):
   t = torch.arange(64).reshape(8, 8).to(dtype)
-  a = gt._to_jax(t)
+  a = _dlpack.to_jax(t)
   assert a.dtype == jnp.dtype(str(dtype).removeprefix("torch."))
   assert a.unsafe_buffer_pointer() == t.data_ptr()
   b = jnp.ones((4, 4), a.dtype)
-  (tb,) = gt._to_torch([b], ())
+  (tb,) = _dlpack.to_torch([b], ())
   assert tb.data_ptr() == b.unsafe_buffer_pointer()
   # A view at an odd offset is copied by JAX (it wants aligned data), not misread.
   view = t.reshape(-1)[1:]
-  assert torch.equal(torch.from_dlpack(gt._to_jax(view)), view)
+  assert torch.equal(torch.from_dlpack(_dlpack.to_jax(view)), view)
   # An output that would alias an input (JAX forwards returned inputs) is copied.
-  (same,) = gt._to_torch([a], (t,))
+  (same,) = _dlpack.to_torch([a], (t,))
   assert same.data_ptr() != t.data_ptr() and torch.equal(same, t)
 
 
