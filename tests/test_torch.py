@@ -11,6 +11,7 @@ loss is the classic bug.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -942,6 +943,116 @@ def test_cross_entropy_options_under_torch_compile():
     assert_close(got, ref, 1e-5, 1e-6, "compiled")
   with pytest.raises(TypeError):
     gt.cross_entropy(x, e, ids, None, "mean")  # torch's `weight`, `reduction` are keywords
+
+
+# --- gt.linear_cross_entropy: F.linear_cross_entropy's signature --------------------------
+
+LINEAR_CASES = [(kind, weighted, smoothing, reduction, ignore)
+                for kind in ("indices", "probabilities")
+                for weighted in (False, True)
+                for smoothing in (0.0, 0.2)
+                for reduction in ("mean", "sum", "none")
+                for ignore in ((None, 3) if kind == "indices" else (None,))]
+
+
+def _linear_case(name):
+  """`x[N, M]`, `E[V, M]` and a generator for the case `name`."""
+  g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+  n = math.prod(BATCH)
+  return torch.randn(n, M, generator=g), torch.randn(V, M, generator=g), g
+
+
+@pytest.mark.parametrize("kind,weighted,smoothing,reduction,ignore", LINEAR_CASES,
+                         ids=["-".join(map(str, c)) for c in LINEAR_CASES])
+def test_linear_cross_entropy_matches_torch(kind, weighted, smoothing, reduction, ignore,
+                                            op_configs):
+  """`gt.linear_cross_entropy(input, linear_weight, target, ...)` against torch's
+  `F.linear_cross_entropy` (its reference path) and `F.cross_entropy(F.linear(
+  input, linear_weight), ...)`: the same logits, unscaled, values and
+  gradients, with `ignore_index` left to torch's default (-100 for class
+  indices) or set to a class id; computed by the op, not densely."""
+  x, e, g = _linear_case(f"linear{kind}{weighted}{smoothing}{reduction}{ignore}")
+  n = x.shape[0]
+  if kind == "probabilities":
+    target = torch.softmax(2.0 * torch.randn(n, V, generator=g), -1)
+  else:
+    target = torch.randint(0, V, (n,), generator=g)
+    target[[1, 4, 9]] = IGNORE if ignore is None else ignore
+  kwargs = dict(reduction=reduction, label_smoothing=smoothing)
+  if weighted:
+    kwargs["weight"] = 2.0 * torch.rand(V, generator=g)
+  if ignore is not None:
+    kwargs["ignore_index"] = ignore
+  cot = torch.randn(n if reduction == "none" else (), generator=g)
+
+  def value_and_grads(fn):
+    xr, er = x.clone().requires_grad_(), e.clone().requires_grad_()
+    loss = fn(xr, er)
+    (loss * cot).sum().backward()
+    return loss.detach(), xr.grad, er.grad
+
+  ours = value_and_grads(lambda x, e: gt.linear_cross_entropy(x, e, target, **kwargs))
+  assert op_configs, "the op did not run"
+  assert {c.options.logit_scale for c in op_configs} == {1.0}
+  dense_kwargs = dict(kwargs, ignore_index=IGNORE if ignore is None else ignore)
+  references = {
+      "F.linear_cross_entropy": lambda x, e: F.linear_cross_entropy(x, e, target, **kwargs),
+      "F.cross_entropy": lambda x, e: F.cross_entropy(F.linear(x, e), target, **dense_kwargs)}
+  rtol, atol, grad_rtol, grad_atol = TOL[torch.float32]
+  for name, fn in references.items():
+    want = value_and_grads(fn)
+    assert ours[0].shape == want[0].shape, name
+    for got, ref, what, tol in zip(ours, want, ("loss", "d_input", "d_linear_weight"),
+                                   ((rtol, atol), (grad_rtol, grad_atol), (grad_rtol, grad_atol))):
+      assert_close(got, ref, *tol, f"{name} {what}")
+  if kind == "indices" and reduction == "none":
+    assert torch.all(ours[0][[1, 4, 9]] == 0)  # the ignored tokens
+
+
+def test_linear_cross_entropy_under_torch_compile(op_configs):
+  """`torch.compile(fullgraph=True)` traces it without a graph break (the op, no
+  dense fallback) and equals eager and torch, with `ignore_index` and label
+  smoothing; torch's chunking options are taken and change nothing."""
+  x, e, g = _linear_case("linear-compiled")
+  target = torch.randint(0, V, (x.shape[0],), generator=g)
+  target[:3] = IGNORE
+  chunking = torch.nn.LinearCrossEntropyOptions()
+  fn = lambda x, e: gt.linear_cross_entropy(x, e, target, label_smoothing=0.1,
+                                            options=chunking)
+  compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+  reference = lambda x, e: F.cross_entropy(F.linear(x, e), target, label_smoothing=0.1)
+  results = []
+  for f in (compiled, fn, reference):
+    xr, er = x.clone().requires_grad_(), e.clone().requires_grad_()
+    loss = f(xr, er)
+    loss.backward()
+    results.append((loss.detach(), xr.grad, er.grad))
+    if f is compiled:
+      assert op_configs, "the compiled function did not run the op"
+  for other, what in ((results[1], "eager"), (results[2], "torch")):
+    for got, ref in zip(results[0], other):
+      assert_close(got, ref, 1e-4, 2e-5, f"compiled against {what}")
+
+
+def test_linear_cross_entropy_argument_errors():
+  x, e, g = _linear_case("linear-errors")
+  y = torch.randint(0, V, (x.shape[0],), generator=g)
+  with pytest.raises(NotImplementedError, match="takes no linear_bias"):
+    gt.linear_cross_entropy(x, e, y, linear_bias=torch.zeros(V))
+  with pytest.raises(TypeError, match="options must be None or a torch.nn.LinearCrossEntropyOptions"):
+    gt.linear_cross_entropy(x, e, y, options=gshard_op.SoftmaxOptions())
+  with pytest.raises(ValueError, match="reduction"):
+    gt.linear_cross_entropy(x, e, y, reduction="avg")
+  with pytest.raises(ValueError, match="weight must be"):
+    gt.linear_cross_entropy(x, e, y, weight=torch.ones(V + 1))
+  with pytest.raises(ValueError, match="label_smoothing"):
+    gt.linear_cross_entropy(x, e, y, label_smoothing=1.5)
+  with pytest.raises(ValueError, match="in_features"):
+    gt.linear_cross_entropy(x[:, :3], e, y)
+  with pytest.raises(TypeError):
+    gt.linear_cross_entropy(x, e, y, None, None)  # torch's keywords are keyword-only
+  assert list(inspect.signature(gt.linear_cross_entropy).parameters)[:9] == list(
+      inspect.signature(F.linear_cross_entropy).parameters)
 
 
 # --- the layer on an existing embedding -------------------------------------------------

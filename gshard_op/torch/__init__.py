@@ -6,6 +6,7 @@
     (out["avg_xent"] + out["z_loss"]).backward()
 
     loss = gt.cross_entropy(x, layer.embedding, labels, label_smoothing=0.1)
+    loss = gt.linear_cross_entropy(hidden, lm_head.weight, labels)  # F.linear_cross_entropy's
 
 Torch semantics at the edges: `avg_xent` (and `z_loss`) divide by the weight
 of the tokens that are not ignored, as `F.cross_entropy`'s mean does, so a
@@ -13,8 +14,10 @@ batch whose labels are all `ignore_index` gives NaN with zero gradients, as
 torch does (`use_tgt_labels_size_as_loss_denominator=True` restores Praxis's
 count of all tokens). `cross_entropy` takes `F.cross_entropy`'s arguments
 (`weight`, `reduction`, `ignore_index`, `label_smoothing`) and equals it on
-the scaled logits. Second derivatives are refused with an error that says what
-to use instead, as torch's own chunked `F.linear_cross_entropy` refuses them.
+the scaled logits; `linear_cross_entropy` is `F.linear_cross_entropy`, its
+arguments and its unscaled logits. Second derivatives are refused with an
+error that says what to use instead, as torch's own chunked
+`F.linear_cross_entropy` refuses them.
 
 The compute is JAX's: the op's body hands the torch tensors to JAX with DLPack
 (zero-copy for contiguous tensors whose data is aligned as XLA wants it, as
@@ -42,10 +45,10 @@ One module per concern:
 from gshard_op.torch._allocator import JAX_ALLOCATOR  # first: before JAX's backend starts
 
 from gshard_op.outputs import FIELDS  # noqa: F401  (gt.FIELDS: the order of the returned dict)
-from gshard_op.torch._cross_entropy import cross_entropy
+from gshard_op.torch._cross_entropy import cross_entropy, linear_cross_entropy
 from gshard_op.torch._functional import TORCH_DEFAULTS  # noqa: F401  (the options' defaults here)
 from gshard_op.torch._functional import shared_embedding_softmax
 from gshard_op.torch._layer import GShardSharedEmbeddingSoftmax
 
 __all__ = ["JAX_ALLOCATOR", "GShardSharedEmbeddingSoftmax", "cross_entropy",
-           "shared_embedding_softmax"]
+           "linear_cross_entropy", "shared_embedding_softmax"]

@@ -96,6 +96,51 @@ def cross_entropy(inputs: Tensor, embedding: Tensor, target: Tensor, *,
                                     label_smoothing, dtype, options)
 
 
+# torch's chunking options (torch >= 2.12); None where this torch has none.
+_TORCH_CHUNKING = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+
+
+def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *,
+                         linear_bias: Tensor | None = None, weight: Tensor | None = None,
+                         reduction: str = "mean", ignore_index: int | None = None,
+                         label_smoothing: float = 0.0, options=None,
+                         soft_cap_logits: float = 0.0, logits_abs_max: float = 0.0,
+                         z_loss_weight: float = 0.0, temperature: float = 1.0,
+                         logit_scale: float | None = 1.0,
+                         precision: str | None = None) -> Tensor:
+  """`F.linear_cross_entropy(input, linear_weight, target, ...)` computed by
+  the op: `F.cross_entropy(F.linear(input, linear_weight), target, ...)`
+  without the `[..., V]` logits, differentiable (the fused gradient for "mean"
+  and "sum") and traced by `torch.compile(fullgraph=True)` without a break.
+
+  torch's arguments, names, order and defaults: `ignore_index=None` is -100
+  for class indices, and `options` (torch's `LinearCrossEntropyOptions`, its
+  chunking) may be given and changes nothing, as the op always works a chunk
+  at a time. `linear_bias` must be None: the op's logits have no bias. Then,
+  keyword-only, the op's options as in `cross_entropy`, which this is with
+  `logit_scale=1.0` (the default here: the logits are `input @
+  linear_weight.T`, torch's; None scales `input` by `M**-0.5`, Praxis's).
+  `input` may be `[..., M]` with `target` `[...]` (or `[..., V]`
+  probabilities). Second derivatives are refused, as torch's chunked path
+  refuses them.
+  """
+  if linear_bias is not None:
+    raise NotImplementedError(
+        "gshard_op.torch.linear_cross_entropy takes no linear_bias: the op's logits are "
+        "input @ linear_weight.T (a shared embedding has no bias); use "
+        "F.linear_cross_entropy for a head with a bias")
+  if options is not None and (_TORCH_CHUNKING is None
+                              or not isinstance(options, _TORCH_CHUNKING)):
+    raise TypeError("options must be None or a torch.nn.LinearCrossEntropyOptions (the op "
+                    "always computes a chunk at a time); the op's own options are keywords "
+                    f"(soft_cap_logits=, z_loss_weight=, ...), got {type(options).__name__}")
+  return cross_entropy(input, linear_weight, target, weight=weight, reduction=reduction,
+                       ignore_index=-100 if ignore_index is None else ignore_index,
+                       label_smoothing=label_smoothing, soft_cap_logits=soft_cap_logits,
+                       logits_abs_max=logits_abs_max, z_loss_weight=z_loss_weight,
+                       temperature=temperature, logit_scale=logit_scale, precision=precision)
+
+
 def _reduced(out, per_token: Tensor, reduction: str) -> Tensor:
   """The op's fields as torch's reductions; "mean" and "sum" are float32
   whatever the inputs' dtype (torch's would have the logits' dtype)."""
