@@ -15,18 +15,21 @@
 // The primitive alone, all four per-token results used.
 // CHECK-LABEL: func.func public @forward_ids(
 // CHECK-SAME:      %[[X:[^:]+]]: tensor<8x16xf32>, %[[E:[^:]+]]: tensor<50x16xf32>, %[[IDS:[^:]+]]: tensor<8xi32>)
-// CHECK:         %[[LOOP:[^:]+]]:{{[0-9]+}} = stablehlo.while(
+// The loop carries the embedding and x as loop invariants (JAX's fori_loop),
+// returned unchanged by the body.
+// CHECK:         %[[LOOP:[^:]+]]:{{[0-9]+}} = stablehlo.while({{.*}}%[[EA:[^ ]+]] = %[[E]], %[[XA:[^ ]+]] = %[[X]],
+// CHECK-SAME:      attributes {gshard.plan = "gshard-chunk-softmax: token_chunk=8 vocab_chunk=16"}
 // CHECK:         cond {
 // CHECK:         } do {
-// CHECK:           %[[EC:[^ ]+]] = stablehlo.dynamic_slice %[[E]], {{.*}} : (tensor<50x16xf32>, tensor<i32>, tensor<i32>) -> tensor<16x16xf32>
+// CHECK:           %[[EC:[^ ]+]] = stablehlo.dynamic_slice %[[EA]], {{.*}} : (tensor<50x16xf32>, tensor<i32>, tensor<i32>) -> tensor<16x16xf32>
 // The logit scale goes on the [16, 16] slice, and x enters the dot unscaled.
 // CHECK:           %[[ECS:[^ ]+]] = stablehlo.multiply %[[EC]], %{{[^ ]+}} : tensor<16x16xf32>
-// CHECK:           stablehlo.dot_general %[[X]], %[[ECS]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// CHECK:           stablehlo.dot_general %[[XA]], %[[ECS]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
 // CHECK:           stablehlo.reduce({{.*}}) applies stablehlo.maximum across dimensions = [1] : (tensor<8x16xf32>, tensor<f32>) -> tensor<8xf32>
 // CHECK:           stablehlo.exponential %{{[^ ]+}} : tensor<8x16xf32>
 // No one-hot target in the loop: the ids are not broadcast over the chunk.
 // CHECK-NOT:       stablehlo.broadcast_in_dim %[[IDS]]
-// CHECK:           stablehlo.return
+// CHECK:           stablehlo.return %[[EA]], %[[XA]],
 // CHECK:         }
 // The target logit: each token's own embedding row, gathered once.
 // CHECK:         "stablehlo.gather"(%[[E]], %{{[^)]+}}) {{.*}} : (tensor<50x16xf32>, tensor<8x1xi32>) -> tensor<8x16xf32>

@@ -17,25 +17,27 @@
 // CHECK-SAME:      %[[X:[^:]+]]: tensor<8x16xf32>, %[[E:[^:]+]]: tensor<50x16xf32>
 // Forward.
 // CHECK:         stablehlo.while(
+// CHECK-SAME:      attributes {gshard.plan = "gshard-chunk-softmax: token_chunk=8 vocab_chunk=16"}
 // CHECK:           stablehlo.dot_general {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
 // CHECK:           stablehlo.return
-// Gradient: carries d_x and d_embedding.
-// CHECK:         %[[GRAD:[^:]+]]:{{[0-9]+}} = stablehlo.while({{.*}}) : tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32>
+// Gradient: carries the embedding and x (loop invariants of JAX's fori_loop)
+// and, last, d_x and d_embedding.
+// CHECK:         %[[GRAD:[^:]+]]:{{[0-9]+}} = stablehlo.while({{.*}}%[[EA:[^ ]+]] = %[[E]], %[[XA:[^ ]+]] = %[[X]],
+// CHECK-SAME:      : {{.*}}tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32> attributes {gshard.plan = "gshard-chunk-softmax: token_chunk=8 vocab_chunk=16"}
 // CHECK:         cond {
 // CHECK:         } do {
-// CHECK:           %[[EC:[^ ]+]] = stablehlo.dynamic_slice %[[E]], {{.*}} -> tensor<16x16xf32>
+// CHECK:           %[[EC:[^ ]+]] = stablehlo.dynamic_slice %[[EA]], {{.*}} -> tensor<16x16xf32>
 // CHECK:           %[[ECS:[^ ]+]] = stablehlo.multiply %[[EC]], %{{[^ ]+}} : tensor<16x16xf32>
-// CHECK:           stablehlo.dot_general %[[X]], %[[ECS]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// CHECK:           stablehlo.dot_general %[[XA]], %[[ECS]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
 // CHECK:           stablehlo.exponential %{{[^ ]+}} : tensor<8x16xf32>
 // d_x from the scaled slice (no scaling after the loop), d_embedding scaled per chunk.
 // CHECK:           stablehlo.dot_general %{{[^ ]+}}, %[[ECS]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
 // CHECK:           stablehlo.dot_general {{.*}} : (tensor<8x16xf32>, tensor<8x16xf32>) -> tensor<16x16xf32>
 // CHECK:           stablehlo.multiply {{.*}} : tensor<16x16xf32>
 // CHECK:           stablehlo.dynamic_update_slice {{.*}} : (tensor<50x16xf32>, tensor<16x16xf32>, tensor<i32>, tensor<i32>) -> tensor<50x16xf32>
-// CHECK:           stablehlo.return
+// CHECK:           stablehlo.return %[[EA]], %[[XA]],
 // CHECK:         }
 // CHECK:         return {{.*}}, %[[GRAD]]#{{[0-9]+}} : tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>
-
 func.func public @value_and_grad_ids(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8x1xf32>, %arg3: tensor<8x1xi32>) -> (tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>) {
   %0 = stablehlo.reshape %arg3 : (tensor<8x1xi32>) -> tensor<8xi32>
   %1 = stablehlo.reshape %arg2 : (tensor<8x1xf32>) -> tensor<8xf32>

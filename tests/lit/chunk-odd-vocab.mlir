@@ -11,30 +11,37 @@
 
 // C16-LABEL: func.func public @forward_ids(
 // C16-SAME:      %{{[^:]+}}: tensor<8x16xf32>, %[[E:[^:]+]]: tensor<50x16xf32>
-// C16:         stablehlo.while(
+// C16:         stablehlo.while({{.*}}%[[EA:[^ ]+]] = %[[E]],
 // C16:         cond {
 // C16-NEXT:      %[[TRIPS:[^ ]+]] = stablehlo.constant dense<4> : tensor<i32>
 // C16-NEXT:      stablehlo.compare LT, %{{[^ ]+}}, %[[TRIPS]]
 // C16:         } do {
 // C16:           %[[LAST:[^ ]+]] = stablehlo.constant dense<34> : tensor<i32>
 // C16-NEXT:      %[[START:[^ ]+]] = stablehlo.minimum %{{[^ ]+}}, %[[LAST]] : tensor<i32>
-// C16:           stablehlo.dynamic_slice %[[E]], %[[START]], {{.*}} sizes = [16, 16] : (tensor<50x16xf32>, tensor<i32>, tensor<i32>) -> tensor<16x16xf32>
-// C16:           %[[LOGITS:[^ ]+]] = stablehlo.dot_general {{.*}} -> tensor<8x16xf32>
-// C16:           %[[CLASS:[^ ]+]] = stablehlo.iota dim = 1 : tensor<8x16xi32>
-// C16:           %[[NEW:[^ ]+]] = stablehlo.compare GE, %{{[^ ]+}}, %{{[^ ]+}}, SIGNED : (tensor<8x16xi32>, tensor<8x16xi32>) -> tensor<8x16xi1>
-// C16:           %[[NEG_INF:[^ ]+]] = stablehlo.constant dense<0xFF800000> : tensor<8x16xf32>
-// C16-NEXT:      stablehlo.select %[[NEW]], %[[LOGITS]], %[[NEG_INF]] : tensor<8x16xi1>, tensor<8x16xf32>
+// JAX's dynamic_slice wraps a negative start (never one here) before slicing at it.
+// C16:           %[[IDX:[^ ]+]] = stablehlo.select %{{[^ ]+}}, %{{[^ ]+}}, %[[START]] : tensor<i1>, tensor<i32>
+// C16:           stablehlo.dynamic_slice %[[EA]], %[[IDX]], {{.*}} sizes = [16, 16] : (tensor<50x16xf32>, tensor<i32>, tensor<i32>) -> tensor<16x16xf32>
+// The mask: a class is new if start + j >= the chunk's nominal start i * 16,
+// computed for the chunk's [1, 16] classes and broadcast over the tokens.
+// C16-DAG:       %[[NEW:[^ ]+]] = stablehlo.compare GE, %{{[^ ]+}}, %{{[^ ]+}}, SIGNED : (tensor<1x16xi32>, tensor<1x16xi32>) -> tensor<1x16xi1>
+// C16-DAG:       %[[LOGITS:[^ ]+]] = stablehlo.dot_general {{.*}} -> tensor<8x16xf32>
+// C16:           %[[NEWB:[^ ]+]] = stablehlo.broadcast_in_dim %[[NEW]], dims = [0, 1] : (tensor<1x16xi1>) -> tensor<8x16xi1>
+// C16:           stablehlo.constant dense<0xFF800000> : tensor<f32>
+// C16:           %[[NEG_INF:[^ ]+]] = stablehlo.broadcast_in_dim %{{[^ ]+}}, dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+// C16-NEXT:      stablehlo.select %[[NEWB]], %[[LOGITS]], %[[NEG_INF]] : tensor<8x16xi1>, tensor<8x16xf32>
 // C16:           stablehlo.return
 
+// No mask when 25 divides V: no [1, 25] mask and no select over the logits.
 // C25-LABEL: func.func public @forward_ids(
 // C25:         cond {
 // C25-NEXT:      stablehlo.constant dense<2> : tensor<i32>
 // C25:         } do {
-// C25-NOT:       0xFF800000> : tensor<8x25xf32>
+// C25-NOT:       tensor<1x25xi1>
 // C25:           stablehlo.dynamic_slice {{.*}} sizes = [25, 16] : (tensor<50x16xf32>, tensor<i32>, tensor<i32>) -> tensor<25x16xf32>
-// C25-NOT:       0xFF800000> : tensor<8x25xf32>
+// C25-NOT:       tensor<1x25xi1>
 // C25:           stablehlo.dot_general {{.*}} : (tensor<8x16xf32>, tensor<25x16xf32>) -> tensor<8x25xf32>
-// C25-NOT:       0xFF800000> : tensor<8x25xf32>
+// C25-NOT:       : tensor<8x25xi1>, tensor<8x25xf32>
+// C25-NOT:       tensor<1x25xi1>
 // C25:           stablehlo.return
 
 // C64-LABEL: func.func public @forward_ids(
@@ -118,20 +125,23 @@ func.func private @argmax(%arg0: tensor<8x50xf32>) -> tensor<8xi32> {
 // The gradient loop masks the cotangent of the overlapping classes, which
 // feeds both the d_x and the d_embedding dots: rows 34..47 are not counted twice.
 // C16-LABEL: func.func public @value_and_grad_ids(
-// C16:         stablehlo.while({{.*}}) : tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32>
+// C16:         stablehlo.while({{.*}}) : {{.*}}tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32> attributes
 // C16:         } do {
-// C16:           %[[NEW:[^ ]+]] = stablehlo.compare GE, %{{[^ ]+}}, %{{[^ ]+}}, SIGNED : (tensor<8x16xi32>, tensor<8x16xi32>) -> tensor<8x16xi1>
-// C16:           stablehlo.select %[[NEW]], %{{[^ ]+}}, %{{[^ ]+}} : tensor<8x16xi1>, tensor<8x16xf32>
-// C16:           stablehlo.dot_general %[[DZ:[^,]+]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// C16:           %[[NEW:[^ ]+]] = stablehlo.compare GE, %{{[^ ]+}}, %{{[^ ]+}}, SIGNED : (tensor<1x16xi32>, tensor<1x16xi32>) -> tensor<1x16xi1>
+// C16:           %[[NEWB:[^ ]+]] = stablehlo.broadcast_in_dim %[[NEW]], dims = [0, 1] : (tensor<1x16xi1>) -> tensor<8x16xi1>
+// The target's one-hot chunk is masked, then the cotangent itself (dz).
+// C16:           stablehlo.select %[[NEWB]], %{{[^ ]+}}, %{{[^ ]+}} : tensor<8x16xi1>, tensor<8x16xf32>
+// C16:           %[[DZ:[^ ]+]] = stablehlo.select %[[NEWB]], %{{[^ ]+}}, %{{[^ ]+}} : tensor<8x16xi1>, tensor<8x16xf32>
+// C16:           stablehlo.dot_general %[[DZ]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
 // C16:           stablehlo.dot_general %[[DZ]], {{.*}} : (tensor<8x16xf32>, tensor<8x16xf32>) -> tensor<16x16xf32>
 // C16:           stablehlo.dynamic_update_slice {{.*}} : (tensor<50x16xf32>, tensor<16x16xf32>, tensor<i32>, tensor<i32>) -> tensor<50x16xf32>
 
 // C25-LABEL: func.func public @value_and_grad_ids(
-// C25:         stablehlo.while({{.*}}) : tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32>
+// C25:         stablehlo.while({{.*}}) : {{.*}}tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32> attributes
 // C25:           stablehlo.dynamic_update_slice {{.*}} : (tensor<50x16xf32>, tensor<25x16xf32>, tensor<i32>, tensor<i32>) -> tensor<50x16xf32>
 
 // C64-LABEL: func.func public @value_and_grad_ids(
-// C64:         stablehlo.while({{.*}}) : tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32>
+// C64:         stablehlo.while({{.*}}) : {{.*}}tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32> attributes
 
 func.func public @value_and_grad_ids(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8x1xf32>, %arg3: tensor<8x1xi32>) -> (tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>) {
   %0 = stablehlo.reshape %arg3 : (tensor<8x1xi32>) -> tensor<8xi32>

@@ -17,9 +17,12 @@
 // CHECK-LABEL: func.func public @soft_cap(
 // CHECK:         stablehlo.while(
 // CHECK:         } do {
-// CHECK:           stablehlo.dot_general {{.*}} -> tensor<8x16xf32>
-// CHECK:           stablehlo.constant dense<5.000000e+00> : tensor<8x16xf32>
-// CHECK:           stablehlo.tanh %{{[^ ]+}} : tensor<8x16xf32>
+// CHECK:           %[[Z:[^ ]+]] = stablehlo.dot_general {{.*}} -> tensor<8x16xf32>
+// CHECK:           %[[CAP:[^ ]+]] = stablehlo.constant dense<5.000000e+00> : tensor<f32>
+// CHECK:           %[[CAPB:[^ ]+]] = stablehlo.broadcast_in_dim %[[CAP]], dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+// CHECK:           %[[ZC:[^ ]+]] = stablehlo.divide %[[Z]], %[[CAPB]] : tensor<8x16xf32>
+// CHECK:           %[[T:[^ ]+]] = stablehlo.tanh %[[ZC]] : tensor<8x16xf32>
+// CHECK:           stablehlo.multiply %{{[^ ]+}}, %[[T]] : tensor<8x16xf32>
 // CHECK:           stablehlo.return
 
 func.func public @soft_cap(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8x1xf32>, %arg3: tensor<8x1xi32>) -> (tensor<f32>, tensor<8xi32>) {
@@ -113,10 +116,16 @@ func.func private @argmax(%arg0: tensor<8x50xf32>) -> tensor<8xi32> {
 // CHECK-NOT:     stablehlo.tanh
 // CHECK:         stablehlo.while(
 // CHECK:         } do {
-// CHECK:           stablehlo.dot_general {{.*}} -> tensor<8x16xf32>
-// CHECK-DAG:       %[[LO:[^ ]+]] = stablehlo.constant dense<-3.000000e+00> : tensor<8x16xf32>
-// CHECK-DAG:       %[[HI:[^ ]+]] = stablehlo.constant dense<3.000000e+00> : tensor<8x16xf32>
-// CHECK:           stablehlo.clamp %[[LO]], %{{[^ ]+}}, %[[HI]] : tensor<8x16xf32>
+// CHECK:           %[[Z:[^ ]+]] = stablehlo.dot_general {{.*}} -> tensor<8x16xf32>
+// The clamp as JAX's clip writes it: min(3, max(-3, z)).
+// CHECK-DAG:       %[[LO:[^ ]+]] = stablehlo.constant dense<-3.000000e+00> : tensor<f32>
+// CHECK-DAG:       %[[HI:[^ ]+]] = stablehlo.constant dense<3.000000e+00> : tensor<f32>
+// CHECK:           %[[LOC:[^ ]+]] = stablehlo.convert %[[LO]] : tensor<f32>
+// CHECK:           %[[LOB:[^ ]+]] = stablehlo.broadcast_in_dim %[[LOC]], dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+// CHECK:           %[[ZLO:[^ ]+]] = stablehlo.maximum %[[LOB]], %[[Z]] : tensor<8x16xf32>
+// CHECK:           %[[HIC:[^ ]+]] = stablehlo.convert %[[HI]] : tensor<f32>
+// CHECK:           %[[HIB:[^ ]+]] = stablehlo.broadcast_in_dim %[[HIC]], dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+// CHECK:           stablehlo.minimum %[[HIB]], %[[ZLO]] : tensor<8x16xf32>
 // CHECK-NOT:     stablehlo.tanh
 // CHECK:           stablehlo.return
 
@@ -401,15 +410,21 @@ func.func private @argmax(%arg0: tensor<8x50xf32>) -> tensor<8xi32> {
 // clipped chunk, uses the smoothed target, and pulls the cotangent back
 // through the clip (zero where |z| >= 3) and the cap (times 1 - tanh^2).
 // CHECK-LABEL: func.func public @value_and_grad_all_options(
+// The cap, then the clip of the capped logits (max with -3, min with 3).
 // CHECK:         stablehlo.while(
-// CHECK:           stablehlo.tanh %{{[^ ]+}} : tensor<8x16xf32>
-// CHECK:           stablehlo.clamp {{.*}} : tensor<8x16xf32>
+// CHECK:           %[[T:[^ ]+]] = stablehlo.tanh %{{[^ ]+}} : tensor<8x16xf32>
+// CHECK:           %[[CAPPED:[^ ]+]] = stablehlo.multiply %{{[^ ]+}}, %[[T]] : tensor<8x16xf32>
+// CHECK:           %[[ZLO:[^ ]+]] = stablehlo.maximum %{{[^ ]+}}, %[[CAPPED]] : tensor<8x16xf32>
+// CHECK:           stablehlo.minimum %{{[^ ]+}}, %[[ZLO]] : tensor<8x16xf32>
 // CHECK:           stablehlo.return
-// CHECK:         stablehlo.while({{.*}}) : tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32>
+// CHECK:         stablehlo.while({{.*}}) : {{.*}}tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32> attributes
 // CHECK:         } do {
-// CHECK:           stablehlo.tanh %{{[^ ]+}} : tensor<8x16xf32>
-// CHECK:           stablehlo.clamp {{.*}} : tensor<8x16xf32>
-// CHECK:           stablehlo.constant dense<2.000000e-03> : tensor<8x16xf32>
+// CHECK:           %[[GT:[^ ]+]] = stablehlo.tanh %{{[^ ]+}} : tensor<8x16xf32>
+// CHECK:           %[[GCAPPED:[^ ]+]] = stablehlo.multiply %{{[^ ]+}}, %[[GT]] : tensor<8x16xf32>
+// CHECK:           %[[GZLO:[^ ]+]] = stablehlo.maximum %{{[^ ]+}}, %[[GCAPPED]] : tensor<8x16xf32>
+// CHECK:           stablehlo.minimum %{{[^ ]+}}, %[[GZLO]] : tensor<8x16xf32>
+// CHECK:           %[[OFF:[^ ]+]] = stablehlo.constant dense<2.000000e-03> : tensor<f32>
+// CHECK:           stablehlo.broadcast_in_dim %[[OFF]], dims = [] : (tensor<f32>) -> tensor<8x16xf32>
 // CHECK:           stablehlo.compare LT, {{.*}} : (tensor<8x16xf32>, tensor<8x16xf32>) -> tensor<8x16xi1>
 // CHECK:           stablehlo.multiply %[[T:[^,]+]], %[[T]] : tensor<8x16xf32>
 // CHECK:           stablehlo.dot_general {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>

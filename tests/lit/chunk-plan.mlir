@@ -11,10 +11,13 @@
 
 // TOKENS-LABEL: func.func public @forward_ids(
 // TOKENS-SAME:      %[[X:[^:]+]]: tensor<8x16xf32>, %{{[^:]+}}: tensor<50x16xf32>, %[[IDS:[^:]+]]: tensor<8xi32>)
-// TOKENS:         stablehlo.while({{.*}}) : tensor<i32>, tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>
+// The outer loop carries x and the ids (loop invariants of JAX's fori_loop)
+// and, last, the four per-token results.
+// TOKENS:         stablehlo.while(%[[XA:[^ ]+]] = %[[X]], %[[IDSA:[^ ]+]] = %[[IDS]],
+// TOKENS-SAME:      tensor<i32>, tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32> attributes {gshard.plan = "gshard-chunk-softmax: token_chunk=4 vocab_chunk=16"}
 // TOKENS:         } do {
-// TOKENS:           stablehlo.dynamic_slice %{{[^ ]+}}, {{.*}} sizes = [4, 16] : (tensor<8x16xf32>, tensor<i32>, tensor<i32>) -> tensor<4x16xf32>
-// TOKENS:           stablehlo.dynamic_slice %[[IDS]], {{.*}} sizes = [4] : (tensor<8xi32>, tensor<i32>) -> tensor<4xi32>
+// TOKENS:           stablehlo.dynamic_slice %[[XA]], {{.*}} sizes = [4, 16] : (tensor<8x16xf32>, tensor<i32>, tensor<i32>) -> tensor<4x16xf32>
+// TOKENS:           stablehlo.dynamic_slice %[[IDSA]], {{.*}} sizes = [4] : (tensor<8xi32>, tensor<i32>) -> tensor<4xi32>
 // TOKENS:           stablehlo.while(
 // TOKENS:             stablehlo.dot_general {{.*}} : (tensor<4x16xf32>, tensor<16x16xf32>) -> tensor<4x16xf32>
 // TOKENS:             stablehlo.return
@@ -107,11 +110,14 @@ func.func private @argmax(%arg0: tensor<8x50xf32>) -> tensor<8xi32> {
 // The gradient under token blocks: d_x is written back block by block, the
 // d_embedding accumulator [50, 16] is carried across all blocks.
 // TOKENS-LABEL: func.func public @value_and_grad_ids(
-// TOKENS:         stablehlo.while({{.*}}) : tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32>
-// TOKENS:           stablehlo.while({{.*}}) : tensor<i32>, tensor<4x16xf32>, tensor<50x16xf32>
+// The outer loop's last carry, d_embedding, seeds the inner loop's last carry,
+// and the inner loop's result is what the outer loop carries on.
+// TOKENS:         stablehlo.while({{.*}}, %[[DE:[^ ]+]] = %{{[^ ]+}}) : {{.*}}tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32> attributes {gshard.plan = "gshard-chunk-softmax: token_chunk=4 vocab_chunk=16"}
+// TOKENS:           %[[INNER:[^:]+]]:{{[0-9]+}} = stablehlo.while({{.*}}, %{{[^ ]+}} = %[[DE]]) : {{.*}}tensor<i32>, tensor<4x16xf32>, tensor<50x16xf32>{{$}}
 // TOKENS:             stablehlo.dot_general {{.*}} : (tensor<4x16xf32>, tensor<16x16xf32>) -> tensor<4x16xf32>
 // TOKENS:             stablehlo.dot_general {{.*}} : (tensor<4x16xf32>, tensor<4x16xf32>) -> tensor<16x16xf32>
 // TOKENS:           stablehlo.dynamic_update_slice {{.*}} : (tensor<8x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<8x16xf32>
+// TOKENS:           stablehlo.return {{.*}}, %[[INNER]]#{{[0-9]+}} : {{.*}}, tensor<8x16xf32>, tensor<50x16xf32>{{$}}
 
 // DEFAULT-LABEL: func.func public @value_and_grad_ids(
 // TINY-LABEL: func.func public @value_and_grad_ids(

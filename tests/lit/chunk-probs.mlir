@@ -4,8 +4,9 @@
 
 // Soft labels: the class probabilities are an [N, V] = [8, 50] input, read one
 // [8, 16] chunk at a time next to the logits chunk, in the forward loop and in
-// the gradient loop. No operation produces an [8, 50] tensor; the
-// decomposition is erased.
+// the gradient loop. No operation computes an [8, 50] tensor (the loops carry
+// the input through unchanged, as JAX's fori_loop carries loop invariants);
+// the decomposition is erased.
 // Inputs: `python tools/make_lit_inputs.py --trim forward_probs value_and_grad_probs`.
 
 // GONE-NOT: stablehlo.composite
@@ -15,12 +16,15 @@
 
 // CHECK-LABEL: func.func public @forward_probs(
 // CHECK-SAME:      %[[X:[^:]+]]: tensor<8x16xf32>, %[[E:[^:]+]]: tensor<50x16xf32>, %{{[^:]+}}: tensor<8x1xf32>, %[[P:[^:]+]]: tensor<8x50xf32>)
-// CHECK:         stablehlo.while(
+// The loop carries the embedding, the probabilities and x as JAX's fori_loop
+// carries loop invariants: the [8, 50] input passes through the loop unchanged
+// (the body returns its argument), only [8, 16] slices of it are read.
+// CHECK:         stablehlo.while(%[[EA:[^ ]+]] = %[[E]], %[[PA:[^ ]+]] = %[[P]], %[[XA:[^ ]+]] = %[[X]],
 // CHECK:         } do {
-// CHECK:           stablehlo.dynamic_slice %[[E]], {{.*}} -> tensor<16x16xf32>
-// CHECK:           stablehlo.dot_general {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
-// CHECK:           stablehlo.dynamic_slice %[[P]], {{.*}} sizes = [8, 16] : (tensor<8x50xf32>, tensor<i32>, tensor<i32>) -> tensor<8x16xf32>
-// CHECK:           stablehlo.return
+// CHECK:           stablehlo.dynamic_slice %[[EA]], {{.*}} -> tensor<16x16xf32>
+// CHECK-DAG:       stablehlo.dot_general %[[XA]], {{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// CHECK-DAG:       stablehlo.dynamic_slice %[[PA]], {{.*}} sizes = [8, 16] : (tensor<8x50xf32>, tensor<i32>, tensor<i32>) -> tensor<8x16xf32>
+// CHECK:           stablehlo.return %[[EA]], %[[PA]], %[[XA]],
 // CHECK:         return {{.*}} : tensor<f32>, tensor<8xi32>
 
 func.func public @forward_probs(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8x1xf32>, %arg3: tensor<8x50xf32>) -> (tensor<f32>, tensor<8xi32>) {
@@ -94,13 +98,13 @@ func.func private @argmax(%arg0: tensor<8x50xf32>) -> tensor<8xi32> {
 
 // CHECK-LABEL: func.func public @value_and_grad_probs(
 // CHECK-SAME:      %[[P:[^:]+]]: tensor<8x50xf32>)
-// CHECK:         stablehlo.while(
-// CHECK:           stablehlo.dynamic_slice %[[P]], {{.*}} sizes = [8, 16] : (tensor<8x50xf32>, tensor<i32>, tensor<i32>) -> tensor<8x16xf32>
-// CHECK:           stablehlo.return
-// CHECK:         stablehlo.while({{.*}}) : tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32>
-// CHECK:           stablehlo.dynamic_slice %[[P]], {{.*}} sizes = [8, 16] : (tensor<8x50xf32>, tensor<i32>, tensor<i32>) -> tensor<8x16xf32>
+// CHECK:         stablehlo.while({{.*}}%[[PA:[^ ]+]] = %[[P]],
+// CHECK:           stablehlo.dynamic_slice %[[PA]], {{.*}} sizes = [8, 16] : (tensor<8x50xf32>, tensor<i32>, tensor<i32>) -> tensor<8x16xf32>
+// CHECK:           stablehlo.return {{.*}}, %[[PA]],
+// CHECK:         stablehlo.while({{.*}}%[[GPA:[^ ]+]] = %[[P]],{{.*}}) : {{.*}}tensor<i32>, tensor<8x16xf32>, tensor<50x16xf32> attributes
+// CHECK:           stablehlo.dynamic_slice %[[GPA]], {{.*}} sizes = [8, 16] : (tensor<8x50xf32>, tensor<i32>, tensor<i32>) -> tensor<8x16xf32>
 // CHECK:           stablehlo.dot_general {{.*}} : (tensor<8x16xf32>, tensor<8x16xf32>) -> tensor<16x16xf32>
-// CHECK:           stablehlo.return
+// CHECK:           stablehlo.return {{.*}}, %[[GPA]],
 // CHECK:         return {{.*}} : tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>
 
 func.func public @value_and_grad_probs(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8x1xf32>, %arg3: tensor<8x50xf32>) -> (tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>) {

@@ -23,38 +23,42 @@
 // CHECK-LABEL: func.func public @value_and_grad_ids(
 // CHECK-SAME:      %[[X:[^:]+]]: tensor<8x16xf32>, %[[E:[^:]+]]: tensor<50x16xf32>
 // CHECK-NOT:     stablehlo.dot_general
-// CHECK:         %[[LOOP:[^:]+]]:7 = stablehlo.while({{.*}}) : tensor<i32>, tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>, tensor<8x16xf32>, tensor<50x16xf32> attributes {gshard.plan = "gshard-fuse-fwd-bwd: token_chunk=4 accumulator=f32"}
+// The loop carries x, the ids, the per-token inputs and the embedding (loop
+// invariants of JAX's fori_loop), then the two counters, the four per-token
+// results, d_x and, last, d_embedding.
+// CHECK:         %[[LOOP:[^:]+]]:16 = stablehlo.while({{.*}}%[[EA:[^ ]+]] = %[[E]],{{.*}}, %[[DEA:[^ ]+]] = %{{[^ ]+}}) : {{.*}}, tensor<50x16xf32>, tensor<i32>, tensor<i32>, tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>, tensor<8x16xf32>, tensor<50x16xf32> attributes {gshard.plan = "gshard-fuse-fwd-bwd: token_chunk=4 accumulator=f32"}
 // CHECK:         cond {
 // CHECK:         } do {
 // CHECK:           %[[XB:[^ ]+]] = stablehlo.dynamic_slice %{{[^ ]+}}, {{.*}} sizes = [4, 16] : (tensor<8x16xf32>, tensor<i32>, tensor<i32>) -> tensor<4x16xf32>
-// CHECK:           %[[Z:[^ ]+]] = stablehlo.dot_general %[[XB]], %{{[^ ]+}}, contracting_dims = [1] x [1] : (tensor<4x16xf32>, tensor<50x16xf32>) -> tensor<4x50xf32>
+// CHECK:           %[[Z:[^ ]+]] = stablehlo.dot_general %[[XB]], %{{[^ ]+}}, contracting_dims = [1] x [1]{{.*}} : (tensor<4x16xf32>, tensor<50x16xf32>) -> tensor<4x50xf32>
 // CHECK:           stablehlo.reduce(%[[Z]] init: %{{[^ ]+}}) applies stablehlo.maximum across dimensions = [1]
 // CHECK:           stablehlo.log
 // CHECK:           %[[DZ:[^ ]+]] = stablehlo.add %{{[^ ]+}}, %{{[^ ]+}} : tensor<4x50xf32>
-// CHECK-NEXT:      stablehlo.dot_general %[[DZ]], %[[E]], contracting_dims = [1] x [0] : (tensor<4x50xf32>, tensor<50x16xf32>) -> tensor<4x16xf32>
-// CHECK:           stablehlo.while({{.*}}) : tensor<i32>, tensor<50x16xf32>
-// CHECK:             stablehlo.dynamic_slice %[[DZ]], {{.*}} sizes = [4, 50]
-// CHECK:             stablehlo.dot_general {{.*}}, %[[XB]], contracting_dims = [0] x [0] : (tensor<4x50xf32>, tensor<4x16xf32>) -> tensor<50x16xf32>
+// CHECK-NEXT:      stablehlo.dot_general %[[DZ]], %[[EA]], contracting_dims = [1] x [0]{{.*}} : (tensor<4x50xf32>, tensor<50x16xf32>) -> tensor<4x16xf32>
+// The inner loop carries dz and the x block, and d_embedding from the outer loop.
+// CHECK:           %[[ROWS:[^:]+]]:{{[0-9]+}} = stablehlo.while(%[[DZA:[^ ]+]] = %[[DZ]], %[[XBA:[^ ]+]] = %[[XB]], {{.*}}, %{{[^ ]+}} = %[[DEA]]) : {{.*}}tensor<i32>, tensor<50x16xf32>{{$}}
+// CHECK:             stablehlo.dynamic_slice %[[DZA]], {{.*}} sizes = [4, 50]
+// CHECK:             stablehlo.dot_general {{.*}}, %[[XBA]], contracting_dims = [0] x [0]{{.*}} : (tensor<4x50xf32>, tensor<4x16xf32>) -> tensor<50x16xf32>
 // CHECK:             stablehlo.dynamic_update_slice {{.*}} -> tensor<50x16xf32>
 // CHECK:           }
 // CHECK-NOT:       stablehlo.dot_general
-// CHECK:           stablehlo.return {{.*}} : tensor<i32>, tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>, tensor<8x16xf32>, tensor<50x16xf32>
+// CHECK:           stablehlo.return {{.*}}, %[[ROWS]]#{{[0-9]+}} : {{.*}}tensor<i32>, tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>, tensor<8x16xf32>, tensor<50x16xf32>{{$}}
 // CHECK-NEXT:    }
 // CHECK-NOT:     stablehlo.dot_general
 // CHECK-NOT:     stablehlo.while
-// CHECK:         return {{.*}}, %[[LOOP]]#5, %[[LOOP]]#6 : tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>
+// CHECK:         return {{.*}}, %[[LOOP]]#14, %[[LOOP]]#15 : tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>
 
 // 8 tokens in blocks of 3: the last block starts at 5 and masks the tokens the
 // second block had (their cotangents and d_x rows); d_embedding is updated 16
 // rows at a time, the last step masking the rows already added.
-// ODD:         stablehlo.while({{.*}}) : tensor<i32>, tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>, tensor<8x16xf32>, tensor<50x16xf32> attributes {gshard.plan = "gshard-fuse-fwd-bwd: token_chunk=3 accumulator=f32"}
+// ODD:         stablehlo.while({{.*}}) : {{.*}}tensor<i32>, tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>, tensor<8x16xf32>, tensor<50x16xf32> attributes {gshard.plan = "gshard-fuse-fwd-bwd: token_chunk=3 accumulator=f32"}
 // ODD:           stablehlo.constant dense<3> : tensor<i32>
 // ODD:           stablehlo.constant dense<5> : tensor<i32>
 // ODD:           stablehlo.minimum
 // ODD:           stablehlo.dot_general {{.*}} : (tensor<3x16xf32>, tensor<50x16xf32>) -> tensor<3x50xf32>
 // ODD:           stablehlo.dot_general {{.*}} : (tensor<3x50xf32>, tensor<50x16xf32>) -> tensor<3x16xf32>
 // ODD:           stablehlo.select {{.*}} : tensor<3x16xi1>, tensor<3x16xf32>
-// ODD:           stablehlo.while({{.*}}) : tensor<i32>, tensor<50x16xf32>
+// ODD:           stablehlo.while({{.*}}) : {{.*}}tensor<i32>, tensor<50x16xf32>
 // ODD:             stablehlo.dot_general {{.*}} : (tensor<3x16xf32>, tensor<3x16xf32>) -> tensor<16x16xf32>
 // ODD-NOT:       stablehlo.composite
 

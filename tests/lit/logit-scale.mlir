@@ -16,27 +16,43 @@
 // GONE-NOT: tensor<8x50xf32>
 
 // CHECK-LABEL: func.func public @value_and_grad_logit_scale(
-// CHUNK:         %[[E:.*]] = stablehlo.dynamic_slice %arg1, {{.*}} sizes = [16, 16]
-// CHUNK-NEXT:    %[[Z:.*]] = stablehlo.dot_general %arg0, %[[E]], contracting_dims = [1] x [1] : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
-// CHUNK-NEXT:    %[[S:.*]] = stablehlo.constant dense<5.000000e-01> : tensor<8x16xf32>
-// CHUNK-NEXT:    stablehlo.multiply %[[Z]], %[[S]] : tensor<8x16xf32>
-// CHUNK:         gshard.plan = "gshard-chunk-softmax: token_chunk=8 vocab_chunk=16"
-// CHUNK:         %[[GE:.*]] = stablehlo.dynamic_slice %arg1, {{.*}} sizes = [16, 16]
-// CHUNK-NEXT:    %[[GZ:.*]] = stablehlo.dot_general %arg0, %[[GE]], contracting_dims = [1] x [1]
-// CHUNK-NEXT:    %[[GZS:.*]] = stablehlo.constant dense<5.000000e-01> : tensor<8x16xf32>
-// CHUNK-NEXT:    stablehlo.multiply %[[GZ]], %[[GZS]] : tensor<8x16xf32>
-// CHUNK:         %[[GS:.*]] = stablehlo.constant dense<5.000000e-01> : tensor<8x16xf32>
-// CHUNK-NEXT:    %[[DZ:.*]] = stablehlo.multiply %{{.*}}, %[[GS]] : tensor<8x16xf32>
-// CHUNK-NEXT:    %[[DX:.*]] = stablehlo.dot_general %[[DZ]], %[[GE]], contracting_dims = [1] x [0]
-// CHUNK-NEXT:    stablehlo.add %{{.*}}, %[[DX]] : tensor<8x16xf32>
-// CHUNK-NEXT:    stablehlo.dot_general %[[DZ]], %arg0, contracting_dims = [0] x [0]
-// FUSE:          gshard.plan = "gshard-fuse-fwd-bwd: token_chunk=4
-// FUSE:          %[[Z:.*]] = stablehlo.dot_general %{{.*}}, %{{.*}}, contracting_dims = [1] x [1] : (tensor<4x16xf32>, tensor<50x16xf32>) -> tensor<4x50xf32>
-// FUSE-NEXT:     %[[S:.*]] = stablehlo.constant dense<5.000000e-01> : tensor<4x50xf32>
-// FUSE-NEXT:     stablehlo.multiply %[[Z]], %[[S]] : tensor<4x50xf32>
-// FUSE:          %[[GS:.*]] = stablehlo.constant dense<5.000000e-01> : tensor<4x50xf32>
-// FUSE-NEXT:     %[[DZ:.*]] = stablehlo.multiply %{{.*}}, %[[GS]] : tensor<4x50xf32>
-// FUSE-NEXT:     stablehlo.dot_general %[[DZ]], %arg1, contracting_dims = [1] x [0] : (tensor<4x50xf32>, tensor<50x16xf32>) -> tensor<4x16xf32>
+// The loops carry the embedding and x (loop invariants of JAX's fori_loop).
+// CHUNK:         stablehlo.while(%[[EA:[^ ]+]] = %arg1, %[[XA:[^ ]+]] = %arg0,
+// CHUNK-SAME:      gshard.plan = "gshard-chunk-softmax: token_chunk=8 vocab_chunk=16"
+// CHUNK:         %[[E:[^ ]+]] = stablehlo.dynamic_slice %[[EA]], {{.*}} sizes = [16, 16]
+// CHUNK:         %[[Z:[^ ]+]] = stablehlo.dot_general %[[XA]], %[[E]], contracting_dims = [1] x [1]{{.*}} : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+// CHUNK-NEXT:    %[[S:[^ ]+]] = stablehlo.constant dense<5.000000e-01> : tensor<f32>
+// CHUNK-NEXT:    %[[SB:[^ ]+]] = stablehlo.broadcast_in_dim %[[S]], dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+// CHUNK-NEXT:    stablehlo.multiply %[[Z]], %[[SB]] : tensor<8x16xf32>
+// CHUNK:         stablehlo.while(%[[GEA:[^ ]+]] = %arg1, %[[GXA:[^ ]+]] = %arg0,
+// CHUNK-SAME:      gshard.plan = "gshard-chunk-softmax: token_chunk=8 vocab_chunk=16"
+// CHUNK:         %[[GE:[^ ]+]] = stablehlo.dynamic_slice %[[GEA]], {{.*}} sizes = [16, 16]
+// CHUNK:         %[[GZ:[^ ]+]] = stablehlo.dot_general %[[GXA]], %[[GE]], contracting_dims = [1] x [1]
+// CHUNK-NEXT:    %[[GZS:[^ ]+]] = stablehlo.constant dense<5.000000e-01> : tensor<f32>
+// CHUNK-NEXT:    %[[GZSB:[^ ]+]] = stablehlo.broadcast_in_dim %[[GZS]], dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+// CHUNK-NEXT:    stablehlo.multiply %[[GZ]], %[[GZSB]] : tensor<8x16xf32>
+// CHUNK:         %[[GS:[^ ]+]] = stablehlo.constant dense<5.000000e-01> : tensor<f32>
+// CHUNK-NEXT:    %[[GSB:[^ ]+]] = stablehlo.broadcast_in_dim %[[GS]], dims = [] : (tensor<f32>) -> tensor<8x16xf32>
+// CHUNK-NEXT:    %[[DZ:[^ ]+]] = stablehlo.multiply %{{[^ ]+}}, %[[GSB]] : tensor<8x16xf32>
+// CHUNK-NEXT:    %[[DX:[^ ]+]] = stablehlo.dot_general %[[DZ]], %[[GE]], contracting_dims = [1] x [0]
+// CHUNK-NEXT:    stablehlo.add %{{[^ ]+}}, %[[DX]] : tensor<8x16xf32>
+// CHUNK-NEXT:    stablehlo.dot_general %[[DZ]], %[[GXA]], contracting_dims = [0] x [0]
+// FUSE:          stablehlo.while({{.*}}%[[EA:[^ ]+]] = %arg1,
+// FUSE-SAME:       gshard.plan = "gshard-fuse-fwd-bwd: token_chunk=4
+// FUSE:          %[[E:[^ ]+]] = stablehlo.dynamic_slice %[[EA]], {{.*}} sizes = [50, 16]
+// FUSE-NEXT:     %[[Z:[^ ]+]] = stablehlo.dot_general %{{[^ ]+}}, %[[E]], contracting_dims = [1] x [1]{{.*}} : (tensor<4x16xf32>, tensor<50x16xf32>) -> tensor<4x50xf32>
+// FUSE-NEXT:     %[[S:[^ ]+]] = stablehlo.constant dense<5.000000e-01> : tensor<f32>
+// FUSE-NEXT:     %[[SB:[^ ]+]] = stablehlo.broadcast_in_dim %[[S]], dims = [] : (tensor<f32>) -> tensor<4x50xf32>
+// FUSE-NEXT:     stablehlo.multiply %[[Z]], %[[SB]] : tensor<4x50xf32>
+// The logits' cotangent (after the log of the block's sum-exp) times 0.5 feeds
+// d_x and the inner loop's d_embedding dot.
+// FUSE:          stablehlo.log
+// FUSE:          %[[DZ0:[^ ]+]] = stablehlo.add %{{[^ ]+}}, %{{[^ ]+}} : tensor<4x50xf32>
+// FUSE-NEXT:     %[[GS:[^ ]+]] = stablehlo.constant dense<5.000000e-01> : tensor<f32>
+// FUSE-NEXT:     %[[GSB:[^ ]+]] = stablehlo.broadcast_in_dim %[[GS]], dims = [] : (tensor<f32>) -> tensor<4x50xf32>
+// FUSE-NEXT:     %[[DZ:[^ ]+]] = stablehlo.multiply %[[DZ0]], %[[GSB]] : tensor<4x50xf32>
+// FUSE-NEXT:     stablehlo.dot_general %[[DZ]], %[[EA]], contracting_dims = [1] x [0]{{.*}} : (tensor<4x50xf32>, tensor<50x16xf32>) -> tensor<4x16xf32>
+// FUSE:          stablehlo.while(%{{[^ ]+}} = %[[DZ]],
 
 func.func public @value_and_grad_logit_scale(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8x1xf32>, %arg3: tensor<8x1xi32>) -> (tensor<f32>, tensor<8x16xf32>, tensor<50x16xf32>) {
   %0 = stablehlo.reshape %arg3 : (tensor<8x1xi32>) -> tensor<8xi32>
@@ -189,11 +205,13 @@ func.func private @gshard.shared_embedding_softmax_grad(%arg0: tensor<8x16xf32>,
 // -----
 
 // CHECK-LABEL: func.func public @forward_ids_version_4(
-// CHECK:         %[[E:.*]] = stablehlo.dynamic_slice %arg1, {{.*}} sizes = [{{16|50}}, 16]
-// CHECK-NEXT:    %[[S:.*]] = stablehlo.constant dense<2.500000e-01> : tensor<{{16|50}}x16xf32>
-// CHECK-NEXT:    %[[ES:.*]] = stablehlo.multiply %[[E]], %[[S]] : tensor<{{16|50}}x16xf32>
-// CHECK-NEXT:    %[[Z:.*]] = stablehlo.dot_general %arg0, %[[ES]], contracting_dims = [1] x [1]
-// CHECK-NOT:     stablehlo.multiply %[[Z]]
+// CHECK:         stablehlo.while(%[[EA:[^ ]+]] = %arg1, %[[XA:[^ ]+]] = %arg0,
+// CHECK:         %[[E:[^ ]+]] = stablehlo.dynamic_slice %[[EA]], {{.*}} sizes = [{{16|50}}, 16]
+// CHECK-NEXT:    %[[S:[^ ]+]] = stablehlo.constant dense<2.500000e-01> : tensor<f32>
+// CHECK-NEXT:    %[[SB:[^ ]+]] = stablehlo.broadcast_in_dim %[[S]], dims = [] : (tensor<f32>) -> tensor<{{16|50}}x16xf32>
+// CHECK-NEXT:    %[[ES:[^ ]+]] = stablehlo.multiply %[[E]], %[[SB]] : tensor<{{16|50}}x16xf32>
+// CHECK:         %[[Z:[^ ]+]] = stablehlo.dot_general %[[XA]], %[[ES]], contracting_dims = [1] x [1]
+// CHECK-NOT:     stablehlo.multiply {{(%[^ ]+, )?}}%[[Z]]{{[ ,]}}
 // CHECK:         return
 
 func.func public @forward_ids_version_4(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8xi32>) -> (tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>) {
@@ -289,11 +307,13 @@ func.func private @argmax(%arg0: tensor<8x50xf32>) -> tensor<8xi32> {
 // -----
 
 // CHECK-LABEL: func.func public @forward_ids_version_5_praxis(
-// CHECK:         %[[E:.*]] = stablehlo.dynamic_slice %arg1, {{.*}} sizes = [{{16|50}}, 16]
-// CHECK-NEXT:    %[[S:.*]] = stablehlo.constant dense<2.500000e-01> : tensor<{{16|50}}x16xf32>
-// CHECK-NEXT:    %[[ES:.*]] = stablehlo.multiply %[[E]], %[[S]] : tensor<{{16|50}}x16xf32>
-// CHECK-NEXT:    %[[Z:.*]] = stablehlo.dot_general %arg0, %[[ES]], contracting_dims = [1] x [1]
-// CHECK-NOT:     stablehlo.multiply %[[Z]]
+// CHECK:         stablehlo.while(%[[EA:[^ ]+]] = %arg1, %[[XA:[^ ]+]] = %arg0,
+// CHECK:         %[[E:[^ ]+]] = stablehlo.dynamic_slice %[[EA]], {{.*}} sizes = [{{16|50}}, 16]
+// CHECK-NEXT:    %[[S:[^ ]+]] = stablehlo.constant dense<2.500000e-01> : tensor<f32>
+// CHECK-NEXT:    %[[SB:[^ ]+]] = stablehlo.broadcast_in_dim %[[S]], dims = [] : (tensor<f32>) -> tensor<{{16|50}}x16xf32>
+// CHECK-NEXT:    %[[ES:[^ ]+]] = stablehlo.multiply %[[E]], %[[SB]] : tensor<{{16|50}}x16xf32>
+// CHECK:         %[[Z:[^ ]+]] = stablehlo.dot_general %[[XA]], %[[ES]], contracting_dims = [1] x [1]
+// CHECK-NOT:     stablehlo.multiply {{(%[^ ]+, )?}}%[[Z]]{{[ ,]}}
 // CHECK:         return
 
 func.func public @forward_ids_version_5_praxis(%arg0: tensor<8x16xf32>, %arg1: tensor<50x16xf32>, %arg2: tensor<8xi32>) -> (tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>) {

@@ -25,10 +25,10 @@
 // V = 50 in 4 tiles of 13 classes (the last one starts at 37 and masks 37..38);
 // the gradient composite is left alone, with its decomposition.
 // CHECK-LABEL: func.func public @main(
-// CHECK:         stablehlo.while
+// CHECK:         stablehlo.while({{.*}}%[[EA:[^ ]+]] = %arg1,
 // CHECK:           stablehlo.constant dense<4> : tensor<i32>
 // CHECK:           stablehlo.compare LT
-// CHECK:           stablehlo.dynamic_slice %arg1, {{.*}} sizes = [13, 16]
+// CHECK:           stablehlo.dynamic_slice %[[EA]], {{.*}} sizes = [13, 16]
 // CHECK-NOT:     stablehlo.composite "gshard.shared_embedding_softmax"
 // CHECK:         stablehlo.composite "gshard.shared_embedding_softmax_grad"
 // CHECK-NOT:   func.func private @gshard.shared_embedding_softmax(

@@ -29,15 +29,19 @@
 // CHECK-SAME:      out_shardings=[<@mesh, [{"data"}]>, <@mesh, [{"data"}]>, <@mesh, [{"data"}]>, <@mesh, [{"data"}]>]
 // CHECK-SAME:      manual_axes={"data", "model"}
 // CHECK-SAME:      (%[[XL:[^:]+]]: tensor<4x16xf32>, %[[EL:[^:]+]]: tensor<16x16xf32>, %[[IDS:[^:]+]]: tensor<4xi32>) {
-// This shard's first class: its position along "model", times 16.
-// CHECK:           stablehlo.partition_id : tensor<ui32>
-// CHECK:           stablehlo.constant dense<[0, 1, 2, 3, 0, 1, 2, 3]> : tensor<8xi32>
-// CHECK:           stablehlo.constant dense<16> : tensor<i32>
+// This shard's first class: its position along "model" (the table entry of
+// its partition id), times 16; the loop carries it.
+// CHECK-DAG:       %[[POS:[^ ]+]] = stablehlo.constant dense<[0, 1, 2, 3, 0, 1, 2, 3]> : tensor<8xi32>
+// CHECK-DAG:       stablehlo.partition_id : tensor<ui32>
+// CHECK:           stablehlo.dynamic_slice %[[POS]], {{.*}} sizes = [1] : (tensor<8xi32>, tensor<i32>) -> tensor<1xi32>
+// CHECK:           %[[C16:[^ ]+]] = stablehlo.constant dense<16> : tensor<i32>
+// CHECK-NEXT:      %[[FIRST:[^ ]+]] = stablehlo.multiply %{{[^ ]+}}, %[[C16]] : tensor<i32>
 // Ids are in range against the global V.
-// CHECK:           stablehlo.constant dense<64> : tensor<4xi32>
-// CHECK:           stablehlo.compare LT, %[[IDS]], %{{[^ ]+}}, SIGNED
-// CHECK:           stablehlo.while(
-// CHECK:             stablehlo.dynamic_slice %[[EL]], {{.*}} sizes = [4, 16] : (tensor<16x16xf32>, tensor<i32>, tensor<i32>) -> tensor<4x16xf32>
+// CHECK:           %[[V:[^ ]+]] = stablehlo.constant dense<64> : tensor<i32>
+// CHECK-NEXT:      %[[VB:[^ ]+]] = stablehlo.broadcast_in_dim %[[V]], dims = [] : (tensor<i32>) -> tensor<4xi32>
+// CHECK-NEXT:      stablehlo.compare LT, %[[IDS]], %[[VB]], SIGNED
+// CHECK:           stablehlo.while(%[[ELA:[^ ]+]] = %[[EL]], %{{[^ ]+}} = %[[FIRST]], %{{[^ ]+}} = %[[XL]],
+// CHECK:             stablehlo.dynamic_slice %[[ELA]], {{.*}} sizes = [4, 16] : (tensor<16x16xf32>, tensor<i32>, tensor<i32>) -> tensor<4x16xf32>
 // CHECK:             stablehlo.dot_general {{.*}} : (tensor<4x16xf32>, tensor<4x16xf32>) -> tensor<4x4xf32>
 // CHECK:             stablehlo.return
 // CHECK:           }
@@ -56,9 +60,13 @@
 // CHECK:           "stablehlo.all_reduce"(%{{[^)]+}}) <{channel_handle = #stablehlo.channel_handle<handle = 5, type = 1>, replica_groups = dense<{{\[\[}}0, 1, 2, 3], [4, 5, 6, 7]]>
 // CHECK:             stablehlo.minimum %{{[^ ]+}}, %{{[^ ]+}} : tensor<i32>
 // CHECK:           }) : (tensor<4xi32>) -> tensor<4xi32>
+// CHECK-NOT:       "stablehlo.all_reduce"
 // Label smoothing: off = 0.1 / 64, and V * logsumexp with V = 64.
-// CHECK:           stablehlo.constant dense<6.400000e+01> : tensor<4xf32>
-// CHECK:           stablehlo.constant dense<1.562500e-03> : tensor<4xf32>
+// CHECK:           %[[VF:[^ ]+]] = stablehlo.constant dense<6.400000e+01> : tensor<f32>
+// CHECK-NEXT:      stablehlo.broadcast_in_dim %[[VF]], dims = [] : (tensor<f32>) -> tensor<4xf32>
+// CHECK:           %[[OFF:[^ ]+]] = stablehlo.constant dense<1.562500e-03> : tensor<f32>
+// CHECK-NEXT:      stablehlo.broadcast_in_dim %[[OFF]], dims = [] : (tensor<f32>) -> tensor<4xf32>
+// CHECK-NOT:       "stablehlo.all_reduce"
 // CHECK:           sdy.return {{.*}} : tensor<4xf32>, tensor<4xi32>, tensor<4xf32>, tensor<4xf32>
 // CHECK:         } {gshard.plan = "gshard-shard-vocab: vocab over ['model'] (4 shards), tokens over ['data']"} : (tensor<8x16xf32>, tensor<64x16xf32>, tensor<8xi32>) -> (tensor<8xf32>, tensor<8xi32>, tensor<8xf32>, tensor<8xf32>)
 // CHECK:         return {{.*}}, %[[FWD]]#1 : tensor<f32>, tensor<8xi32>
@@ -76,11 +84,11 @@
 // CHECK-SAME:      (%[[XL:[^:]+]]: tensor<4x16xf32>, %[[EL:[^:]+]]: tensor<16x16xf32>, %{{[^:]+}}: tensor<4xi32>, %{{[^:]+}}: tensor<4xf32>,
 // CHECK:           stablehlo.partition_id : tensor<ui32>
 // d_x of the block and d_embedding of the shard, carried in float32.
-// CHECK:           stablehlo.while({{.*}}) : tensor<i32>, tensor<4x16xf32>, tensor<16x16xf32>
-// CHECK:             stablehlo.dynamic_slice %[[EL]], {{.*}} -> tensor<4x16xf32>
+// CHECK:           stablehlo.while(%[[ELA:[^ ]+]] = %[[EL]], {{.*}}) : {{.*}}tensor<i32>, tensor<4x16xf32>, tensor<16x16xf32>{{$}}
+// CHECK:             stablehlo.dynamic_slice %[[ELA]], {{.*}} -> tensor<4x16xf32>
 // CHECK:             stablehlo.dot_general {{.*}} : (tensor<4x16xf32>, tensor<4x16xf32>) -> tensor<4x4xf32>
-// CHECK:             stablehlo.dot_general {{.*}} contracting_dims = [1] x [0] : (tensor<4x4xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
-// CHECK:             stablehlo.dot_general {{.*}} contracting_dims = [0] x [0] : (tensor<4x4xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
+// CHECK:             stablehlo.dot_general {{.*}} contracting_dims = [1] x [0]{{.*}} : (tensor<4x4xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
+// CHECK:             stablehlo.dot_general {{.*}} contracting_dims = [0] x [0]{{.*}} : (tensor<4x4xf32>, tensor<4x16xf32>) -> tensor<4x16xf32>
 // Each chunk's d_embedding rows summed over the token shards ("data") right away:
 // no [V_local, M] collective buffer.
 // CHECK:             "stablehlo.all_reduce"(%{{[^)]+}}) <{channel_handle = #stablehlo.channel_handle<handle = 5, type = 1>, replica_groups = dense<{{\[\[}}0, 4], [1, 5], [2, 6], [3, 7]]> : tensor<4x2xi64>, use_global_device_ids}> ({
@@ -93,6 +101,7 @@
 // CHECK:           "stablehlo.all_reduce"(%{{[^)]+}}) <{channel_handle = #stablehlo.channel_handle<handle = 6, type = 1>, replica_groups = dense<{{\[\[}}0, 1, 2, 3], [4, 5, 6, 7]]> : tensor<2x4xi64>, use_global_device_ids}> ({
 // CHECK:             stablehlo.add
 // CHECK:           }) : (tensor<4x16xf32>) -> tensor<4x16xf32>
+// CHECK-NOT:       "stablehlo.all_reduce"
 // CHECK:           sdy.return {{.*}} : tensor<4x16xf32>, tensor<16x16xf32>
 // CHECK:         } {gshard.plan = "gshard-shard-vocab: vocab over ['model'] (4 shards), tokens over ['data']"} : {{.*}} -> (tensor<8x16xf32>, tensor<64x16xf32>)
 // CHECK:         return {{.*}}, %[[GRAD]]#0, %[[GRAD]]#1 : tensor<f32>, tensor<8x16xf32>, tensor<64x16xf32>
