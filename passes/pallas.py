@@ -1,7 +1,7 @@
 """`gshard-pallas`: composites -> calls of Pallas kernels lowered by JAX for a platform.
 
 For each composite whose shapes suit the platform, the pass lowers
-`passes/pallas_kernels.forward` (or `.grad`) for the composite's operand types
+`gshard_op.kernels.forward` (or `.grad`) for the composite's operand types
 with `jax.export` (`platform=cuda`: Triton, `custom_call @__gpu$xla.gpu.triton`;
 `tpu`: Mosaic, `custom_call @tpu_custom_call`; `interpret`: the kernels in
 Pallas's interpreter, plain StableHLO for the default backend), parses that
@@ -11,8 +11,9 @@ under a name unique to the kernel instance, and replaces the composite by a
 types, options, platform, blocks) and spliced once per module: two composites
 of the same signature call one function.
 
-Blocks (`Blocks`: tokens, classes, the logits' feature block, the gradients'
-column block) come from the options or the platform's defaults and shrink
+Blocks (`kernels.BlockSizes`: tokens, classes, the logits' feature block,
+the gradients' column block) come from the options or the kernels' defaults
+for the platform's backend (`kernels.DEFAULT_BLOCK_SIZES`) and shrink
 until the estimate of what one program keeps on chip (`on_chip_bytes`) fits
 the platform's memories (`on_chip_budget`: `ON_CHIP_BYTES` on a GPU, the
 chip's `TPU_CHIPS` entry on a TPU). On a GPU the feature dimension is
@@ -33,15 +34,15 @@ import dataclasses
 import functools
 import hashlib
 import logging
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jaxlib.mlir import ir
 
-from gshard_op.ir import builders as b
+from gshard_op import kernels
+from gshard_op.ir.splice import spec_of
+from gshard_op.kernels import BlockSizes
 from gshard_op.passes import composites
-from gshard_op.passes import pallas_kernels as kernels
 from gshard_op.passes.errors import RewriteError
 from gshard_op.passes.rewrite import CompositeRewrite, replace_by_call
 
@@ -104,25 +105,6 @@ TRITON_REGISTERS_PER_WARP = 16 * 2**10
 GRAD_FEATURES_FLOOR = 256
 
 
-class Blocks(NamedTuple):
-  """Block sizes of one kernel instance (see `passes/pallas_kernels.py`): tokens
-  `T`, classes `C`, the logits' feature block `K` and the gradients' column
-  block `F` (`M` when not blocked)."""
-
-  tokens: int
-  vocab: int
-  features: int
-  grad_features: int
-
-
-# (tokens, vocab, features, grad_features); 0: the whole dimension.
-DEFAULT_BLOCKS = {"interpret": Blocks(128, 512, 0, 0), "cuda": Blocks(64, 64, 64, 512),
-                  "tpu": Blocks(128, 512, 0, 0)}
-
-_DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16, "f64": jnp.float64,
-           "i32": jnp.int32}
-
-
 def _is_power_of_two(n: int) -> bool:
   return n > 0 and n & (n - 1) == 0
 
@@ -131,18 +113,11 @@ def _floor_power_of_two(n: int) -> int:
   return 1 << (n.bit_length() - 1)
 
 
-def _spec(value: ir.Value) -> jax.ShapeDtypeStruct:
-  element = str(b.element_of(value))
-  if element not in _DTYPES:
-    raise ValueError(f"no JAX dtype for {element}")
-  return jax.ShapeDtypeStruct(b.shape_of(value), _DTYPES[element])
-
-
 def _itemsize(value: ir.Value) -> int:
-  return jnp.dtype(_spec(value).dtype).itemsize
+  return jnp.dtype(spec_of(value).dtype).itemsize
 
 
-def on_chip_bytes(platform: str, site: composites.SoftmaxComposite, blocks: Blocks) -> dict:
+def on_chip_bytes(platform: str, site: composites.SoftmaxComposite, blocks: BlockSizes) -> dict:
   """An estimate of what one program of the kernels keeps on chip, by the
   memory it is checked against (`on_chip_budget`).
 
@@ -160,7 +135,7 @@ def on_chip_bytes(platform: str, site: composites.SoftmaxComposite, blocks: Bloc
   matmul's result added to it); six float32 `[T, C]` tiles (logits before and
   after cap and clip, exponentials, cotangent, masks); a probability block
   and its copy."""
-  t, c, k, f = blocks
+  t, c, k, f = dataclasses.astuple(blocks)
   m, itemsize = site.in_features, _itemsize(site.args.embedding)
   if platform == "cuda":
     return {"shared": (TRITON_STAGES * ((t + c) * k + max(t, c) * f) + t * c) * itemsize,
@@ -177,7 +152,7 @@ def on_chip_budget(platform: str, tpu_chip: str = "") -> dict:
   return ON_CHIP_BYTES[platform]
 
 
-def over_budget(platform: str, site: composites.SoftmaxComposite, blocks: Blocks,
+def over_budget(platform: str, site: composites.SoftmaxComposite, blocks: BlockSizes,
                 tpu_chip: str = "") -> list[str]:
   """The memories (`on_chip_budget`) these blocks would overflow: `[]` when they fit."""
   budget = on_chip_budget(platform, tpu_chip)
@@ -185,7 +160,7 @@ def over_budget(platform: str, site: composites.SoftmaxComposite, blocks: Blocks
           if used > budget[name]]
 
 
-def triton_num_warps(site: composites.SoftmaxComposite, blocks: Blocks) -> int:
+def triton_num_warps(site: composites.SoftmaxComposite, blocks: BlockSizes) -> int:
   """4 warps, or 8 when the register tiles need more than 4 hold."""
   registers = on_chip_bytes("cuda", site, blocks)["registers"]
   return 4 if registers <= 4 * TRITON_REGISTERS_PER_WARP else 8
@@ -279,35 +254,37 @@ class PallasPass(CompositeRewrite):
           raise ValueError(f"{what} must be 0 or a power of two >= {TRITON_MIN_BLOCK} "
                            f"for platform=cuda, got {block}")
 
-  def blocks(self, site: composites.SoftmaxComposite) -> Blocks:
-    """The blocks for the site: the options, else the platform's defaults, never
-    larger than `N`, `V`, `M` (0: the whole dimension); on cuda powers of two.
+  def blocks(self, site: composites.SoftmaxComposite) -> BlockSizes:
+    """The blocks for the site (tokens and classes at least 1: an empty site is
+    declined first): the options, else the kernels' defaults for the
+    platform's backend (`BlockSizes.get_default`), never larger than `N`, `V`,
+    `M` (0: the whole dimension); on cuda powers of two.
     On a GPU or TPU, blocks the options leave free are halved until they fit
     on chip (`over_budget`): on cuda the gradients' columns down to
     `GRAD_FEATURES_FLOOR`, then tokens and classes (the larger first), then the
     columns again, then the logits' feature block; on a TPU classes, then
     tokens while they outnumber the classes, then both feature blocks together."""
     n, m, v = site.num_tokens, site.in_features, site.num_classes
-    options = Blocks(self.block_tokens, self.block_vocab, self.block_features,
-                     self.block_grad_features)
-    sizes = (n, v, m, m)
-    blocks = [min(option or default or size, size)
-              for option, default, size in zip(options, DEFAULT_BLOCKS[self.platform], sizes)]
+    options = (self.block_tokens, self.block_vocab, self.block_features,
+               self.block_grad_features)
+    defaults = dataclasses.astuple(BlockSizes.get_default(PLATFORMS[self.platform][0], n, v, m))
+    blocks = [min(option, size) if option else default
+              for option, default, size in zip(options, defaults, (n, v, m, m))]
     if self.platform == "interpret" or min(blocks) == 0:
-      return Blocks(*blocks)
+      return BlockSizes(*blocks)
     if self.platform == "cuda":
       blocks = [_floor_power_of_two(x) for x in blocks]
     free = [not option for option in options]
-    while over_budget(self.platform, site, Blocks(*blocks), self.tpu_chip):
+    while over_budget(self.platform, site, BlockSizes(*blocks), self.tpu_chip):
       halve = self._next_to_halve(blocks, free)
       if not halve:
         break
       for i in halve:
         blocks[i] //= 2
-    return Blocks(*blocks)
+    return BlockSizes(*blocks)
 
   def _next_to_halve(self, blocks: list[int], free: list[bool]) -> tuple[int, ...]:
-    """Indices into `Blocks` to halve next (see `blocks`); () when none can be."""
+    """Indices into `BlockSizes` to halve next (see `blocks`); () when none can be."""
     t, c, k, f = blocks
     ok = [free[i] and self._halvable(blocks[i], i) for i in range(4)]
     tokens_or_vocab = ((1,) if ok[1] and (c >= t or not ok[0]) else (0,) if ok[0] else ())
@@ -329,10 +306,10 @@ class PallasPass(CompositeRewrite):
       return block // 2 >= TRITON_MIN_BLOCK
     return block % (2 * (TPU_TILE[0] if index == 0 else TPU_TILE[1])) == 0
 
-  def unsuitable(self, site: composites.SoftmaxComposite, blocks: Blocks) -> str | None:
+  def unsuitable(self, site: composites.SoftmaxComposite, blocks: BlockSizes) -> str | None:
     """Why the kernels cannot take this composite on this platform (None: they can)."""
     n, m, v = site.num_tokens, site.in_features, site.num_classes
-    t, c, k, f = blocks
+    t, c, k, f = dataclasses.astuple(blocks)
     if n == 0 or v == 0:
       return "empty batch or vocabulary"
     if self.platform == "interpret":
@@ -370,21 +347,22 @@ class PallasPass(CompositeRewrite):
       return False
     backend, platform = PLATFORMS[self.platform]
     kind = composites.composite_name(site.op)
+    if site.num_tokens == 0 or site.num_classes == 0:
+      self.decline(site.op, "empty batch or vocabulary")
+      return False
     blocks = self.blocks(site)
     reason = self.unsuitable(site, blocks)
     if reason:
       self.decline(site.op, reason)
       return False
     config = kernels.KernelConfig(options=site.options, logit_scale=site.logit_scale,
-                                  labels_are_ids=site.labels_are_ids,
-                                  block_tokens=blocks.tokens, block_vocab=blocks.vocab,
-                                  backend=backend, block_features=blocks.features,
-                                  block_grad_features=blocks.grad_features,
+                                  labels_are_ids=site.labels_are_ids, block_sizes=blocks,
+                                  backend=backend,
                                   num_warps=(triton_num_warps(site, blocks)
                                              if self.platform == "cuda" else 4),
                                   vmem_limit_bytes=(TPU_CHIPS[self.tpu_chip].vmem_limit_bytes
                                                     if self.platform == "tpu" else 0))
-    specs = tuple(_spec(x) for x in site.operands)
+    specs = tuple(spec_of(x) for x in site.operands)
     try:
       text = lower_kernel(site.is_grad, specs, config, platform)
     except Exception as e:  # a lowering JAX refuses: report it against the op
@@ -394,7 +372,7 @@ class PallasPass(CompositeRewrite):
     stem = "gshard.pallas_grad" if site.is_grad else "gshard.pallas_forward"
     callee = splice(module, text, f"{stem}_{hashlib.sha256(key).hexdigest()[:12]}")
     log.info("%s: %s -> @%s (%s, blocks %d x %d x %d, gradient columns %d)", self.name, kind,
-             callee, self.platform, *blocks)
+             callee, self.platform, *dataclasses.astuple(blocks))
     call = replace_by_call(site.op, callee, site.operands)
     call.attributes["gshard.plan"] = ir.StringAttr.get(
         f"{self.name}: platform={self.platform} block_tokens={blocks.tokens} "

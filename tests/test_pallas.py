@@ -1,4 +1,4 @@
-"""`gshard-pallas` and its Pallas kernels (`passes/pallas_kernels.py`).
+"""`gshard-pallas` and its Pallas kernels (`gshard_op/kernels/`).
 
 On this CPU the kernels run in Pallas's interpreter: the forward and both
 gradient kernels are compared with the float64 NumPy reference over the option
@@ -19,6 +19,7 @@ classes, their features in blocks that do not divide `M`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -31,16 +32,16 @@ from jaxlib.mlir import ir
 
 import gshard_op
 import numpy_reference as npref
-from gshard_op import passes
+from gshard_op import kernels, passes
 from arrays import assert_close, make_arrays
 from conftest import KINK_MARGIN, assert_argmax_ok
 from pass_testing import fast_xla
 from gshard_op.lowering import lowering as lowering_mode
+from gshard_op.kernels import BlockSizes
 from gshard_op.options import SoftmaxOptions
 from gshard_op.primitive import per_token_softmax
 from gshard_op.passes import composites
 from gshard_op.passes import pallas as pallas_pass
-from gshard_op.passes import pallas_kernels as kernels
 from gshard_op.passes.pipelines import default_pipeline
 
 M = 16
@@ -80,7 +81,7 @@ def test_kernels_match_float64_reference(config, dtype, shape, rng):
   case = make_arrays(rng, (n,), M, v, labels=labels, weights="ones", dtype=dtype)
   cfg = kernels.KernelConfig(SoftmaxOptions(**options), M ** -0.5,
                              labels_are_ids=case.class_ids is not None,
-                             block_tokens=block_tokens, block_vocab=block_vocab)
+                             block_sizes=BlockSizes(block_tokens, block_vocab))
   x, e, y = jnp.asarray(case.inputs), jnp.asarray(case.embedding), _kernel_labels(case)
   opts = npref.Options(**options)
 
@@ -137,9 +138,8 @@ def test_kernels_at_model_widths_match_float64_reference(m, dtype, rng):
   dtype = jnp.dtype(dtype)
   case = make_arrays(rng, (n,), m, v, labels=labels, weights="ones", dtype=dtype)
   cfg = kernels.KernelConfig(SoftmaxOptions(**options), m ** -0.5,
-                             labels_are_ids=case.class_ids is not None, block_tokens=8,
-                             block_vocab=16, block_features=block_features,
-                             block_grad_features=block_grad_features)
+                             labels_are_ids=case.class_ids is not None,
+                             block_sizes=BlockSizes(8, 16, block_features, block_grad_features))
   x, e, y = jnp.asarray(case.inputs), jnp.asarray(case.embedding), _kernel_labels(case)
   opts = npref.Options(**options)
   inputs = _inputs_as_scaled(case.inputs, m)
@@ -178,8 +178,8 @@ def test_infinite_embedding_in_a_clamped_feature_block(rng):
   e = rng.standard_normal((v, m)).astype(np.float32)
   e[3, 10] = np.inf  # column 10: in both feature blocks of 16 (0..15 and 8..23)
   ids = np.arange(n, dtype=np.int32)
-  cfg = kernels.KernelConfig(SoftmaxOptions(), m ** -0.5, labels_are_ids=True, block_tokens=8,
-                             block_vocab=16, block_features=16)
+  cfg = kernels.KernelConfig(SoftmaxOptions(), m ** -0.5, labels_are_ids=True,
+                             block_sizes=BlockSizes(8, 16, features=16))
   _, argmax, lse, _ = jax.jit(functools.partial(kernels.forward, cfg=cfg))(x, e, ids)
   z = npref.raw_logits(x, e)  # class 3: +inf or -inf, as x[:, 10]'s sign; no NaN
   assert not np.isnan(z).any() and np.isposinf(z).any() and np.isneginf(z).any()
@@ -201,7 +201,7 @@ def _check_tpu_kernels_in_interpret_mode(rng, options: dict, n: int, m: int, v: 
   case = make_arrays(rng, (n,), m, v, labels=labels, weights="ones")
   cfg = kernels.KernelConfig(SoftmaxOptions(**options), m ** -0.5,
                              labels_are_ids=case.class_ids is not None,
-                             block_tokens=8, block_vocab=128, backend="mosaic_tpu", **blocks)
+                             block_sizes=BlockSizes(8, 128, **blocks), backend="mosaic_tpu")
   x, e, y = jnp.asarray(case.inputs), jnp.asarray(case.embedding), _kernel_labels(case)
   opts = npref.Options(**options)
   ref = npref.forward(case.inputs, case.embedding, case.class_weights, opts=opts, **case.labels())
@@ -240,7 +240,120 @@ def test_tpu_kernels_with_feature_blocks_in_tpu_interpret_mode(rng):
   columns in blocks of 256, each through VMEM buffers of its own."""
   _check_tpu_kernels_in_interpret_mode(
       rng, {"soft_cap_logits": 3.0, "z_loss_weight": 0.1}, 16, 384, 200, "ids_out_of_range",
-      exact_argmax=False, block_features=256, block_grad_features=256)
+      exact_argmax=False, features=256, grad_features=256)
+
+
+# --- the entry a JAX user calls: gshard_op.kernels.shared_embedding_softmax ----------------
+
+# name: (options, label kind); N = 21, V = 37 in blocks of 8 x 16 leave clamped
+# last blocks in every loop.
+ENTRY_CASES = {
+    "ids": ({"soft_cap_logits": 3.0, "label_smoothing_prob": 0.1}, "ids_out_of_range"),
+    "probs_entropy": ({"logits_abs_max": 2.5, "temperature": 0.7, "with_entropy": True},
+                      "probs_unnormalized"),
+    "logit_scale_ids_entropy": ({"logit_scale": 0.3, "with_entropy": True}, "ids"),
+}
+
+
+def _per_token_loss(fn, coeffs):
+  """`x, e -> sum_k coeffs[k] * results[k]` over the differentiable results
+  (the argmax, an integer, is left out) and the results themselves."""
+  def loss(x, e):
+    results = fn(x, e)
+    floats = results[:1] + results[2:]
+    return sum(jnp.sum(c * r) for c, r in zip(coeffs, floats)), results
+  return loss
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_CASES))
+def test_entry_values_and_grads_match_the_dense_op(name, rng):
+  """`jax.value_and_grad` through the entry's `custom_vjp` (the gradient
+  kernels) against the same of `reference.per_token_forward` (the dense op,
+  differentiated by JAX), float32 at a tight tolerance: every result, the
+  argmax exactly, `d_x` and `d_embedding`."""
+  from gshard_op import reference
+  options, labels = ENTRY_CASES[name]
+  opts = SoftmaxOptions(**options)
+  n, v = 21, 37
+  case = make_arrays(rng, (n,), M, v, labels=labels, weights="ones")
+  x, e, y = jnp.asarray(case.inputs), jnp.asarray(case.embedding), _kernel_labels(case)
+  coeffs = [jnp.asarray(rng.standard_normal(n), jnp.float32) for _ in range(4)]
+  blocks = BlockSizes(tokens=8, vocab=16)
+
+  got_fn = _per_token_loss(lambda x, e: kernels.shared_embedding_softmax(
+      x, e, y, options=opts, block_sizes=blocks), coeffs)
+  want_fn = _per_token_loss(lambda x, e: reference.per_token_forward(
+      x, e, y, opts.with_default_precision()), coeffs)
+  (got_loss, got), got_grads = jax.jit(jax.value_and_grad(got_fn, (0, 1), has_aux=True))(x, e)
+  (want_loss, want), want_grads = jax.jit(jax.value_and_grad(want_fn, (0, 1), has_aux=True))(
+      x, e)
+
+  assert len(got) == len(want) == 4 + opts.with_entropy
+  np.testing.assert_array_equal(got[1], want[1], err_msg="per_example_argmax")
+  # The xent and the entropy are differences of terms as large as the lse.
+  atol = 2e-6 * max(1.0, float(np.abs(want[2]).max()))
+  for what, a, b in zip(("xent", "lse", "lse_squared", "entropy"), got[:1] + got[2:],
+                        want[:1] + want[2:]):
+    np.testing.assert_allclose(a, b, rtol=2e-6, atol=atol, err_msg=what)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=2e-6, atol=2e-6)
+  for what, a, b in zip(("d_x", "d_embedding"), got_grads, want_grads):
+    assert a.dtype == jnp.float32
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6, err_msg=what)
+
+
+def test_entry_default_blocks_and_backends():
+  """Without `block_sizes` the entry takes the backend's defaults, no larger
+  than the shapes (on Triton powers of two); the Triton and Mosaic entries
+  lower to their custom calls (no device needed to lower)."""
+  assert BlockSizes.get_default("interpret", 21, 37, 16) == BlockSizes(21, 37, 16, 16)
+  assert BlockSizes.get_default("triton", 200, 3001, 24) == BlockSizes(64, 64, 16, 16)
+  assert BlockSizes.get_default("mosaic_tpu", 4096, 32000, 2304) == BlockSizes(128, 512, 2304,
+                                                                                2304)
+  x, e = jnp.ones((21, M)), jnp.ones((37, M))
+  ids = jnp.arange(21, dtype=jnp.int32)
+  xent, argmax, lse, _ = kernels.shared_embedding_softmax(x, e, ids)
+  np.testing.assert_allclose(lse, np.log(37.0) + 4.0, rtol=1e-6)  # every logit 16 / 4
+  np.testing.assert_allclose(xent, np.log(37.0), rtol=1e-6)
+  np.testing.assert_array_equal(argmax, np.zeros(21))
+  s = jax.ShapeDtypeStruct
+  for backend, platform, target in (("triton", "cuda", "__gpu$xla.gpu.triton"),
+                                    ("mosaic_tpu", "tpu", "tpu_custom_call")):
+    fn = jax.jit(jax.grad(lambda x, e, ids: kernels.shared_embedding_softmax(
+        x, e, ids, backend=backend)[0].sum(), (0, 1)))
+    exported = jax.export.export(fn, platforms=[platform], disabled_checks=[
+        jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(
+        s((64, 32), jnp.bfloat16), s((256, 32), jnp.bfloat16), s((64,), jnp.int32))
+    assert len(re.findall(rf"custom_call @{re.escape(target)}\(", exported.mlir_module())) == 3
+
+
+@pytest.mark.parametrize("make,error,message", [
+    (lambda: BlockSizes(0, 16), ValueError, "block sizes must be positive"),
+    (lambda: BlockSizes(8, -16), ValueError, "block sizes must be positive"),
+    (lambda: BlockSizes(8, 16, features=-1), ValueError, "feature blocks must be >= 0"),
+    (lambda: BlockSizes(8, 16, grad_features=-8), ValueError, "feature blocks must be >= 0"),
+    (lambda: kernels.shared_embedding_softmax(
+        jnp.ones((21, M)), jnp.ones((37, M)), jnp.zeros((21,), jnp.int32),
+        block_sizes=BlockSizes(32, 16)), ValueError, "blocks 32 x 16 exceed N=21, V=37"),
+    (lambda: kernels.shared_embedding_softmax(
+        jnp.ones((21, M)), jnp.ones((37, M)), jnp.zeros((21,), jnp.int32),
+        block_sizes=BlockSizes(8, 16, features=32)), ValueError, r"feature blocks \(32, 16\) exceed M=16"),
+    (lambda: kernels.shared_embedding_softmax(
+        jnp.ones((21, M)), jnp.ones((37, M)), jnp.zeros((21,), jnp.int32), backend="cuda"),
+     ValueError, "backend must be one of"),
+    (lambda: kernels.shared_embedding_softmax(
+        jnp.ones((21, M)), jnp.ones((37, M)), jnp.zeros((21, 1), jnp.int32)),
+     TypeError, r"expected x\[N, M\], embedding\[V, M\] and labels as int ids\[N\]"),
+    (lambda: kernels.shared_embedding_softmax(
+        jnp.ones((21, M)), jnp.ones((37, 8)), jnp.zeros((21, 37))),
+     TypeError, r"got x\[21, 16\], embedding\[37, 8\] and labels\[21, 37\] of float32"),
+    (lambda: kernels.KernelConfig(SoftmaxOptions(), 0.25, True, (8, 16)), TypeError,
+     "block_sizes must be a BlockSizes"),
+    (lambda: kernels.KernelConfig(SoftmaxOptions(logit_scale=2.0), 0.25, True, BlockSizes(8, 16)),
+     ValueError, "disagrees with the options"),
+])
+def test_entry_rejects_bad_block_sizes_and_operands(make, error, message):
+  with pytest.raises(error, match=message):
+    make()
 
 
 def test_pass_under_jit_matches_reference(rng):
@@ -408,7 +521,7 @@ def _cuda_shared_and_registers(blocks, itemsize):
   estimate, written out: two stages of the `[T, K]`, `[C, K]` and `[C or T, F]`
   dot operands plus the `[T, C]` cotangent; three float32 `[T, C]` tiles and
   the float32 `[C or T, F]` accumulator."""
-  t, c, k, f = blocks
+  t, c, k, f = dataclasses.astuple(blocks)
   return (2 * ((t + c) * k + max(t, c) * f) + t * c) * itemsize, 4 * (3 * t * c + max(t, c) * f)
 
 
@@ -419,7 +532,7 @@ def test_blocks_fit_on_chip():
   with site.op.context:
     blocks = pallas_pass.PallasPass(platform="cuda").blocks(site)
     assert pallas_pass.PallasPass(platform="cuda").unsuitable(site, blocks) is None
-  assert all(b & (b - 1) == 0 and b >= 16 for b in blocks)
+  assert all(b & (b - 1) == 0 and b >= 16 for b in dataclasses.astuple(blocks))
   assert blocks.tokens <= 48 and blocks.vocab <= 100 and blocks.grad_features <= 1024
   shared, registers = _cuda_shared_and_registers(blocks, 2)
   assert shared <= 160 * 2**10 and registers <= 128 * 2**10
@@ -432,14 +545,14 @@ def test_blocks_fit_on_chip():
   # Any TPU (16 MiB of scoped VMEM): 512 classes halve to 256, then (a tie) to
   # 128; whole rows of 8192 features do not fit (Mosaic needs 19 MiB for them
   # at these blocks, compiled for a v5e: tests/aot), so the features halve.
-  assert blocks == (128, 128, 4096, 4096)
+  assert blocks == BlockSizes(128, 128, 4096, 4096)
   assert pallas_pass.on_chip_bytes("tpu", site, blocks)["vmem"] <= 16 * 2**20
   # A v5e's 64 MiB limit keeps whole rows and 256 classes.
   v5e = pallas_pass.PallasPass(platform="tpu", tpu_chip="v5e")
   with site.op.context:
     blocks = v5e.blocks(site)
     assert v5e.unsuitable(site, blocks) is None
-  assert blocks == (128, 256, 8192, 8192)
+  assert blocks == BlockSizes(128, 256, 8192, 8192)
   assert pallas_pass.on_chip_bytes("tpu", site, blocks)["vmem"] <= 64 * 2**20
 
 
@@ -470,8 +583,8 @@ def test_cuda_takes_any_width_within_shared_memory(m, dtype):
   with site.op.context:
     blocks = cuda.blocks(site)
     assert cuda.unsuitable(site, blocks) is None
-  t, c, k, f = blocks
-  assert all(b & (b - 1) == 0 and 16 <= b for b in blocks), blocks
+  t, c, k, f = dataclasses.astuple(blocks)
+  assert all(b & (b - 1) == 0 and 16 <= b for b in (t, c, k, f)), blocks
   assert k <= min(m, 64) and f <= m and (f >= 256 or f == _floor_pow2(m)), blocks
   shared, registers = _cuda_shared_and_registers(blocks, jnp.dtype(dtype).itemsize)
   assert shared <= 160 * 2**10 and registers <= 128 * 2**10, (blocks, shared, registers)

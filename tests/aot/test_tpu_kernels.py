@@ -32,7 +32,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 from jaxlib.mlir import ir  # noqa: E402
 
 import gshard_op  # noqa: E402
-from gshard_op.passes import composites, pallas, pallas_kernels  # noqa: E402
+from gshard_op import kernels  # noqa: E402
+from gshard_op.passes import composites, pallas  # noqa: E402
 
 CHIPS = {"tpu-v4": "v4", "tpu-v5e": "v5e", "tpu-v5p": "v5p", "tpu-v6e": "v6e",
          "tpu-v7x": "v7x"}
@@ -70,21 +71,19 @@ def _device_specs(target: str, *shapes_dtypes):
 
 
 def _compile_kernels(target: str, n: int, m: int, v: int, dtype: str,
-                     config: pallas_kernels.KernelConfig) -> None:
+                     config: kernels.KernelConfig) -> None:
   """Compiles the forward and both gradient kernels for the target's chip."""
   x, e, ids, col = _device_specs(target, ((n, m), dtype), ((v, m), dtype), ((n,), jnp.int32),
                                  ((n,), jnp.float32))
-  jax.jit(functools.partial(pallas_kernels.forward, cfg=config)).lower(x, e, ids).compile()
-  jax.jit(functools.partial(pallas_kernels.grad, cfg=config)).lower(
+  jax.jit(functools.partial(kernels.forward, cfg=config)).lower(x, e, ids).compile()
+  jax.jit(functools.partial(kernels.grad, cfg=config)).lower(
       x, e, ids, col, col, col, col).compile()
 
 
-def _config(site, blocks: pallas.Blocks, vmem_limit_bytes: int) -> pallas_kernels.KernelConfig:
-  return pallas_kernels.KernelConfig(
+def _config(site, blocks: kernels.BlockSizes, vmem_limit_bytes: int) -> kernels.KernelConfig:
+  return kernels.KernelConfig(
       options=site.options, logit_scale=site.logit_scale, labels_are_ids=True,
-      block_tokens=blocks.tokens, block_vocab=blocks.vocab, backend="mosaic_tpu",
-      block_features=blocks.features, block_grad_features=blocks.grad_features,
-      vmem_limit_bytes=vmem_limit_bytes)
+      block_sizes=blocks, backend="mosaic_tpu", vmem_limit_bytes=vmem_limit_bytes)
 
 
 @pytest.mark.parametrize("target,width,dtype", _grid())
