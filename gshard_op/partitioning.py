@@ -12,9 +12,9 @@ for the loops. Here the lowering rule instead emits a
   propagation keeps the embedding sharded on it);
 * once propagation has chosen the operands' shardings, the partitioner calls
   `_partition`, which reads them, applies the one layout rule of
-  `gshard-shard-vocab` (`sharding.vocab_layout`) and returns the per-device
+  `gshard-shard-vocab` (`sharded.vocab_layout`) and returns the per-device
   function: the same primitive bound with `Lowering.shard` set, whose rule
-  emits `sharding.emit_shard`, the per-shard loops and `[tokens]`-sized
+  lowers `sharded.body`, the per-shard loops and `[tokens]`-sized
   all-reduces of the pass.
 
 So a vocab-sharded embedding is never all-gathered on `V`, on Auto and
@@ -164,7 +164,7 @@ def _partitioned(prim: Primitive, is_grad: bool, options: SoftmaxOptions, loweri
 
 
 def _one_device():
-  from gshard_op.ir.sharding import ShardSpec
+  from gshard_op.sharded import ShardSpec
   return ShardSpec((), (), ())
 
 
@@ -211,9 +211,9 @@ def spec_axes(sharding, dim: int) -> tuple[str, ...]:
 def _layout(prim: Primitive, mesh, x, embedding):
   """The layout rule of `gshard-shard-vocab` on the shardings the partitioner
   chose; a vocab its shards do not divide is gathered on `V`, with a warning."""
-  from gshard_op.ir import sharding as ir_sharding
+  from gshard_op import sharded
 
-  grid = ir_sharding.Mesh.of_axes(dict(mesh.shape))
+  grid = sharded.Mesh.of_axes(dict(mesh.shape))
   n, v = x.shape[0], embedding.shape[0]
   tokens = spec_axes(x.sharding, 0) if isinstance(x.sharding, NamedSharding) else ()
   vocab = ()
@@ -223,13 +223,13 @@ def _layout(prim: Primitive, mesh, x, embedding):
     _announce(f"{prim.name}: the embedding's sharding {embedding.sharding} names no mesh "
               "axes; it is gathered and the vocab is not sharded")
   try:
-    return ir_sharding.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=vocab,
+    return sharded.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=vocab,
                               token_axes=tokens)
-  except ir_sharding.Unsupported as e:
+  except sharded.Unsupported as e:
     _announce(f"{prim.name}: {e}; the embedding is gathered on the vocab (correct, but "
               "each device holds all of it). Pad the vocab to a multiple of the shards "
               "to keep it sharded.")
-    return ir_sharding.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=(),
+    return sharded.vocab_layout(grid, num_tokens=n, num_classes=v, vocab_axes=(),
                               token_axes=tokens)
 
 

@@ -129,7 +129,7 @@ def _explicit_layout(x_aval, embedding_aval):
   with `gshard-shard-vocab`'s rule; None where the embedding's vocab is not
   sharded over Explicit axes, or its model dimension is, or the shards do not
   divide V (the partitioner then decides: `gshard_op/partitioning.py`)."""
-  from gshard_op.ir import sharding as ir_sharding  # deferred, as in _chunked
+  from gshard_op import sharded  # deferred, as in _chunked
 
   emb_sharding = embedding_aval.sharding
   mesh = getattr(emb_sharding, "mesh", None)
@@ -144,62 +144,81 @@ def _explicit_layout(x_aval, embedding_aval):
   if getattr(x_aval.sharding, "spec", None) is not None:
     tokens = partitioning.spec_axes(x_aval.sharding, 0)
   try:
-    return ir_sharding.vocab_layout(
-        ir_sharding.Mesh.of_axes(mesh.shape), num_tokens=x_aval.shape[0],
+    return sharded.vocab_layout(
+        sharded.Mesh.of_axes(mesh.shape), num_tokens=x_aval.shape[0],
         num_classes=embedding_aval.shape[0], vocab_axes=vocab, token_axes=tokens)
-  except ir_sharding.Unsupported:
+  except sharded.Unsupported:
     return None
 
 
 def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: SoftmaxOptions,
              lowering: Lowering):
-  """The chunked loops, emitted at the point JAX lowers the primitive:
+  """The chunked programs, lowered at the point JAX lowers the primitive:
 
   * inside a partitioned program (`lowering.shard`), this device's loops on
-    its blocks plus the collectives that combine them (`ir.sharding.emit_shard`);
-  * under an Explicit mesh that shards the vocab, the same per-device loops in
-    a manual computation, as `gshard-shard-vocab` emits them;
+    its blocks plus the collectives that combine them (`sharded.body`);
+  * under an Explicit mesh that shards the vocab, the same per-device body in
+    a manual computation, as `gshard-shard-vocab` emits it;
   * in any other program XLA partitions, a custom-partitioning call that
     leads back to the first case once the shardings are known;
   * otherwise (one device, `shard_map` bodies, `jax.export`), the loops of
-    `gshard-chunk-softmax` on the whole operands.
+    `gshard-chunk-softmax` (`chunked.forward` / `chunked.grad`) on the whole
+    operands.
   """
-  # Deferred: only a lowering needs the IR emitters (and the MLIR bindings).
-  from gshard_op.ir import loops
-  from gshard_op.ir import sharding as ir_sharding
-  from gshard_op.ir.softmax import Softmax
+  # Deferred: only a lowering needs the programs (and the MLIR bindings).
+  from gshard_op import chunked, sharded
+  from gshard_op.ir.manual import emit_manual
+  from gshard_op.ir.splice import tagging_new_loops
+  from gshard_op.online_softmax import Spec
 
   is_grad = prim is shared_embedding_softmax_grad_p
   (n, m), v = ctx.avals_in[0].shape, ctx.avals_in[1].shape[0]
-  sm = Softmax(options=options, logit_scale=options.scale_for(m), num_classes=v,
-               labels_are_ids=jnp.issubdtype(ctx.avals_in[2].dtype, jnp.integer))
+  spec = Spec.of(options, m, v, labels_are_ids=jnp.issubdtype(ctx.avals_in[2].dtype, jnp.integer))
 
-  def plan(devices: int):
+  def plan(devices: int, n_local: int, v_local: int) -> chunked.ChunkPlan:
     """Each device's loops get its share of the budget."""
-    return lambda n_local, v_local: loops.plan_chunks(
+    return chunked.plan_chunks(
         n_local, v_local,
         memory_budget_mib=lowering.budget_for(ctx.module_context.platforms) / devices)
 
+  def lower(fn, *static):
+    return mlir.lower_fun(functools.partial(fn, *static), multiple_results=True)
+
   if lowering.shard is not None:
     layout = lowering.shard.layout()
-    sm = dataclasses.replace(sm, num_classes=v * layout.vocab_shards)
-    devices = layout.mesh.device_ids.size
-    return ir_sharding.emit_shard(sm, layout, is_grad, list(args), plan(devices),
-                                  ctx.module_context.new_channel)
+    spec = dataclasses.replace(spec, num_classes=v * layout.vocab_shards)
+    chunks = plan(layout.mesh.device_ids.size, n, v)
+    return lower(sharded.body, spec, layout, is_grad, chunks)(ctx, *args)
   layout = _explicit_layout(ctx.avals_in[0], ctx.avals_in[1])
   if layout is not None:
+    n_local, v_local = n // layout.token_shards, v // layout.vocab_shards
+    chunks = plan(layout.mesh.device_ids.size, n_local, v_local)
+    label_mass = None
+    if not spec.labels_are_ids:
+      labels = ShapedArray(ctx.avals_in[2].shape, ctx.avals_in[2].dtype)
+      label_mass = lower(lambda l: [spec.label_mass(l)])(
+          ctx.replace(avals_in=[labels], avals_out=[ShapedArray((n,), jnp.float32)]), args[2])[0]
+
+    def body(local: list) -> list:
+      local_in = [ShapedArray(tuple(ir.RankedTensorType(a.type).shape), aval.dtype)
+                  for a, aval in zip(local, list(ctx.avals_in) + [ShapedArray((), jnp.float32)])]
+      local_out = [ShapedArray((n_local, m), ctx.avals_out[0].dtype),
+                   ShapedArray((v_local, m), ctx.avals_out[1].dtype)] if is_grad else [
+                       ShapedArray((n_local,), aval.dtype) for aval in ctx.avals_out]
+      return lower(sharded.body, spec, layout, is_grad, chunks)(
+          ctx.replace(avals_in=local_in, avals_out=local_out), *local)
+
     result_types = [mlir.aval_to_ir_type(ctx.module_context, aval) for aval in ctx.avals_out]
-    devices = layout.mesh.device_ids.size
-    return ir_sharding.emit_manual(sm, layout, is_grad, list(args), result_types, plan(devices),
-                                   ctx.module_context.new_channel, tag="gshard-shard-vocab")
+    return emit_manual(layout, is_grad, spec.labels_are_ids, args, label_mass, result_types,
+                       body, tag="gshard-shard-vocab")
   if partitioning.applies(ctx):
     return partitioning.lower(ctx, prim, args, is_grad=is_grad, options=options,
                               lowering=lowering)
-  chunks = plan(1)(n, v)
-  emit = loops.emit_grad if is_grad else loops.emit_forward
-  with loops.tagging_new_loops(ir.InsertionPoint.current.block,
-                               f"gshard-lowering: {chunks.attribute()}"):
-    return emit(sm, chunks, *args)
+  chunks = plan(1, n, v)
+  program = chunked.grad if is_grad else chunked.forward
+  with tagging_new_loops(ir.InsertionPoint.current.block,
+                         f"gshard-lowering: {chunks.attribute()}"):
+    return lower(program, spec, chunks)(ctx, *args)
 
 
 def _lowering_rule(name: str, decomposition, prim: Primitive):

@@ -1,10 +1,11 @@
 """`gshard-chunk-softmax`: composites -> loops over vocab (and token) chunks.
 
-Each composite becomes the loops of `gshard_op/ir/loops.py` (`emit_forward` /
-`emit_grad`: an online softmax over vocab chunks, token blocks when the
-budget says so), sized by `ChunkingOptions.plan`; the plan is recorded as a
-`gshard.plan` attribute on the loops. The primitives' chunked lowering emits
-the same loops at the point JAX lowers them.
+Each composite becomes the loops of `gshard_op/chunked.py` (`forward` /
+`grad`: an online softmax over vocab chunks, token blocks when the budget
+says so), sized by `ChunkingOptions.plan`, as JAX lowers them for the
+composite's operand types; the plan is recorded as a `gshard.plan` attribute
+on the loops. The primitives' chunked lowering emits the same programs at the
+point JAX lowers them.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ import logging
 
 from jaxlib.mlir import ir
 
-from gshard_op.ir.loops import emit_forward, emit_grad
-from gshard_op.ir.softmax import Softmax
+from gshard_op import chunked
 from gshard_op.passes import composites
 from gshard_op.passes.chunking import ChunkingOptions
-from gshard_op.passes.rewrite import CompositeRewrite, replace_with
+from gshard_op.passes.rewrite import CompositeRewrite, replace_with_program
 
 __all__ = ["ChunkSoftmaxPass"]
 
@@ -35,7 +35,7 @@ class ChunkSoftmaxPass(ChunkingOptions, CompositeRewrite):
   def rewrite(self, site: composites.SoftmaxComposite, module: ir.Operation) -> bool:
     plan = self.plan(site.num_tokens, site.num_classes)
     log.info("%s: %s %s", self.name, composites.composite_name(site.op), plan.attribute())
-    emit = emit_grad if site.is_grad else emit_forward
-    replace_with(site.op, lambda: emit(Softmax.of(site), plan, *site.args),
-                 plan=f"{self.name}: {plan.attribute()}")
+    program = chunked.grad if site.is_grad else chunked.forward
+    replace_with_program(site.op, program, (site.spec, plan),
+                         plan=f"{self.name}: {plan.attribute()}")
     return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from gshard_op import budget
-from gshard_op.ir.loops import ChunkPlan, plan_chunks
+from gshard_op.chunked import ChunkPlan, plan_chunks
 from gshard_op.passes.framework import ModulePass
 
 

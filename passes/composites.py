@@ -18,8 +18,9 @@ import math
 from jaxlib.mlir import ir
 
 from gshard_op import contract
+from gshard_op.online_softmax import Spec
 from gshard_op.options import SoftmaxOptions
-from gshard_op.ir import builders as b
+from gshard_op.ir import types as irt
 from gshard_op.passes.errors import RewriteError
 from gshard_op.passes.module_pass import composite_name, walk
 
@@ -46,7 +47,7 @@ class SoftmaxComposite:
   @property
   def in_features(self) -> int:
     """`M`, from `x`'s type."""
-    return b.shape_of(self.args.x)[1]
+    return irt.shape_of(self.args.x)[1]
 
   @property
   def args(self) -> contract.ForwardOperands | contract.GradOperands:
@@ -59,6 +60,11 @@ class SoftmaxComposite:
     """The results by their contract names (`site.results.logsumexp`), in order."""
     named = contract.GradResults if self.is_grad else contract.ForwardResults
     return named(*self.op.results)
+
+  @property
+  def spec(self) -> Spec:
+    """What the math needs to know of the op (`gshard_op/online_softmax.py`)."""
+    return Spec(self.options, self.logit_scale, self.num_classes, self.labels_are_ids)
 
   @property
   def decomposition(self) -> str:
@@ -131,29 +137,29 @@ def match(op: ir.Operation) -> SoftmaxComposite:
                            f"results, got {len(operands)} and {len(results)}")
   args = (contract.GradOperands if is_grad else contract.ForwardOperands)(*operands)
   x, embedding, labels = args.x, args.embedding, args.labels
-  _require(op, len(b.shape_of(x)) == 2 and b.is_float(b.element_of(x)), "x must be a float [N, M] tensor")
-  n, m = b.shape_of(x)
-  _require(op, b.shape_of(embedding)[1:] == (m,) and len(b.shape_of(embedding)) == 2
-           and b.is_float(b.element_of(embedding)), f"embedding must be a float [V, {m}] tensor")
-  v = b.shape_of(embedding)[0]
+  _require(op, len(irt.shape_of(x)) == 2 and irt.is_float(irt.element_of(x)), "x must be a float [N, M] tensor")
+  n, m = irt.shape_of(x)
+  _require(op, irt.shape_of(embedding)[1:] == (m,) and len(irt.shape_of(embedding)) == 2
+           and irt.is_float(irt.element_of(embedding)), f"embedding must be a float [V, {m}] tensor")
+  v = irt.shape_of(embedding)[0]
   _require(op, v <= contract.MAX_SIZE and n <= contract.MAX_SIZE,
            f"N={n} tokens and V={v} classes must be at most 2**31 - 1 (class ids, "
            "argmax and loop positions are i32)")
-  labels_are_ids = not b.is_float(b.element_of(labels))
+  labels_are_ids = not irt.is_float(irt.element_of(labels))
   if labels_are_ids:
-    _require(op, b.shape_of(labels) == (n,) and b.element_of(labels) == b.i32(),
+    _require(op, irt.shape_of(labels) == (n,) and irt.element_of(labels) == irt.i32(),
              f"labels must be i32[{n}] ids or float [{n}, {v}] probabilities")
   else:
-    _require(op, b.shape_of(labels) == (n, v),
+    _require(op, irt.shape_of(labels) == (n, v),
              f"labels must be i32[{n}] ids or float [{n}, {v}] probabilities")
-  vec_f32 = b.tensor((n,), b.f32())
+  vec_f32 = irt.tensor((n,), irt.f32())
   if is_grad:
     for what in expected_operands[3:]:
       _require(op, getattr(args, what).type == vec_f32, f"{what} must be {vec_f32}")
     _require(op, results[0].type == x.type and results[1].type == embedding.type,
              "results must be d_x like x and d_embedding like embedding")
   else:
-    want = [vec_f32, b.tensor((n,), b.i32()), vec_f32, vec_f32] + [vec_f32] * entropy
+    want = [vec_f32, irt.tensor((n,), irt.i32()), vec_f32, vec_f32] + [vec_f32] * entropy
     _require(op, [r.type for r in results] == want,
              f"results must be {', '.join(str(t) for t in want)}")
   # Scaling the inputs, the decomposition uses M**-0.5 whatever the attribute

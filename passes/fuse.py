@@ -26,118 +26,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import jax.numpy as jnp
 from jaxlib.mlir import ir
 
-from gshard_op import budget, contract
-from gshard_op.ir import builders as b
-from gshard_op.ir.loops import (chunk_start, owned, per_token_outputs, replace,
-                                tagging_new_loops, token_block, trip_count, write_owned_rows)
-from gshard_op.ir.softmax import (OnlineStats, Softmax, chunk_logits, logits_cotangent,
-                                  probability_cotangent, target_logits)
+from gshard_op import budget, contract, fused
+from gshard_op.fused import MIN_TOKEN_CHUNK, plan_token_chunk
+from gshard_op.ir.splice import lowered, replace, spec_of, splice, tagging_new_loops
+from gshard_op.ir.types import element_of
 from gshard_op.passes import composites
 from gshard_op.passes.rewrite import CompositeRewrite
 
 log = logging.getLogger("gshard.passes")
 
-# Live float32 [T, V] buffers of the fused body (logits, softmax/cotangent).
-LIVE_BLOCK_BUFFERS = 2
-MIN_TOKEN_CHUNK = 8
-
-
-def plan_token_chunk(num_tokens: int, num_classes: int, *, token_chunk: int = 0,
-                     memory_budget_mib: float) -> int | None:
-  """Tokens per block: as given, else the largest power of two whose `[T, V]`
-  buffers fit the (finite) budget; None when fewer than `MIN_TOKEN_CHUNK` would
-  fit, or when there are no tokens (the chunked rewrite handles N = 0)."""
-  if num_tokens == 0:
-    return None
-  if token_chunk > 0:
-    return min(token_chunk, num_tokens)
-  fit = int(memory_budget_mib * 2**20 // (4 * LIVE_BLOCK_BUFFERS * num_classes))
-  if fit < min(MIN_TOKEN_CHUNK, num_tokens):
-    return None
-  return min(num_tokens, 1 << (fit.bit_length() - 1))
-
-
-def emit_fused(sm: Softmax, tokens: int, x: ir.Value, embedding: ir.Value, labels: ir.Value,
-               g_xent: ir.Value, g_lse: ir.Value, g_lse_squared: ir.Value,
-               g_entropy: ir.Value | None = None, *, accumulator: ir.Type,
-               update_rows: int) -> tuple[list[ir.Value], list[ir.Value]]:
-  """`(forward results, [d_x, d_embedding])` from one loop over token blocks;
-  `g_entropy` (with `with_entropy`) is the entropy's cotangent, whose share of
-  the logits' cotangent uses the block's own entropy."""
-  n, m = b.shape_of(x)
-  v = b.shape_of(embedding)[0]
-  xs = sm.scaled_inputs(x)
-  label_mass = sm.label_mass(labels)
-  q_mass = sm.target_mass(label_mass)
-  zero = b.scalar(0, b.i32())
-  with_entropy = sm.options.with_entropy
-  outputs = per_token_outputs(n, with_entropy)
-  loop = b.Loop(trip_count(n, tokens), **outputs,
-                d_x=b.full((n, m), b.element_of(x), 0.0),
-                d_emb=b.full((v, m), accumulator, 0.0))
-  with loop.body() as (j, acc):
-    start, first_owned = chunk_start(j, tokens, n)
-    x_blk, labels_blk = token_block(xs, labels, start, tokens)
-    g_xent_blk, g_lse_blk, g_sq_blk, q_blk, mass_blk = (
-        b.dynamic_slice(a, [start], [tokens])
-        for a in (g_xent, g_lse, g_lse_squared, q_mass, label_mass))
-    g_h_blk = b.dynamic_slice(g_entropy, [start], [tokens]) if with_entropy else None
-    own = None
-    if first_owned is not None:  # tokens an earlier block had add no gradient again
-      own = owned(start, first_owned, (tokens,), 0)
-      g_xent_blk, g_lse_blk, g_sq_blk = (b.select(own, g, 0.0)
-                                         for g in (g_xent_blk, g_lse_blk, g_sq_blk))
-      if with_entropy:
-        g_h_blk = b.select(own, g_h_blk, 0.0)
-    chunk = chunk_logits(sm, x_blk, embedding, labels_blk, zero, None, v, scaled_x=True)
-    stats = OnlineStats.initial(tokens, with_entropy).update(sm, chunk)
-    if sm.labels_are_ids:
-      stats.t = target_logits(sm, x_blk, embedding, labels_blk, scaled_x=True)
-    results = stats.finalize(sm, mass_blk)
-    lse = results[contract.FORWARD_RESULTS.index("logsumexp")]
-    g_p = probability_cotangent(lse, g_lse_blk, g_sq_blk)
-    entropy = None
-    if with_entropy:
-      entropy = (results[contract.forward_results(True).index("per_example_entropy")], g_h_blk)
-    dz = logits_cotangent(sm, chunk, lse, q_blk, g_xent_blk, g_p, entropy)
-    d_x_blk = sm.times_input_scale(b.dot(b.convert(dz, b.element_of(embedding)), embedding,
-                                         (1, 0), b.f32(), sm.options.precision))
-    d_x_blk = b.convert(d_x_blk, b.element_of(x))
-    d_x = write_owned_rows(acc.d_x, d_x_blk, start, own)
-    d_emb = accumulate_rows(acc.d_emb, b.convert(dz, b.element_of(x)), x_blk, update_rows,
-                            sm.options.precision)
-    loop.yield_(**{name: b.dynamic_update_slice(getattr(acc, name), r, [start])
-                   for name, r in zip(outputs, results)},
-                d_x=d_x, d_emb=d_emb)
-  forward = [getattr(loop.results, name) for name in outputs]
-  return forward, [loop.results.d_x, b.convert(loop.results.d_emb, b.element_of(embedding))]
-
-
-def accumulate_rows(d_emb: ir.Value, dz: ir.Value, x_blk: ir.Value, rows: int,
-                    precision: str | None = None) -> ir.Value:
-  """`d_emb += dz.T @ x_blk`, `rows` rows at a time, each added in place (the
-  matmul at `precision`).
-
-  One `[V, M]` add would make XLA keep a second `[V, M]` buffer (it does not
-  update a while-loop carry in place through a dot + add fusion);
-  `dynamic_update_slice` of a slice it does, so the carry can be the result.
-  """
-  v, m = b.shape_of(d_emb)
-  tokens = b.shape_of(dz)[0]
-  zero = b.scalar(0, b.i32())
-  inner = b.Loop(trip_count(v, rows), d_emb=d_emb)
-  with inner.body() as (k, acc):
-    start, first_owned = chunk_start(k, rows, v)
-    dz_rows = b.dynamic_slice(dz, [zero, start], [tokens, rows])
-    if first_owned is not None:  # rows an earlier step already added
-      dz_rows = b.select(owned(start, first_owned, (tokens, rows), 1), dz_rows, 0.0)
-    update = b.dot(dz_rows, x_blk, (0, 0), b.f32(), precision)
-    old = b.dynamic_slice(acc.d_emb, [start, zero], [rows, m])
-    inner.yield_(d_emb=b.dynamic_update_slice(
-        acc.d_emb, b.add(old, b.convert(update, b.element_of(d_emb))), [start, zero]))
-  return inner.results.d_emb
+__all__ = ["FuseForwardBackwardPass", "MIN_TOKEN_CHUNK", "plan_token_chunk"]
 
 
 def _producer(v: ir.Value) -> ir.Operation | None:
@@ -219,7 +120,7 @@ class FuseForwardBackwardPass(CompositeRewrite):
     are written in the embedding's dtype). So it must fit the budget like the
     `[T, V]` blocks do; a float32 embedding's accumulator is the result's own
     size and precision, and `accumulate-bf16` asks for bf16 sums instead."""
-    width = ir.FloatType(b.element_of(fwd.args.embedding)).width
+    width = ir.FloatType(element_of(fwd.args.embedding)).width
     if self.accumulate_bf16 or width >= 32:
       return None
     mib = budget.resolve(self.memory_budget_mib)
@@ -228,7 +129,7 @@ class FuseForwardBackwardPass(CompositeRewrite):
       return None
     return (f"its float32 [{fwd.num_classes}, {fwd.in_features}] d_embedding accumulator "
             f"({need:.4g} MiB) exceeds memory-budget-mib={mib:g}; the chunked gradient writes "
-            f"{b.element_of(fwd.args.embedding)} rows instead (a larger budget, or "
+            f"{element_of(fwd.args.embedding)} rows instead (a larger budget, or "
             "accumulate-bf16=true, fuses)")
 
   def rewrite(self, pair, module: ir.Operation) -> bool:
@@ -256,15 +157,19 @@ class FuseForwardBackwardPass(CompositeRewrite):
       return False
     for op in movable:
       op.move_before(fwd.op)
-    accumulator = b.bf16() if self.accumulate_bf16 else b.f32()
+    accumulator = "bf16" if self.accumulate_bf16 else "f32"
     plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
     log.info("%s", plan)
     # One loop gives both composites' results: the gradient's are swapped in
     # first, then the forward's (whose logsumexp the gradient read).
-    with tagging_new_loops(fwd.op.block, plan), fwd.op.location, ir.InsertionPoint(fwd.op):
-      forward, gradient = emit_fused(Softmax.of(fwd), tokens, *fwd.args, *cotangents,
-                                     accumulator=accumulator,
-                                     update_rows=min(self.update_rows, fwd.num_classes))
+    operands = [*fwd.args, *cotangents]
+    dtype = jnp.dtype(jnp.bfloat16 if self.accumulate_bf16 else jnp.float32)
+    text = lowered(fused.sweep, (fwd.spec, tokens, dtype,
+                                 min(self.update_rows, fwd.num_classes)),
+                   [spec_of(v) for v in operands])
+    with tagging_new_loops(fwd.op.block, plan):
+      results = splice(text, operands, ir.InsertionPoint(fwd.op))
+    forward, gradient = results[:-2], results[-2:]
     replace(grad.op, gradient)
     replace(fwd.op, forward)
     return True

@@ -7,8 +7,9 @@ composites, so that each pass writes only what is its own.
 
 `rewrite` returns whether it replaced the site; a site it leaves is declined
 with `ModulePass.decline` (or skipped silently: nothing to do there).
-`replace_with` emits a replacement in front of a composite and swaps it in;
-`replace_by_call` makes the composite a `func.call`.
+`replace_with_program` splices a JAX program (`gshard_op/ir/splice.py`) in
+front of a composite and swaps its results in; `replace_by_call` makes the
+composite a `func.call`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import ClassVar
 from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import func
 
-from gshard_op.ir.loops import replace, tagging_new_loops
+from gshard_op.ir.splice import lowered, replace, spec_of, splice, tagging_new_loops
 from gshard_op.passes import composites
 from gshard_op.passes.module_pass import ModulePass
 
@@ -53,15 +54,20 @@ class CompositeRewrite(ModulePass):
       composites.erase_dead_functions(module)
 
 
-def replace_with(op: ir.Operation, emit: Callable[[], Sequence[ir.Value]], *,
-                 plan: str | None = None) -> None:
-  """Builds `emit()` in front of `op` (at its location), marks the
-  `stablehlo.while` loops it made with `gshard.plan = plan` if given, then
-  replaces `op`'s results by what `emit` returned and erases `op`."""
+def replace_with_program(op: ir.Operation, fn: Callable, static: tuple,
+                         operands: Sequence[ir.Value] | None = None, *,
+                         plan: str | None = None) -> list[ir.Value]:
+  """Splices `partial(fn, *static)` applied to `operands` (default: `op`'s)
+  in front of `op`, as JAX lowers it, marks the `stablehlo.while` loops it
+  made with `gshard.plan = plan` if given, then replaces `op`'s results by
+  the program's leading results and erases `op`. Returns all of them."""
+  operands = list(op.operands) if operands is None else list(operands)
+  text = lowered(fn, static, [spec_of(v) for v in operands])
   tagging = tagging_new_loops(op.block, plan) if plan is not None else contextlib.nullcontext()
-  with tagging, op.location, ir.InsertionPoint(op):
-    results = emit()
-  replace(op, results)
+  with tagging:
+    results = splice(text, operands, ir.InsertionPoint(op))
+  replace(op, results[:len(op.results)])
+  return results
 
 
 def replace_by_call(op: ir.Operation, callee: str, operands: Sequence[ir.Value]) -> ir.Operation:

@@ -5,7 +5,8 @@ When Shardy says the embedding's vocab dimension is sharded over mesh axes
 function argument or `sdy.sharding_constraint`), the composite becomes an
 `sdy.manual_computation` over the mesh in which each device runs the chunked
 loops of `gshard-chunk-softmax` on its own `[V / shards, M]` slice
-(`gshard_op/ir/sharding.py`):
+(`gshard_op/sharded.py`'s body, as JAX lowers it, in `gshard_op/ir/manual.py`'s
+manual computation):
 
   forward   per-token online stats of the local classes, then one all-reduce
             each of max, (sum-exp, target logit[, logit sum]) and argmax:
@@ -36,13 +37,15 @@ from jaxlib.mlir import ir
 from jaxlib.mlir.dialects import sdy
 from jaxlib.mlir.dialects import stablehlo as hlo
 
-from gshard_op.ir import builders as b
-from gshard_op.ir.sharding import Layout, Mesh, Unsupported, emit_manual, vocab_layout
-from gshard_op.ir.softmax import Softmax
+from gshard_op import sharded
+from gshard_op.ir.manual import emit_manual
+from gshard_op.ir.splice import lowered, replace, spec_of, splice
+from gshard_op.ir.types import shape_of
 from gshard_op.passes import composites
 from gshard_op.passes.chunking import ChunkingOptions
 from gshard_op.passes.module_pass import walk
-from gshard_op.passes.rewrite import CompositeRewrite, replace_with
+from gshard_op.passes.rewrite import CompositeRewrite
+from gshard_op.sharded import Layout, Mesh, Unsupported, vocab_layout
 
 log = logging.getLogger("gshard.passes")
 
@@ -91,7 +94,7 @@ def sharding_of(value: ir.Value) -> sdy.TensorShardingAttr | None:
 
 def _keeps_major(reshape: ir.Operation) -> bool:
   """A reshape `[B, T, M] -> [B*T, M]`-like: dim 0 of the result starts with dim 0."""
-  src, dst = b.shape_of(reshape.operands[0]), b.shape_of(reshape.results[0])
+  src, dst = shape_of(reshape.operands[0]), shape_of(reshape.results[0])
   return len(src) >= 1 and len(dst) >= 1 and src[-1] == dst[-1]
 
 
@@ -160,11 +163,23 @@ class ShardVocabPass(ChunkingOptions, CompositeRewrite):
     if layout is None:
       return False
     share = 1 / layout.mesh.device_ids.size
-    replace_with(site.op, lambda: emit_manual(
-        Softmax.of(site), layout, site.is_grad, list(site.operands),
-        [r.type for r in site.op.results],
-        lambda n, v: self.plan(n, v, budget_share=share), channels_after(module),
-        tag=self.name))
+    chunks = self.plan(site.num_tokens // layout.token_shards,
+                       site.num_classes // layout.vocab_shards, budget_share=share)
+    spec = site.spec
+    next_channel = channels_after(module)
+    with site.op.location, ir.InsertionPoint(site.op):
+      label_mass = None
+      if not spec.labels_are_ids:
+        labels = site.args.labels
+        label_mass = splice(lowered(spec.label_mass.__func__, (spec,), [spec_of(labels)]),
+                            [labels], ir.InsertionPoint(site.op))[0]
+
+      def body(local: list[ir.Value]) -> list[ir.Value]:
+        text = lowered(sharded.body, (spec, layout, site.is_grad, chunks),
+                       [spec_of(v) for v in local])
+        return splice(text, local, ir.InsertionPoint.current, next_channel)
+
+      results = emit_manual(layout, site.is_grad, spec.labels_are_ids, site.operands, label_mass,
+                            [r.type for r in site.op.results], body, tag=self.name)
+    replace(site.op, results)
     return True
-
-

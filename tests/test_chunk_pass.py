@@ -31,7 +31,7 @@ from gshard_op import shared_embedding_softmax
 from pass_testing import Config, assert_close, to_numpy, with_fast_xla
 from gshard_op.outputs import FIELDS
 from gshard_op.passes import chunk as chunk_pass
-from gshard_op.ir.loops import LIVE_CHUNK_BUFFERS, MIN_VOCAB_CHUNK, ChunkPlan, plan_chunks
+from gshard_op.chunked import LIVE_CHUNK_BUFFERS, MIN_VOCAB_CHUNK, ChunkPlan, plan_chunks
 
 PIPELINES = {
     "vocab16": "gshard-chunk-softmax{vocab-chunk=16}",

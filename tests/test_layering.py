@@ -1,6 +1,7 @@
-"""Imports run one way: the primitives and the passes both stand on `gshard_op/ir`.
+"""Imports run one way: the primitives and the passes both stand on the math
+(`gshard_op/online_softmax.py`, `chunked.py`, `sharded.py`) and `gshard_op/ir`.
 
-A plain `jax.jit` of the op lowers through the IR emitters alone: no pass
+A plain `jax.jit` of the op lowers through the chunked programs alone: no pass
 module (and so none of the Pallas kernels, Triton or Mosaic they lower with)
 is imported. Checked in a fresh process, where nothing else imported them.
 """
@@ -33,15 +34,16 @@ def test_plain_jit_lowering_imports_no_pass_and_no_kernel():
   assert proc.returncode == 0, proc.stderr
   loaded = json.loads(proc.stdout.splitlines()[-1])
   ours = [m for m in loaded if m.startswith("gshard_op")]
-  assert "gshard_op.ir.loops" in ours and "gshard_op.primitive" in ours, ours
+  assert "gshard_op.chunked" in ours and "gshard_op.primitive" in ours, ours
   assert not [m for m in ours if m.startswith("gshard_op.passes")], ours
   kernels = [m for m in loaded if any(k in m for k in ("pallas", "triton", "mosaic"))]
   assert not kernels, kernels
 
 
-def test_the_ir_package_imports_no_pass():
+def test_the_math_and_the_ir_package_import_no_pass():
   proc = subprocess.run(
-      [sys.executable, "-c", "import sys, gshard_op.ir.loops, gshard_op.ir.sharding; "
+      [sys.executable, "-c", "import sys, gshard_op.chunked, gshard_op.fused, gshard_op.sharded, "
+       "gshard_op.ir.splice, gshard_op.ir.manual; "
        "print([m for m in sys.modules if m.startswith('gshard_op.passes')])"],
       capture_output=True, text=True, timeout=300, env={"JAX_PLATFORMS": "cpu", **_env()})
   assert proc.returncode == 0, proc.stderr

@@ -1,10 +1,13 @@
-"""StableHLO emitters, one layer below both of their users.
+"""What must be IR: splicing JAX-lowered programs into a module, and the
+`sdy.manual_computation` around a vocab-sharded body.
 
-The primitives' lowering rules (`gshard_op/primitive.py`) and the passes
-(`passes/`) both build the op's loops from here; nothing here imports a pass.
+The math is JAX (`gshard_op/online_softmax.py`, `chunked.py`, `fused.py`,
+`sharded.py`); the primitives lower it with `mlir.lower_fun` and the passes
+splice what JAX lowers for a composite's operand types.
 
-* `builders`: values in, values out (`dot`, `row_max`, `select`, `Loop`, ...).
-* `softmax`: the chunk-level math (online max / sum-exp / argmax, cotangents).
-* `loops`: the chunked forward and gradient loops and their plans.
-* `sharding`: the vocab-sharded layout rule and the per-device emitters.
+* `splice`: a lowered program's ops at an insertion point (`splice`), its
+  text cached per operand types (`lowered`), and the plan attribute on the
+  loops it made (`tagging_new_loops`).
+* `manual`: the manual computation over a mesh, given its body.
+* `types`: the types of IR values.
 """

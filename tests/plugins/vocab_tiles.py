@@ -18,9 +18,8 @@ from jaxlib.mlir import ir
 from gshard_op import contract
 from gshard_op.passes import composites
 from gshard_op.passes.framework import RewriteError, register
-from gshard_op.passes.rewrite import CompositeRewrite, replace_with
-from gshard_op.ir.loops import ChunkPlan, emit_forward
-from gshard_op.ir.softmax import Softmax
+from gshard_op.chunked import ChunkPlan, forward
+from gshard_op.passes.rewrite import CompositeRewrite, replace_with_program
 
 
 @register
@@ -40,11 +39,10 @@ class VocabTilesPass(CompositeRewrite):
   def rewrite(self, site: composites.SoftmaxComposite, module: ir.Operation) -> bool:
     if self.tiles > site.num_classes:
       raise RewriteError(site.op, f"{self.tiles} tiles for {site.num_classes} classes")
-    operand = dict(zip(contract.FORWARD_OPERANDS, site.operands))
     # The last tile starts at V - C when `tiles` does not divide V, and masks
     # the classes the tile before it already covered.
     plan = ChunkPlan(token_chunk=site.num_tokens,
                      vocab_chunk=math.ceil(site.num_classes / self.tiles))
-    replace_with(site.op, lambda: emit_forward(Softmax.of(site), plan, operand["x"],
-                                               operand["embedding"], operand["labels"]))
+    # The chunked forward, as JAX lowers it for the composite's operands.
+    replace_with_program(site.op, forward, (site.spec, plan))
     return True  # rewritten: `run` erases the decomposition nobody calls now
