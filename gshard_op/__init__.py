@@ -8,10 +8,12 @@ Public API:
   jit                           `jax.jit` that runs the gshard passes before XLA
   nnx_jit                       `nnx.jit` that runs them
 
-Layering (no import cycle): `contract`, `options` are leaves; the StableHLO
-emitters of `gshard_op/ir` build on them; the primitives' lowering rules and
-the passes (`passes`) both call those emitters; `jit` sits on top and is
-loaded on first use, as is the Flax layer.
+Layering (no import cycle): `contract`, `options` are leaves; the math is
+JAX code on them (`online_softmax`, and the programs `chunked`, `fused`,
+`sharded`); the primitives' lowering rules lower those programs
+(`mlir.lower_fun`) and the passes (`passes`) splice what JAX lowers for a
+composite (`gshard_op/ir`: splicing, the manual computation); `jit` sits on
+top and is loaded on first use, as is the Flax layer.
 """
 
 from importlib import metadata as _metadata

@@ -66,8 +66,8 @@ class Lowering:
 
   `shard` is set only inside a partitioned program (`gshard_op/partitioning.py`):
   the operands are then one device's blocks of that layout (a hashable
-  `gshard_op.ir.sharding.ShardSpec`), and the rule emits that device's loops
-  and the collectives that combine them.
+  `gshard_op.sharded.ShardSpec`), and the rule lowers that device's loops
+  and the collectives that combine them (`sharded.body`).
   """
 
   mode: str = "chunked"

@@ -203,7 +203,7 @@ def cross_entropy(log_probs: jax.Array, q: jax.Array) -> jax.Array:
   """`-sum(q * log_probs, -1)`, where a class with `q = 0` adds 0 even if its
   log-probability is infinite or NaN (an id out of range, a `-inf` logit):
   what XLA makes of Praxis's one-hot product, stated rather than left to its
-  simplifier. `gshard_op/ir/softmax.py` (`weighted_by`) follows the same rule."""
+  simplifier. `gshard_op/online_softmax.py` (`weighted`) follows the same rule."""
   return -jnp.sum(jnp.where(q == 0, 0.0, log_probs * q), axis=-1)
 
 
