@@ -101,17 +101,10 @@ def _map_over_batch(prim, args, dims, **params):
 # --- lowering ------------------------------------------------------------------
 
 def composite_attributes(options: SoftmaxOptions, in_features: int) -> dict:
-  """Every option, plus the logit scale, as the composite's attributes (f64 /
-  bool / string; the precision as fixed where the op was bound). `logit_scale`
-  is always the scale in force (`in_features ** -0.5` unless the option sets
-  it) and `scales_logits` says where it applies."""
-  attrs = {name: np.float64(getattr(options, name)) for name in contract.FLOAT_ATTRIBUTES
-           if name != "logit_scale"}
-  attrs["logit_scale"] = np.float64(options.scale_for(in_features))
-  attrs.update({name: bool(getattr(options, name)) for name in contract.BOOL_ATTRIBUTES})
-  attrs.update({name: str(getattr(options.with_default_precision(), name))
-                for name in contract.STRING_ATTRIBUTES})
-  return attrs
+  """Every option, plus the logit scale in force, as the composite's
+  attributes: `SoftmaxOptions.to_attributes`, the one options <-> attributes
+  pair (the passes read them back with `from_attributes`)."""
+  return options.to_attributes(in_features)
 
 
 def _composite(name: str, decomposition, options: SoftmaxOptions, *args):

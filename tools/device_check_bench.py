@@ -49,7 +49,7 @@ def bench_candidates(kernel_platform: str) -> list[dict]:
       {"name": "xla passes", "kind": "passes", "pipeline": default_pipeline(platform="cpu"),
        "tier": 2},
       # Small token and class blocks buy wide gradient column blocks: fewer
-      # logit recomputes (passes/pallas_kernels.py) for smaller dots. Which
+      # logit recomputes (gshard_op/kernels/bodies.py) for smaller dots. Which
       # wins is for the device to say.
       {"name": "pallas wide", "kind": "passes", "tier": 2,
        "pipeline": f"gshard-pallas{{platform={kernel_platform} {WIDE_COLUMNS}}},"

@@ -14,7 +14,7 @@ fails by name when one moves:
 * `nnx_jit`: the `jax.jit` inside `nnx.jit`'s wrapper (`jitted_fn`), used by
   `gshard_op/pipelined_jit.py`.
 * `jax_backend`: whether JAX's backends started, without starting them
-  (`jax._src.xla_bridge`), used by `gshard_op/torch.py` and `passes/run.py`.
+  (`jax._src.xla_bridge`), used by `gshard_op/torch/_allocator.py` and `passes/run.py`.
 * `jax_lowered`: the platforms and devices a `jax.stages.Lowered` is for
   (`Lowered._lowering`), used by `gshard_op/pipelined_jit.py` and
   `gshard_op/partitioning.py`.

@@ -130,21 +130,20 @@ def forward_kernel(cfg: KernelConfig, n: int, v: int, io: Blocks,
     io.write(ref, kind, rows, value)
 
 
-def _gradient_refs(cfg: KernelConfig, x_ref, rest):
+def _gradient_refs(cfg: KernelConfig, v: int, x_ref, rest):
   """What both gradient kernels take from their trailing refs and the config:
-  `(entropy_refs, result_ref, m, cols, whole)`; `rest` holds, with the
-  entropy, the refs of `E[z]` and `g_H`, then the result's."""
+  `(entropy_refs, result_ref, m, cols, whole, spec, (bt, bv))`; `rest` holds,
+  with the entropy, the refs of `E[z]` and `g_H`, then the result's."""
   *entropy_refs, result_ref = rest
   m = x_ref.shape[1]
-  return entropy_refs, result_ref, m, _grad_columns(cfg, m), cfg.whole_rows(m)
+  return (entropy_refs, result_ref, m, _grad_columns(cfg, m), cfg.whole_rows(m), cfg.spec(v),
+          (cfg.block_sizes.tokens, cfg.block_sizes.vocab))
 
 
 def d_x_kernel(cfg: KernelConfig, n: int, v: int, io: Blocks,
                x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, *rest):
   """`d_x` of one token block, one block of its columns."""
-  entropy_refs, d_x_ref, m, cols, whole = _gradient_refs(cfg, x_ref, rest)
-  spec = cfg.spec(v)
-  bt, bv = cfg.block_sizes.tokens, cfg.block_sizes.vocab
+  entropy_refs, d_x_ref, m, cols, whole, spec, (bt, bv) = _gradient_refs(cfg, v, x_ref, rest)
   t_start, _ = block_start(pl.program_id(0), bt, n)
   rows = pl.ds(t_start, bt)
   xs = spec.times_input_scale(io.read(x_ref, "x", rows)) if whole else None
@@ -173,9 +172,7 @@ def d_x_kernel(cfg: KernelConfig, n: int, v: int, io: Blocks,
 def d_emb_kernel(cfg: KernelConfig, n: int, v: int, io: Blocks,
                  x_ref, e_ref, labels_ref, lse_ref, q_ref, g_xent_ref, g_p_ref, *rest):
   """`d_embedding` of one vocab block, one block of its columns."""
-  entropy_refs, d_e_ref, m, cols, whole = _gradient_refs(cfg, x_ref, rest)
-  spec = cfg.spec(v)
-  bt, bv = cfg.block_sizes.tokens, cfg.block_sizes.vocab
+  entropy_refs, d_e_ref, m, cols, whole, spec, (bt, bv) = _gradient_refs(cfg, v, x_ref, rest)
   # A clamped last vocab block recomputes rows an earlier block also wrote:
   # each row's sum over all tokens is the same, so nothing is masked here.
   v_start, _ = block_start(pl.program_id(0), bv, v)
