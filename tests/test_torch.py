@@ -379,16 +379,21 @@ def test_cross_entropy_all_ignored(weighted, smoothing):
     assert torch.equal(xg.grad, torch.zeros_like(xg.grad))
 
 
+def _check_shared_argument_errors(fn, x, e, target):
+  """What `cross_entropy` and `linear_cross_entropy` both refuse, as F.cross_entropy does."""
+  with pytest.raises(ValueError, match="reduction"):
+    fn(x, e, target, reduction="avg")
+  with pytest.raises(ValueError, match="weight must be"):
+    fn(x, e, target, weight=torch.ones(V + 1))
+  with pytest.raises(ValueError, match="label_smoothing"):
+    fn(x, e, target, label_smoothing=1.5)
+  with pytest.raises(ValueError, match="in_features"):
+    fn(x[..., :3], e, target)
+
+
 def test_cross_entropy_argument_errors():
   x, e, _, ids, _, _ = make_case(8)
-  with pytest.raises(ValueError, match="reduction"):
-    gt.cross_entropy(x, e, ids, reduction="avg")
-  with pytest.raises(ValueError, match="weight must be"):
-    gt.cross_entropy(x, e, ids, weight=torch.ones(V + 1))
-  with pytest.raises(ValueError, match="label_smoothing"):
-    gt.cross_entropy(x, e, ids, label_smoothing=1.5)
-  with pytest.raises(ValueError, match="in_features"):
-    gt.cross_entropy(x[..., :3], e, ids)
+  _check_shared_argument_errors(gt.cross_entropy, x, e, ids)
 
 
 def test_second_derivative_is_refused_by_name():
@@ -1041,14 +1046,7 @@ def test_linear_cross_entropy_argument_errors():
     gt.linear_cross_entropy(x, e, y, linear_bias=torch.zeros(V))
   with pytest.raises(TypeError, match="options must be None or a torch.nn.LinearCrossEntropyOptions"):
     gt.linear_cross_entropy(x, e, y, options=gshard_op.SoftmaxOptions())
-  with pytest.raises(ValueError, match="reduction"):
-    gt.linear_cross_entropy(x, e, y, reduction="avg")
-  with pytest.raises(ValueError, match="weight must be"):
-    gt.linear_cross_entropy(x, e, y, weight=torch.ones(V + 1))
-  with pytest.raises(ValueError, match="label_smoothing"):
-    gt.linear_cross_entropy(x, e, y, label_smoothing=1.5)
-  with pytest.raises(ValueError, match="in_features"):
-    gt.linear_cross_entropy(x[:, :3], e, y)
+  _check_shared_argument_errors(gt.linear_cross_entropy, x, e, y)
   with pytest.raises(TypeError):
     gt.linear_cross_entropy(x, e, y, None, None)  # torch's keywords are keyword-only
   assert list(inspect.signature(gt.linear_cross_entropy).parameters)[:9] == list(
