@@ -181,7 +181,7 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
     layout = lowering.shard.layout()
     spec = dataclasses.replace(spec, num_classes=v * layout.vocab_shards)
     chunks = plan(layout.mesh.device_ids.size, n, v)
-    return lower(sharded.body, spec, layout, is_grad, chunks)(ctx, *args)
+    return lower(sharded.body, spec, lowering.shard, is_grad, chunks)(ctx, *args)
   layout = _explicit_layout(ctx.avals_in[0], ctx.avals_in[1])
   if layout is not None:
     n_local, v_local = n // layout.token_shards, v // layout.vocab_shards
@@ -198,7 +198,7 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
       local_out = [ShapedArray((n_local, m), ctx.avals_out[0].dtype),
                    ShapedArray((v_local, m), ctx.avals_out[1].dtype)] if is_grad else [
                        ShapedArray((n_local,), aval.dtype) for aval in ctx.avals_out]
-      return lower(sharded.body, spec, layout, is_grad, chunks)(
+      return lower(sharded.body, spec, layout.spec(), is_grad, chunks)(
           ctx.replace(avals_in=local_in, avals_out=local_out), *local)
 
     result_types = [mlir.aval_to_ir_type(ctx.module_context, aval) for aval in ctx.avals_out]

@@ -92,21 +92,28 @@ class Layout:
 
   def spec(self) -> "ShardSpec":
     return ShardSpec(tuple(self.mesh.axes.items()), tuple(self.vocab_axes),
-                     tuple(self.token_axes))
+                     tuple(self.token_axes), self.mesh.name,
+                     tuple(int(d) for d in self.mesh.device_ids.flat))
 
 
 @dataclasses.dataclass(frozen=True)
 class ShardSpec:
-  """A `Layout` as a hashable primitive parameter (a mesh of row-major device
-  ids, as JAX numbers the partitions of a program)."""
+  """A `Layout` as a hashable value: a primitive parameter, a static argument
+  of a lowered body. No `device_ids`: row-major ids, as JAX numbers the
+  partitions of a program."""
 
   mesh_axes: tuple[tuple[str, int], ...]
   vocab_axes: tuple[str, ...]
   token_axes: tuple[str, ...]
+  mesh_name: str = ""
+  device_ids: tuple[int, ...] = ()
 
   def layout(self) -> Layout:
-    return Layout(Mesh.of_axes(dict(self.mesh_axes)), list(self.vocab_axes),
-                  list(self.token_axes))
+    mesh = Mesh.of_axes(dict(self.mesh_axes))
+    if self.device_ids:
+      mesh.device_ids = np.asarray(self.device_ids).reshape(mesh.device_ids.shape)
+    mesh.name = self.mesh_name
+    return Layout(mesh, list(self.vocab_axes), list(self.token_axes))
 
 
 def vocab_layout(mesh: Mesh, *, num_tokens: int, num_classes: int, vocab_axes,
@@ -143,8 +150,9 @@ def axis_index(layout: Layout, axes: list[str]):
   return index
 
 
-def body(spec: Spec, layout: Layout, is_grad: bool, chunks: chunked.ChunkPlan, *args):
-  """One device's loops on its local operands, combined across the shards.
+def body(spec: Spec, shard: ShardSpec, is_grad: bool, chunks: chunked.ChunkPlan, *args):
+  """One device's loops on its local operands (the layout `shard`), combined
+  across the shards.
 
   `spec.num_classes` is the global V. `args` are the composite's operands (x,
   embedding, labels[, the gradient's `[N]` vectors]) as this device holds
@@ -155,6 +163,7 @@ def body(spec: Spec, layout: Layout, is_grad: bool, chunks: chunked.ChunkPlan, *
   count = (len(contract.grad_operands(spec.options.with_entropy)) if is_grad
            else len(contract.FORWARD_OPERANDS))
   local = (contract.GradOperands if is_grad else contract.ForwardOperands)(*args[:count])
+  layout = shard.layout()
   vocab = _over(layout, layout.vocab_axes)
   label_mass = None
   if not spec.labels_are_ids:

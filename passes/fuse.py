@@ -166,7 +166,7 @@ class FuseForwardBackwardPass(CompositeRewrite):
     dtype = jnp.dtype(jnp.bfloat16 if self.accumulate_bf16 else jnp.float32)
     text = lowered(fused.sweep, (fwd.spec, tokens, dtype,
                                  min(self.update_rows, fwd.num_classes)),
-                   [spec_of(v) for v in operands])
+                   tuple(spec_of(v) for v in operands))
     with tagging_new_loops(fwd.op.block, plan):
       results = splice(text, operands, ir.InsertionPoint(fwd.op))
     forward, gradient = results[:-2], results[-2:]

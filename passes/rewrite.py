@@ -62,7 +62,7 @@ def replace_with_program(op: ir.Operation, fn: Callable, static: tuple,
   made with `gshard.plan = plan` if given, then replaces `op`'s results by
   the program's leading results and erases `op`. Returns all of them."""
   operands = list(op.operands) if operands is None else list(operands)
-  text = lowered(fn, static, [spec_of(v) for v in operands])
+  text = lowered(fn, static, tuple(spec_of(v) for v in operands))
   tagging = tagging_new_loops(op.block, plan) if plan is not None else contextlib.nullcontext()
   with tagging:
     results = splice(text, operands, ir.InsertionPoint(op))

@@ -45,6 +45,7 @@ from gshard_op.passes import composites
 from gshard_op.passes.chunking import ChunkingOptions
 from gshard_op.passes.module_pass import walk
 from gshard_op.passes.rewrite import CompositeRewrite
+from gshard_op.online_softmax import Spec
 from gshard_op.sharded import Layout, Mesh, Unsupported, vocab_layout
 
 log = logging.getLogger("gshard.passes")
@@ -171,12 +172,12 @@ class ShardVocabPass(ChunkingOptions, CompositeRewrite):
       label_mass = None
       if not spec.labels_are_ids:
         labels = site.args.labels
-        label_mass = splice(lowered(spec.label_mass.__func__, (spec,), [spec_of(labels)]),
+        label_mass = splice(lowered(Spec.label_mass, (spec,), (spec_of(labels),)),
                             [labels], ir.InsertionPoint(site.op))[0]
 
       def body(local: list[ir.Value]) -> list[ir.Value]:
-        text = lowered(sharded.body, (spec, layout, site.is_grad, chunks),
-                       [spec_of(v) for v in local])
+        text = lowered(sharded.body, (spec, layout.spec(), site.is_grad, chunks),
+                       tuple(spec_of(v) for v in local))
         return splice(text, local, ir.InsertionPoint.current, next_channel)
 
       results = emit_manual(layout, site.is_grad, spec.labels_are_ids, site.operands, label_mass,

@@ -35,19 +35,11 @@ def spec_of(v: ir.Value) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(shape_of(v), _DTYPES[element])
 
 
-def lowered(fn: Callable, static: tuple, specs: Sequence[jax.ShapeDtypeStruct]) -> str:
-  """The StableHLO text of `jax.jit(partial(fn, *static))` for operands of
-  types `specs`, cached when `static` is hashable; 64-bit types stay 64-bit
-  whatever `jax_enable_x64` says elsewhere."""
-  key = (fn, static, tuple(specs))
-  try:
-    return _lowered(*key)
-  except TypeError:  # an unhashable static argument (a layout): lowered each time
-    return _lowered.__wrapped__(*key)
-
-
 @functools.lru_cache(maxsize=256)
-def _lowered(fn: Callable, static: tuple, specs: tuple[jax.ShapeDtypeStruct, ...]) -> str:
+def lowered(fn: Callable, static: tuple, specs: tuple[jax.ShapeDtypeStruct, ...]) -> str:
+  """The StableHLO text of `jax.jit(partial(fn, *static))` for operands of
+  types `specs` (`static` hashable: the lowering is cached on it); 64-bit
+  types stay 64-bit whatever `jax_enable_x64` says elsewhere."""
   wide = any(jnp.dtype(s.dtype).itemsize == 8 for s in specs)
   with jax.enable_x64(True) if wide else contextlib.nullcontext():
     return jax.jit(functools.partial(fn, *static)).lower(*specs).as_text()
