@@ -12,12 +12,23 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 import zlib
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
+
+# Eight host CPU devices in this process, so that the multi-device tests (vocab-
+# sharded meshes of 8, (2, 4) and (4, 2)) run in it, with their tracebacks and
+# `-k`. JAX reads this once, when its CPU backend starts, so it comes before
+# anything that could start it (this conftest is the first module pytest imports
+# from tests/). Tests that assume one device are unaffected: an unsharded `jax.jit`
+# still runs on `jax.devices()[0]` alone.
+DEVICES = 8
+jax.config.update("jax_num_cpu_devices", DEVICES)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -39,26 +50,166 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 # The slow tier, which `make test-fast` (`pytest -m 'not slow'`) leaves out and
-# `make test` runs: whole files or single tests (by function name, all their
-# cases) that start subprocesses with many host devices, run the tools, the
-# README's blocks or other frameworks (Keras, transformers): each took from
-# seconds to over a minute on 2 cores.
+# `make test` runs, in three tables:
+# - SLOW_FILES: whole files that run other frameworks (Keras, transformers), the
+#   tools or the README's blocks end to end, a two-process job, property tests,
+#   or the same sharded steps on every mesh;
+# - SLOW_TESTS: single tests by function name, all their cases;
+# - FAST_CASES: heavily parametrized tests (routes x options x dtypes...) of
+#   which the fast tier runs only the cases named (pytest ids: one
+#   representative, the one with the most options on), the others being slow.
+# A name here that matches no collected test only costs time: a function whose
+# FAST_CASES name none of its cases keeps all of them fast, with a warning.
 SLOW_FILES = {"test_device_check.py", "test_hf.py", "test_keras.py", "test_multiprocess.py",
               "test_properties.py", "test_readme.py", "test_sharded_primitive.py",
               "test_tools.py"}
 SLOW_TESTS = {
-    "test_hardening.py": {"test_shard_route_matches_reference"},
-    "test_partitioning.py": {"test_eight_host_devices",
-                             "test_persistent_cache_hits_only_with_the_pointer_removed"},
-    "test_shard_pass.py": {"test_sharded_step_matches_reference"},
+    # big shapes (V = 32768, model widths, N = 4096) or random ones
+    "test_chunk_pass.py": {"test_random_shapes_and_chunks_match_reference"},
+    "test_lowering.py": {"test_plain_jax_jit_has_no_logits_tensor",
+                         "test_nnx_jit_step_has_no_logits_tensor",
+                         "test_nnx_jit_step_loss_curve_equals_reference"},
+    "test_pallas.py": {"test_kernels_at_model_widths_match_float64_reference",
+                       # the second of two in TPU interpret mode
+                       "test_tpu_kernels_with_feature_blocks_in_tpu_interpret_mode"},
+    "test_reference.py": {"test_random_shapes"},
+    "test_shard_pass.py": {"test_sharded_temp_memory_beats_xla_partitioning",
+                           "test_sharded_temp_memory_is_at_most_a_quarter_of_one_device",
+                           # every case under two pipelines on each mesh; the layouts
+                           # left to the chunk pass but the first (model dimension)
+                           "test_sharded_step_matches_reference", "test_explicit_axes",
+                           "test_vocab_and_model_dims_sharded_warn_and_are_right",
+                           "test_replicated_operands_are_not_rewritten_by_the_shard_pass"},
+    # many compiles: float64 check_grads, three gshard-run runs
+    "test_primitive.py": {"test_check_grads_x64"},
+    "test_run.py": {"test_inputs_round_trip_through_npz",
+                    "test_loose_tolerance_accepts_what_a_tight_one_refuses",
+                    # and fresh processes (gshard-run asking for its devices; the wrapper)
+                    "test_sharded_rewrite_on_host_devices", "test_tools_wrapper"},
+    # fresh processes and whole tools
+    "test_driver.py": {"test_entry_points_of_installed_distributions",
+                       "test_plugin_example_runs_from_any_folder",
+                       "test_tools_wrapper_runs_from_anywhere"},
+    "test_hardening.py": {"test_int64_and_uint64_ids_beyond_int32_are_out_of_range_with_x64_on"},
+    "test_nested_pipeline.py": {"test_gshard_opt_command_line"},
+    "test_partitioning.py": {"test_persistent_cache_hits_only_with_the_pointer_removed"},
+    "test_private.py": {"test_jax_backend_started_is_answered_without_starting_it"},
+    "test_torch.py": {"test_bench_torch_quick", "test_allocator_on_demand_when_imported_first",
+                      "test_allocator_left_to_the_user",
+                      "test_allocator_untouched_after_the_backend_started",
+                      # torch.library.opcheck, and torch.compile but in
+                      # test_torch_compile_fullgraph
+                      "test_opcheck", "test_cross_entropy_options_under_torch_compile",
+                      "test_float_ids_are_refused_under_torch_compile_too",
+                      "test_linear_cross_entropy_under_torch_compile",
+                      "test_training_matches_dense_torch"},
+    # Keras, and training loops
+    "test_entropy.py": {"test_keras_layer_returns_the_entropy_and_saves_the_options",
+                        "test_keras_fit_with_an_entropy_bonus_follows_the_reference",
+                        "test_nnx_jit_training_with_entropy_follows_the_reference"},
+    "test_tied_embedding.py": {"test_keras_layer_on_an_embedding_trains_as_reverse_true",
+                               "test_nnx_jit_optax_step_equals_the_attend_model"},
+}
+FAST_CASES = {
+    "test_chunk_pass.py": {"test_every_option_matches_reference": {"default"},
+                           "test_every_loss_matches_reference": {"default"},
+                           "test_bfloat16_matches_float32_reference": {
+                               "gshard-chunk-softmax{vocab-chunk=7 token-chunk=10}"},
+                           "test_vmap_under_jit": {"shared_embedding"}},
+    "test_entropy.py": {
+        "test_values_and_gradients_equal_float64": {"probs-tempered-default pipeline"},
+        "test_infinite_logits_give_the_entropy_without_nan": {"default pipeline-mixed"},
+        "test_vocab_sharded_on_eight_devices": {"pipeline"}},
+    "test_fuse_pass.py": {"test_fused_step_matches_reference": {"default"},
+                          "test_bfloat16_operands_match_float32_reference": {"None"}},
+    "test_hardening.py": {
+        # one hostile input on every route, every one on the default route
+        "test_route_matches_reference": {
+            *(f"neg_inf_chunk_probs_smoothing-{r}" for r in ("plain", "composite", "chunk",
+                                                             "fuse")),
+            *(f"{case}-default" for case in (
+                "empty_batch", "empty_batch_probs_everything", "empty_batch_weight_denominator",
+                "neg_inf_chunk", "neg_inf_chunk_smoothing", "neg_inf_chunk_probs",
+                "neg_inf_chunk_probs_smoothing", "pos_inf_logit", "pos_inf_logit_probs_smoothing",
+                "pos_inf_logit_soft_cap", "nan_embedding_rows", "nan_embedding_rows_clip"))},
+        "test_shard_route_matches_reference": {"neg_inf_chunk_probs_smoothing"},
+        "test_non_finite_memory_budget_is_a_usage_error_of_gshard_opt": {"nan"}},
+    "test_logit_scale.py": {
+        "test_every_route_equals_float64": {"float32-0.37-default pipeline"},
+        "test_torch_values_and_gradients": {"float32-0.37"},
+        "test_bf16_at_m_128_the_scale_is_not_rounded": {"default pipeline"},
+        "test_vocab_sharded": {"auto_gshard_jit-0.37"}},
+    "test_lowering.py": {"test_chunked_route_matches_numpy": {"everything-probs"},
+                         "test_forward_mode_and_second_derivatives": {"composite"}},
+    "test_nnx.py": {"test_vocab_sharded_layer": {"placement", "numpy_model", "gshard_jit"}},
+    "test_package.py": {"test_any_module_imports_first": {"gshard_op"},
+                        "test_old_top_level_name_is_a_warning_alias": {"elsewhere"}},
+    "test_pallas.py": {
+        "test_kernels_match_float64_reference": {"everything_unnormalized_probs-float32-ragged"},
+        "test_tpu_kernels_in_tpu_interpret_mode": {"probs_unnormalized"},
+        "test_hostile_inputs_give_the_reference_answer": {"neg_inf_chunk_smoothing"},
+        "test_entry_values_and_grads_match_the_dense_op": {"logit_scale_ids_entropy"}},
+    "test_partitioning.py": {"test_scenario": {"vocab_and_model"}},
+    "test_precision.py": {"test_values_are_as_close_to_float64_as_dense": {"None"}},
+    "test_primitive.py": {"test_vmap_forward": {"everything-ids"},
+                          "test_compiled_value_and_grad": {"everything-probs"},
+                          "test_bfloat16": {"everything-composite"},
+                          "test_vmap_of_grad_per_example_gradients": {"shared_embedding"},
+                          "test_checkpoint": {"default"},
+                          "test_check_grads_float32": {"everything"}},
+    "test_reference.py": {
+        "test_all_fields_and_grads_per_option": {"everything-ids-composite",
+                                                 "everything-probs-composite"},
+        "test_leading_shapes": {"batch[2, 3, 5]-probs-composite"},
+        "test_weights_and_denominators": {"random_with_zeros-weight_sum-composite"},
+        "test_label_kinds": {"ids_out_of_range-composite"},
+        "test_clipped_logits_have_no_gradient": {"composite"}},
+    "test_targets.py": {"test_bf16_gradient_writes_embedding_rows_in_bf16": {"chunk"}},
+    "test_temperature.py": {
+        "test_values_and_gradients_equal_float64": {"probs-0.6-default pipeline"},
+        "test_temperature_near_zero_equals_float64": {"1e-09-gshard_op.jit"}},
+    "test_torch.py": {
+        "test_matches_dense_torch": {"cap_clip_z-float32"},
+        "test_cross_entropy_matches_torch": {"probabilities-True-0.2-mean"},
+        "test_cross_entropy_takes_every_option": {
+            "probabilities-True-0.2-mean-tied-cap-temperature"},
+        "test_linear_cross_entropy_matches_torch": {"indices-True-0.2-mean-3"}},
 }
 
 
 def pytest_collection_modifyitems(config, items):
+  cases = {}  # (file, function) -> its items, for FAST_CASES
   for item in items:
-    name = item.path.name
-    if name in SLOW_FILES or getattr(item, "originalname", None) in SLOW_TESTS.get(name, ()):
+    name, function = item.path.name, getattr(item, "originalname", None)
+    if name in SLOW_FILES or function in SLOW_TESTS.get(name, ()):
       item.add_marker(pytest.mark.slow)
+    elif function in FAST_CASES.get(name, ()):
+      cases.setdefault((name, function), []).append(item)
+  for (name, function), group in cases.items():
+    fast = FAST_CASES[name][function]
+    if not any(item.callspec.id in fast for item in group):
+      if len(group) == 1:  # one case asked for by its id
+        continue
+      warnings.warn(f"tests/conftest.py FAST_CASES: no case of {name}::{function} is "
+                    f"named {sorted(fast)}; all its cases stay in the fast tier",
+                    pytest.PytestConfigWarning)
+      continue
+    for item in group:
+      if item.callspec.id not in fast:
+        item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def host_devices() -> list:
+  """The 8 host CPU devices of a multi-device test (meshes of 8, (2, 4), (4, 2)).
+  Skips where JAX's default backend is an accelerator: its meshes would be
+  built from the accelerator's devices, not these."""
+  if jax.default_backend() != "cpu":
+    pytest.skip(f"runs on {DEVICES} host CPU devices; the default backend is "
+                f"{jax.default_backend()}")
+  devices = jax.devices()
+  assert len(devices) == DEVICES, f"{len(devices)} devices: jax_num_cpu_devices was not applied"
+  return devices
 
 
 def seed_of(text: str) -> int:

@@ -1,7 +1,6 @@
-"""Helpers shared by the pass tests (and the sharded scenarios they launch).
+"""Helpers shared by the pass tests (and the sharded scenarios they run).
 
-No jax import at module level: `shard_cases.py` must set XLA_FLAGS before jax
-starts.
+No jax import at module level: importing this module starts nothing.
 """
 
 from __future__ import annotations
@@ -68,28 +67,20 @@ def assert_close(actual, expected, *, rtol, atol_rel, what):
 
 def host_devices_env(devices: int) -> dict:
   """The environment for a subprocess whose JAX sees `devices` CPU devices
-  (XLA's host device count is fixed when JAX initialises)."""
+  (XLA's host device count is fixed when JAX initialises): the processes of
+  a distributed job, or a test whose point is a fresh process."""
   import os
   flags = os.environ.get("XLA_FLAGS", "")
   return {**os.environ, "JAX_PLATFORMS": "cpu",
           "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip()}
 
 
-def scenario_result(scenario) -> dict:
-  """What one scenario of a results script reports to its parent:
-  `{"ok": True, **facts}` (`facts` what `scenario()` returns, if anything), or
-  its failure verbatim, `{"ok": False, "error": ..., "traceback": ...}`."""
-  import traceback
-  try:
-    return {"ok": True, **(scenario() or {})}
-  except Exception as err:  # noqa: BLE001 - reported to the parent verbatim
-    return {"ok": False, "error": f"{type(err).__name__}: {err}",
-            "traceback": traceback.format_exc()}
-
-
 def run_results_script(argv, *, devices: int, cwd: str, timeout: float = 600) -> dict:
   """Runs `python *argv` with `devices` host CPU devices; returns the JSON of
-  its last `RESULTS {json}` line, failing with its output if there is none."""
+  its last `RESULTS {json}` line, failing with its output if there is none.
+  For the tests whose point is a fresh process (a persistent cache shared by
+  processes); a multi-device test otherwise runs in the pytest process, which
+  has 8 host devices (tests/conftest.py)."""
   import json
   import subprocess
   import sys

@@ -1,37 +1,28 @@
-"""The scenarios of `tests/test_shard_pass.py`, run with 8 host CPU devices.
+"""The scenarios of `tests/test_shard_pass.py`, on 8 host CPU devices.
 
-XLA's host device count is fixed when JAX initialises, and the pytest process
-already has one device, so `test_shard_pass.py` runs this file as a script in a
-subprocess started with `XLA_FLAGS=--xla_force_host_platform_device_count=8`:
+`tests/conftest.py` gives the pytest process 8 host CPU devices
+(`jax_num_cpu_devices`), so each scenario runs in it: `test_shard_pass.py`
+calls `run(name)`, which runs a scenario once and keeps what it returns. The
+checks are made here (assertions); facts the tests check themselves (memory
+figures, warnings, an error message) are what a scenario returns.
 
-    python tests/shard_cases.py GROUP [GROUP...]
-
-Each group builds one mesh and runs its scenarios, each catching its own
-failure; the script prints one line `RESULTS {json}`, mapping every scenario
-to `{"ok": bool, "error": str, "traceback": str, ...facts}`. The checks are
-made here (assertions); facts the parent reports or checks itself (memory
-figures, warnings, an error message) ride along in the JSON.
-
-Groups (see `GROUPS`): `mesh8` is (8,) "model" with the embedding's vocabulary
-on all 8 devices, tokens replicated, and the layouts the pass leaves alone;
-`mesh2x4` and `mesh4x2` are ("data", "model") meshes with tokens on "data";
-`mesh2x4` also runs the Explicit-axes scenario and the memory comparison.
+Scenarios (see `SCENARIOS`): `mesh8` is (8,) "model" with the embedding's
+vocabulary on all 8 devices, tokens replicated, and the layouts the pass
+leaves alone; `mesh2x4` and `mesh4x2` are ("data", "model") meshes with tokens
+on "data"; on (2, 4) also the Explicit-axes scenario and the memory comparison.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-import os
 import re
-import sys
 import warnings
 
 import numpy as np
 
-from pass_testing import assert_close, scenario_result, to_numpy
+from pass_testing import assert_close, to_numpy
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICES = 8
 
 # Batch (4, 6): N = 24 tokens flattened from two leading dims (the pass follows
@@ -378,37 +369,27 @@ def memory() -> dict:
   return {"temp_bytes": temps, "plans": plans, "pipeline": pipeline}
 
 
-GROUPS = {
-    "mesh8": {
-        "mesh8": lambda: sharded_scenario((8,), ("model",), probs_on_model=True, seed=1),
-        "fallback_model_dim": lambda: fallback_model_dim((8,), ("model",), (None, "model")),
-        "fallback_uneven_vocab": fallback_uneven_vocab,
-        "not_sharded": not_sharded,
-    },
-    "mesh2x4": {
-        "mesh2x4": lambda: sharded_scenario((2, 4), ("data", "model"), probs_on_model=True,
-                                            seed=2),
-        "fallback_both_dims": lambda: fallback_model_dim((2, 4), ("data", "model"),
-                                                         ("model", "data")),
-        "explicit_axes": explicit_axes,
-        "memory": memory,
-    },
-    "mesh4x2": {
-        "mesh4x2": lambda: sharded_scenario((4, 2), ("data", "model"), probs_on_model=False,
-                                            seed=3),
-    },
+SCENARIOS = {
+    # (8,) "model"
+    "mesh8": lambda: sharded_scenario((8,), ("model",), probs_on_model=True, seed=1),
+    "fallback_model_dim": lambda: fallback_model_dim((8,), ("model",), (None, "model")),
+    "fallback_uneven_vocab": fallback_uneven_vocab,
+    "not_sharded": not_sharded,
+    # (2, 4) ("data", "model")
+    "mesh2x4": lambda: sharded_scenario((2, 4), ("data", "model"), probs_on_model=True, seed=2),
+    "fallback_both_dims": lambda: fallback_model_dim((2, 4), ("data", "model"),
+                                                     ("model", "data")),
+    "explicit_axes": explicit_axes,
+    "memory": memory,
+    # (4, 2) ("data", "model")
+    "mesh4x2": lambda: sharded_scenario((4, 2), ("data", "model"), probs_on_model=False, seed=3),
 }
 
 
-def main(argv) -> None:
-  sys.path.insert(0, os.path.dirname(HERE))
+@functools.cache
+def run(name: str) -> dict:
+  """What scenario `name` returns, run once per session (two tests read the
+  memory figures, two the model-dimension fallback); its failure is raised."""
   import jax
-  results = {"device_count": jax.device_count()}
-  for group in argv:
-    for name, scenario in GROUPS[group].items():
-      results[name] = scenario_result(scenario)
-  print("RESULTS " + json.dumps(results))
-
-
-if __name__ == "__main__":
-  main(sys.argv[1:])
+  assert jax.device_count() == DEVICES, jax.device_count()
+  return SCENARIOS[name]() or {}

@@ -7,19 +7,16 @@ against the float64 NumPy model, values and gradients of a loss mixing
 `per_example_xent`, `per_example_entropy` and `z_loss` with arbitrary per-token
 cotangents (as a GRPO-style loss does); `-inf` logits give a one-hot
 distribution entropy 0, and no NaN anywhere. The vocab-sharded routes run on 8 host
-devices in a subprocess (this file, run as a script).
+devices (tests/conftest.py's).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 OPTION_SETS = {
     "plain": {},
     "tempered": dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1,
@@ -416,20 +413,6 @@ def _sharded_scenario(name: str) -> None:
 SHARDED = ("auto", "explicit", "pipeline")
 
 
-@pytest.fixture(scope="module")
-def sharded():
-  from pass_testing import run_results_script
-  return run_results_script([os.path.abspath(__file__)], devices=8, cwd=HERE)
-
-
 @pytest.mark.parametrize("name", SHARDED)
-def test_vocab_sharded_on_eight_devices(sharded, name):
-  r = sharded[name]
-  assert r["ok"], f"{name}: {r['error']}\n{r['traceback']}"
-
-
-if __name__ == "__main__":
-  sys.path.insert(0, HERE)
-  from pass_testing import scenario_result
-  print("RESULTS " + json.dumps({name: scenario_result(lambda: _sharded_scenario(name))
-                                 for name in SHARDED}))
+def test_vocab_sharded_on_eight_devices(host_devices, name):
+  _sharded_scenario(name)

@@ -5,8 +5,8 @@ Routes (`ROUTES`): the dense reference under `jax.jit` (the arbiter), plain
 `jax.jit` of the op (the primitives' chunked lowering), the composite left to
 XLA (its decomposition), `gshard_op.jit`'s default pipeline, and explicit
 `gshard-chunk-softmax` (small uneven vocab chunks and token blocks),
-`gshard-fuse-fwd-bwd` and, in a subprocess with 8 host devices (this file run
-as a script), `gshard-shard-vocab` on a vocab-sharded embedding.
+`gshard-fuse-fwd-bwd` and, on 8 host devices (tests/conftest.py's),
+`gshard-shard-vocab` on a vocab-sharded embedding.
 
 Each route computes every output field and the gradients w.r.t. inputs and
 embedding of `avg_xent + z_loss + sum(c * per_example_xent)`; `assert_same`
@@ -19,23 +19,16 @@ from __future__ import annotations
 import functools
 import math
 import os
-import pickle
 import re
 import subprocess
 import sys
-
-if __name__ == "__main__":  # the shard route's subprocess: 8 devices before jax starts
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_force_host_platform_device_count=8")
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pass_testing import fast_xla  # noqa: E402
+from pass_testing import fast_xla
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -245,54 +238,27 @@ def test_reference_autodiff_agrees_with_the_gradient_decomposition(name):
   assert_route_matches(route_result(name, "reference"), reference_result(name), "reference")
 
 
-@pytest.fixture(scope="module")
-def shard_results(tmp_path_factory):
-  """The shard route of every case, from one subprocess with 8 devices."""
-  path = tmp_path_factory.mktemp("shard") / "cases.pkl"
-  with open(path, "wb") as f:
-    pickle.dump({name: (case_arrays(name), CASES[name][1]) for name in CASES}, f)
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-         "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(path)], cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  with open(str(path) + ".out", "rb") as f:
-    return pickle.load(f)
+def shard_route(name: str):
+  """`(rewritten text, (outputs, (d_x, d_embedding)))` of the shard route: the
+  embedding placed vocab-sharded on an 8-device "model" mesh."""
+  import gshard_op
+  from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+  assert jax.device_count() == SHARD_DEVICES, jax.device_count()
+  mesh = jax.make_mesh((SHARD_DEVICES,), ("model",), axis_types=(AxisType.Auto,))
+  arrays, options = case_arrays(name), CASES[name][1]
+  args = [arrays[k] for k in ("x", "e", "ids", "probs", "w", "c")]
+  args[1] = jax.device_put(args[1], NamedSharding(mesh, P("model", None)))
+  fn = gshard_op.jit(_step(options, "composite"), pipeline=PIPELINES["shard"])
+  with fast_xla():  # as `route_result`: the semantics are fixed before XLA optimizes
+    return fn.lower(*args).as_text(), jax.tree.map(np.asarray, fn(*args))
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_shard_route_matches_reference(shard_results, name):
-  result = shard_results[name]
-  assert isinstance(result, tuple), result  # else the subprocess's error text
-  text, outputs = result
+def test_shard_route_matches_reference(host_devices, name):
+  text, outputs = shard_route(name)
   assert "stablehlo.composite" not in text
   assert text.count("gshard-shard-vocab: vocab over") >= 2, "the shard pass left a composite"
   assert_route_matches(outputs, reference_result(name), "shard")
-
-
-def _shard_main(path: str) -> None:
-  """Runs the shard route of the pickled cases on an 8-device "model" mesh."""
-  import traceback
-
-  import gshard_op
-  from jax.sharding import AxisType
-  assert jax.device_count() == SHARD_DEVICES, jax.device_count()
-  mesh = jax.make_mesh((SHARD_DEVICES,), ("model",), axis_types=(AxisType.Auto,))
-  with open(path, "rb") as f:
-    cases = pickle.load(f)
-  results = {}
-  for name, (arrays, options) in cases.items():
-    try:
-      from jax.sharding import NamedSharding, PartitionSpec as P
-      args = [arrays[k] for k in ("x", "e", "ids", "probs", "w", "c")]
-      args[1] = jax.device_put(args[1], NamedSharding(mesh, P("model", None)))
-      fn = gshard_op.jit(_step(options, "composite"), pipeline=PIPELINES["shard"])
-      text = fn.lower(*args).as_text()
-      results[name] = (text, jax.tree.map(np.asarray, fn(*args)))
-    except Exception:  # noqa: BLE001 - reported to the parent
-      results[name] = traceback.format_exc()
-  with open(path + ".out", "wb") as f:
-    pickle.dump(results, f)
 
 
 # --- validation before compiling ------------------------------------------------------------------
@@ -364,6 +330,7 @@ print("OK")
 
 
 def test_int64_and_uint64_ids_beyond_int32_are_out_of_range_with_x64_on():
+  # A fresh process: x64 mode is process-wide, and this one runs with it off.
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
          "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
   proc = subprocess.run([sys.executable, "-c", X64_SCRIPT], cwd=ROOT, env=env,
@@ -391,6 +358,7 @@ def test_non_finite_memory_budget_is_refused_by_jit(budget):
 
 @pytest.mark.parametrize("budget", ["nan", "inf"])
 def test_non_finite_memory_budget_is_a_usage_error_of_gshard_opt(tmp_path, budget):
+  # A fresh process: the command line tool's exit status and stderr are the point.
   path = tmp_path / "empty.mlir"
   path.write_text("module {}\n")
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
@@ -495,6 +463,3 @@ def test_vocab_beyond_int32_in_a_composite_is_refused():
   _rewrite_fails(_composite_module(v=2**31),
                  r"V=2147483648 classes must be at most 2\*\*31 - 1")
 
-
-if __name__ == "__main__":
-  _shard_main(sys.argv[1])

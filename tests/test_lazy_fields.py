@@ -2,7 +2,7 @@
 
 In-process: eagerly, under `jax.jit` (no `[N, V]` matmul in the jaxpr unless a
 dense field is read), through `jax.grad` / `jax.vmap`, and as a pytree. On 8
-host CPU devices (this file run as a script, as in `test_sharded_primitive.py`):
+host CPU devices (tests/conftest.py's):
 the issue's Explicit-mesh layout, tokens over both axes and the vocabulary over
 "v", where building the dense logits was a `ShardingTypeError`: plain
 `jax.jit` of `avg_xent` and its gradients equal float64, and no all-gather of
@@ -10,10 +10,6 @@ the `[V, M]` embedding is compiled.
 """
 
 from __future__ import annotations
-
-import json
-import os
-import sys
 
 import jax
 import jax.extend
@@ -26,8 +22,6 @@ import numpy_reference as npref
 from arrays import assert_close, make_arrays
 from gshard_op.outputs import LazyField
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEVICES = 8
 N, M, V = 64, 16, 256  # V * M is no shape a token block has: an all-gather of it is the vocab's
 
 
@@ -102,7 +96,7 @@ def test_read_under_grad_vmap_and_returned_from_jit(rng):
   assert_close(batched[0], want["logits"], np.float32, "vmap logits")
 
 
-# --- 8 devices, Explicit axes (the subprocess) ----------------------------------------------
+# --- 8 devices, Explicit axes ---------------------------------------------------------------
 
 def _explicit_mesh_scenario() -> dict:
   from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
@@ -131,29 +125,9 @@ def _explicit_mesh_scenario() -> dict:
   return {"gathers": gathers}
 
 
-def main() -> None:
-  from pass_testing import scenario_result
-  results = {"device_count": jax.device_count(),
-             "explicit": scenario_result(_explicit_mesh_scenario)}
-  print("RESULTS " + json.dumps(results))
-
-
-@pytest.fixture(scope="module")
-def results():
-  from pass_testing import run_results_script
-  return run_results_script([os.path.abspath(__file__)], devices=DEVICES, cwd=HERE)
-
-
-def test_explicit_mesh_avg_xent_on_plain_jit_without_a_vocab_gather(results):
+def test_explicit_mesh_avg_xent_on_plain_jit_without_a_vocab_gather(host_devices):
   """The issue's reproducer: `x` on P(("d", "v"), None), the embedding on
   P("v", None) of a (2, 4) Explicit mesh; `jax.jit` of `.avg_xent`."""
-  assert results["device_count"] == DEVICES
-  r = results["explicit"]
-  assert r["ok"], r.get("traceback")
-  vocab = [g for g in r["gathers"] if f"[{V},{M}]" in g or f"[{V}," in g]
+  gathers = _explicit_mesh_scenario()["gathers"]
+  vocab = [g for g in gathers if f"[{V},{M}]" in g or f"[{V}," in g]
   assert not vocab, f"all-gathers of the vocabulary: {vocab}"
-
-
-if __name__ == "__main__":
-  sys.path.insert(0, HERE)
-  main()

@@ -4,8 +4,8 @@ Every route against the float64 NumPy model (`numpy_reference`, which takes
 the scale independently of the code under test), values and both gradients
 of a loss mixing the mean and per-token fields: plain `jax.jit` (chunked
 lowering, a tiny budget), the default pipeline, each named pass, the
-composite that XLA inlines, the vocab-sharded route on 8 host devices (a
-subprocess: this file run as a script), and torch. bf16 inputs are compared
+composite that XLA inlines, the vocab-sharded route on 8 host devices
+(tests/conftest.py's), and torch. bf16 inputs are compared
 with float64 math of their bf16 values: with the scale on the float32 logits
 nothing rounds it, so `avg_xent` (float32) is that math to 1e-5 relative,
 where a scale rounded to bf16 (or inputs scaled in bf16) would be off by
@@ -14,14 +14,11 @@ about 1e-3.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICES = 8
 SCALES = (1.0, 0.37)
 OPTIONS = dict(z_loss_weight=0.1, label_smoothing_prob=0.1, soft_cap_logits=8.0)
@@ -235,13 +232,13 @@ def test_a_bad_scale_on_the_logits_is_a_pass_error(rng, pass_name, value, match)
 
 def test_kernel_config_checks_the_scale_against_the_options():
   from gshard_op.options import SoftmaxOptions
-  from gshard_op.passes import pallas_kernels as kernels
+  from gshard_op import kernels
   options = SoftmaxOptions(logit_scale=2.0)
-  kernels.KernelConfig(options=options, logit_scale=2.0, labels_are_ids=True, block_tokens=8,
-                       block_vocab=16)
+  blocks = kernels.BlockSizes(8, 16)
+  kernels.KernelConfig(options=options, logit_scale=2.0, labels_are_ids=True, block_sizes=blocks)
   with pytest.raises(ValueError, match="disagrees with the options"):
     kernels.KernelConfig(options=options, logit_scale=0.25, labels_are_ids=True,
-                         block_tokens=8, block_vocab=16)
+                         block_sizes=blocks)
 
 
 # --- the layers ----------------------------------------------------------------------------
@@ -322,7 +319,7 @@ def test_torch_layer_and_reductions_are_float32(rng):
   assert gt.cross_entropy(xt, layer.embedding, target, reduction="none").dtype == torch.bfloat16
 
 
-# --- vocab-sharded, on 8 host devices (this file as a subprocess) ---------------------------
+# --- vocab-sharded, on 8 host devices ------------------------------------------------------
 
 SHARDED = {  # name: (Explicit axes?, the step's jit)
     "auto_plain_jit": (False, "jax"),
@@ -357,34 +354,9 @@ def _sharded_scenario(name, logit_scale, rng):
   assert_close(np.asarray(d_e), want_de, np.float32, "d_e", kind="grads")
 
 
-def main() -> None:
-  sys.path.insert(0, HERE)
-  import jax
-
+@pytest.mark.parametrize("logit_scale", SCALES)
+@pytest.mark.parametrize("name", list(SHARDED))
+def test_vocab_sharded(host_devices, name, logit_scale):
   from conftest import seed_of
-  from pass_testing import scenario_result
-
-  results = {"device_count": jax.device_count()}
-  for name in SHARDED:
-    for scale in SCALES:
-      key = f"{name}-{scale}"
-      results[key] = scenario_result(lambda: _sharded_scenario(
-          name, scale, np.random.default_rng(seed_of("logit_scale::" + key))))
-  print("RESULTS " + json.dumps(results))
-
-
-@pytest.fixture(scope="module")
-def sharded_results():
-  from pass_testing import run_results_script
-  return run_results_script([os.path.abspath(__file__)], devices=DEVICES, cwd=HERE)
-
-
-@pytest.mark.parametrize("key", [f"{n}-{s}" for n in SHARDED for s in SCALES])
-def test_vocab_sharded(sharded_results, key):
-  assert sharded_results["device_count"] == DEVICES
-  r = sharded_results[key]
-  assert r["ok"], f"{key}: {r.get('error')}\n{r.get('traceback')}"
-
-
-if __name__ == "__main__":
-  main()
+  key = f"{name}-{logit_scale}"
+  _sharded_scenario(name, logit_scale, np.random.default_rng(seed_of("logit_scale::" + key)))

@@ -7,9 +7,8 @@ chunked loops and `[tokens]`-sized all-reduces, never an all-gather of the
 embedding over the vocabulary, and its values and gradients equal the dense
 reference's (`implementation="reference"`, which XLA partitions itself).
 
-As in `test_sharded_primitive.py`, the checks run in a subprocess with 8 host
-CPU devices (this file, run as a script), each scenario catching its own
-failure, and report one JSON line that the tests below read. Scenarios:
+As in `test_sharded_primitive.py`, the checks run on 8 host CPU devices
+(tests/conftest.py's), one test per scenario. Scenarios:
 
 - `auto_vocab`: 2 x 4 ("data", "vocab") Auto mesh, 4096 x 256 x 32768 float32,
   `jax.jit(value_and_grad)` with `in_shardings` (tokens on "data", vocab on
@@ -27,14 +26,14 @@ failure, and report one JSON line that the tests below read. Scenarios:
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import sys
 import warnings
 
 import numpy as np
 import pytest
+
+from conftest import seed_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICES = 8
@@ -43,7 +42,7 @@ OPTIONS = dict(z_loss_weight=1e-4, label_smoothing_prob=0.1)
 CLOSE = dict(rtol=1e-5, atol=1e-6)
 
 
-# --- the subprocess ------------------------------------------------------------------------
+# --- the scenarios --------------------------------------------------------------------------
 
 def _all_gathers(hlo: str) -> list[tuple[str, str]]:
   """`(result shape, gathered dimensions)` of each all-gather in compiled HLO."""
@@ -238,7 +237,7 @@ def scenario_nnx(rng):
   with jax.set_mesh(mesh):
     for implementation in ("composite", "reference"):
       model = create(implementation)
-      emb = model.softmax.embedding.value
+      emb = model.softmax.embedding[...]
       assert emb.sharding.is_equivalent_to(jax.NamedSharding(mesh, P("vocab", None)), 2), (
           emb.sharding)
       optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
@@ -321,38 +320,16 @@ SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items()
              if name.startswith("scenario_")}
 
 
-def main() -> None:
-  sys.path.insert(0, HERE)
-  import jax
-
-  from conftest import seed_of
-
-  from pass_testing import scenario_result
-
-  results = {"device_count": jax.device_count()}
-  for name, scenario in SCENARIOS.items():
-    rng = np.random.default_rng(seed_of("partitioning::" + name))
-    results[name] = scenario_result(lambda: {"facts": scenario(rng)})
-  print("RESULTS " + json.dumps(results, default=str))
-
-
 # --- the tests ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def results():
-  from pass_testing import run_results_script
-  return run_results_script([os.path.abspath(__file__)], devices=DEVICES, cwd=HERE,
-                            timeout=900)
-
-
-def test_eight_host_devices(results):
-  assert results["device_count"] == DEVICES
+def test_eight_host_devices(host_devices):
+  assert len(host_devices) == DEVICES
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_scenario(results, name):
-  r = results[name]
-  assert r["ok"], f"{name}: {r['error']}\n{r['traceback']}"
+def test_scenario(host_devices, name):
+  facts = SCENARIOS[name](np.random.default_rng(seed_of("partitioning::" + name)))
+  print(name, facts)
 
 
 def test_sharding_rules_name_the_factors():
@@ -361,9 +338,6 @@ def test_sharding_rules_name_the_factors():
   assert sharding_rule(False, False) == "n m, v m, n v -> n, n, n, n"
   assert sharding_rule(True, True) == "n m, v m, n, n, n, n, n -> n m, v m"
 
-
-if __name__ == "__main__":
-  main()
 
 
 # --- the persistent compilation cache -----------------------------------------------------------
@@ -400,7 +374,10 @@ def test_persistent_cache_hits_only_with_the_pointer_removed(tmp_path):
   """The README's caveat, measured: fresh processes sharing one cache folder
   miss while the callback's address is part of the key, hit once JAX is told
   to drop it, and still miss (and compute the right value) when only the
-  op's options differ, which the call's frontend attribute records."""
+  op's options differ, which the call's frontend attribute records.
+
+  Subprocesses, since fresh processes are the point: the callback's address
+  and the in-memory caches are per process."""
   from pass_testing import run_results_script
 
   script = tmp_path / "probe.py"

@@ -8,8 +8,7 @@ and weights. Each example runs the routes of `ROUTES`: the dense reference
 and plain `jax.jit` of the op (the primitives' chunked lowering),
 `gshard_op.jit`'s default pipeline, and `gshard-chunk-softmax` /
 `gshard-fuse-fwd-bwd` with the drawn sizes; `test_shard_route_properties`
-runs `gshard-shard-vocab` on an 8-device mesh in a subprocess (this file as a
-script). Every output field and the gradients of `avg_xent + z_loss +
+runs `gshard-shard-vocab` on an 8-device mesh (tests/conftest.py's devices). Every output field and the gradients of `avg_xent + z_loss +
 sum(c * per_example_xent)` are compared with `numpy_reference`.
 
 The number of examples is the hypothesis profile's (`tests/conftest.py`: `ci`
@@ -18,25 +17,14 @@ by default, `--hypothesis-profile=thorough` for a long run).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if __name__ == "__main__":  # the shard route: 8 devices before jax starts
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_force_host_platform_device_count=8")
-  sys.path[:0] = [ROOT, HERE]
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from hypothesis import assume, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-import numpy_reference as npref  # noqa: E402
-from pass_testing import fast_xla  # noqa: E402
+import numpy_reference as npref
+from pass_testing import fast_xla
 
 ROUTES = ("reference", "plain", "default", "chunk", "fuse")
 OPTION_SETS = (
@@ -208,38 +196,20 @@ def test_every_route_matches_numpy(p):
       check_route(route, p, a, want, run_route(route, p, a))
 
 
-# --- the shard route, in a subprocess with 8 devices ----------------------------------------------
+# --- the shard route, on 8 devices ---------------------------------------------------------------
 
-def shard_properties():
-  """Runs in the subprocess: the shard route on a (8,) "model" mesh, V a
-  multiple of 8 so that the pass shards (it leaves other V to the chunk pass)."""
+def _vocab_sharded(e):
+  """`e` placed vocab-sharded on a (8,) "model" mesh."""
   from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
-  assert jax.device_count() == 8, jax.device_count()
   mesh = jax.make_mesh((8,), ("model",), axis_types=(AxisType.Auto,))
-  put = lambda e: jax.device_put(e, NamedSharding(mesh, P("model", None)))  # noqa: E731
-
-  @given(problems(vocab=st.sampled_from([8, 16, 24, 40])))
-  def check(p):
-    a = make_arrays(p)
-    assume(clip_gap(p, a) > KINK_MARGIN[p["dtype"]])
-    with fast_xla():
-      check_route("shard", p, a, expected(p, a), run_route("shard", p, a, put))
-
-  check()
+  return jax.device_put(e, NamedSharding(mesh, P("model", None)))
 
 
-def test_shard_route_properties():
-  import hypothesis
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-         "HYPOTHESIS_PROFILE": hypothesis.settings.get_current_profile_name(),
-         "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-6000:]
-
-
-if __name__ == "__main__":
-  import conftest  # noqa: F401  (the hypothesis profiles, chosen by HYPOTHESIS_PROFILE)
-  settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-  shard_properties()
-  print("OK")
+@given(problems(vocab=st.sampled_from([8, 16, 24, 40])))
+def test_shard_route_properties(host_devices, p):
+  """The shard route on a (8,) "model" mesh, V a multiple of 8 so that the pass
+  shards (it leaves other V to the chunk pass)."""
+  a = make_arrays(p)
+  assume(clip_gap(p, a) > KINK_MARGIN[p["dtype"]])
+  with fast_xla():
+    check_route("shard", p, a, expected(p, a), run_route("shard", p, a, _vocab_sharded))

@@ -3,8 +3,10 @@
 A correct rewrite agrees with the module it came from; a wrong one (an edited
 constant) fails with exit status 1 naming the results that differ; modules
 whose signatures differ, or inputs that do not fit, are refused with status 2.
-The sharded case runs in subprocesses: the runner asks for its host devices
-before JAX's CPU backend starts, which in this process it already has.
+The sharded modules are made here, on 4 of this process's 8 host devices
+(tests/conftest.py's); the runner runs them in a subprocess, since what is
+checked there is that it asks for its host devices itself, before JAX's CPU
+backend starts, which in this process it already has.
 """
 
 from __future__ import annotations
@@ -217,33 +219,35 @@ def test_random_inputs_are_seeded_and_typed():
   assert a[1].min() >= 0 and a[1].max() < 7
 
 
-# --- sharded modules, in subprocesses --------------------------------------------------
+# --- sharded modules --------------------------------------------------------------------
 
-_MAKE_SHARDED = textwrap.dedent("""
-  import os, sys
-  sys.path.insert(0, {repo!r})
-  import jax, jax.numpy as jnp
+def _make_sharded(out) -> None:
+  """`before.mlir` (Shardy), `gspmd.mlir` (GSPMD) and `after.mlir` (the shard
+  pass's rewrite of `before.mlir`) of a step with its embedding over a (4,)
+  "model" mesh, in `out`."""
   from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
-  import gshard_op
-  from gshard_op.passes import driver
+  mesh = jax.make_mesh((4,), ("model",), axis_types=(AxisType.Auto,),
+                       devices=jax.devices()[:4])
 
-  mesh = jax.make_mesh((4,), ("model",), axis_types=(AxisType.Auto,))
   def step(x, e, ids, w):
     def loss(x, e):
       return gshard_op.shared_embedding_softmax(x, e, w, ids, z_loss_weight=0.1).avg_xent
     return jax.value_and_grad(loss, (0, 1))(x, e)
+
   rep = NamedSharding(mesh, P())
   args = (jax.device_put(jnp.zeros((8, 16)), rep),
           jax.device_put(jnp.zeros((64, 16)), NamedSharding(mesh, P("model"))),
           jax.device_put(jnp.zeros((8, 1), jnp.int32), rep), jax.device_put(jnp.ones((8, 1)), rep))
-  out = sys.argv[1]
+  shardy = jax.config.jax_use_shardy_partitioner
   with gshard_op.lowering("composite"):
-    open(f"{{out}}/before.mlir", "w").write(jax.jit(step).lower(*args).as_text())
+    (out / "before.mlir").write_text(jax.jit(step).lower(*args).as_text())
     jax.config.update("jax_use_shardy_partitioner", False)
-    open(f"{{out}}/gspmd.mlir", "w").write(jax.jit(step).lower(*args).as_text())
-  sys.exit(driver.main([f"{{out}}/before.mlir", "-o", f"{{out}}/after.mlir",
-                        "--pass-pipeline=gshard-shard-vocab{{vocab-chunk=8}},canonicalize"]))
-""")
+    try:
+      (out / "gspmd.mlir").write_text(jax.jit(step).lower(*args).as_text())
+    finally:
+      jax.config.update("jax_use_shardy_partitioner", shardy)
+  assert driver.main([str(out / "before.mlir"), "-o", str(out / "after.mlir"),
+                      "--pass-pipeline=gshard-shard-vocab{vocab-chunk=8},canonicalize"]) == 0
 
 
 def _subprocess(argv, env_extra=None):
@@ -253,18 +257,17 @@ def _subprocess(argv, env_extra=None):
                         env=env, cwd=REPO)
 
 
-def test_sharded_rewrite_on_host_devices(tmp_path):
-  make = _subprocess(["-c", _MAKE_SHARDED.format(repo=REPO), str(tmp_path)],
-                     {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-  assert make.returncode == 0, make.stderr[-3000:]
+def test_sharded_rewrite_on_host_devices(host_devices, tmp_path):
+  _make_sharded(tmp_path)
   before, gspmd, after = (str(tmp_path / f) for f in ("before.mlir", "gspmd.mlir", "after.mlir"))
   assert "mhlo.num_partitions = 4" in open(after).read()
   assert "sdy.manual_computation" in open(after).read()
   assert "sdy.sharding" not in open(gspmd).read() and "mhlo.sharding" in open(gspmd).read()
   wrong = tmp_path / "wrong.mlir"
   wrong.write_text(open(after).read().replace(SCALE, "2.600000e-01"))
-  # No XLA_FLAGS: gshard-run asks for the 4 host devices itself. Three runs in one
-  # process each would be cheaper, but the device count is fixed per process.
+  # A fresh process with no XLA_FLAGS, since that is the point: gshard-run asks
+  # for the 4 host devices itself. Three runs in one process each would be
+  # cheaper, but the device count is fixed per process.
   script = textwrap.dedent(f"""
     import json, sys
     sys.path.insert(0, {REPO!r})
@@ -283,6 +286,7 @@ def test_sharded_rewrite_on_host_devices(tmp_path):
 
 
 def test_tools_wrapper(tmp_path, before):
+  # A fresh process: the command line wrapper itself is what is tested.
   proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "gshard-run"), before],
                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})

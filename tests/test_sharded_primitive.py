@@ -1,9 +1,4 @@
-"""The primitive on sharded inputs, on 8 host CPU devices.
-
-XLA's host device count is fixed when JAX initialises, so the checks run in a
-subprocess started with `XLA_FLAGS=--xla_force_host_platform_device_count=8`:
-this file, run as a script, is that subprocess. It runs every scenario, each
-catching its own failure, and prints one JSON line; the tests below read it.
+"""The primitive on sharded inputs, on 8 host CPU devices (tests/conftest.py's).
 
 Scenarios (values and gradients of several losses vs the same computation on
 unsharded inputs, and vs the float64 NumPy model):
@@ -23,13 +18,11 @@ unsharded inputs, and vs the float64 NumPy model):
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from conftest import seed_of
+
 DEVICES = 8
 OPTIONS = dict(soft_cap_logits=3.0, logits_abs_max=2.5, z_loss_weight=0.1,
                label_smoothing_prob=0.1, use_tgt_labels_size_as_loss_denominator=False,
@@ -49,8 +42,6 @@ SCENARIOS = {
 }
 OPERANDS = ("inputs", "embedding", "weights", "labels", "coeffs")
 
-
-# --- the subprocess ------------------------------------------------------------------------
 
 def _scenario(name, rng):
   """Runs one scenario; raises AssertionError (or the op's own error) on failure."""
@@ -138,56 +129,22 @@ def _scenario(name, rng):
   assert_close(d_e, ref_de, np.float32, "d_e vs numpy", kind="grads")
 
 
-def main() -> None:
-  sys.path.insert(0, HERE)
-  import jax
-  import numpy as np
-
-  from conftest import seed_of
-
-  from pass_testing import scenario_result
-
-  results = {"device_count": jax.device_count()}
-  for name in SCENARIOS:
-    results[name] = scenario_result(
-        lambda: _scenario(name, np.random.default_rng(seed_of("sharded::" + name))))
-  print("RESULTS " + json.dumps(results))
-
-
 # --- the tests ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def results():
-  from pass_testing import run_results_script
-  return run_results_script([os.path.abspath(__file__)], devices=DEVICES, cwd=HERE)
+def _run(name):
+  import numpy as np
+  _scenario(name, np.random.default_rng(seed_of("sharded::" + name)))
 
 
-def test_eight_host_devices(results):
-  assert results["device_count"] == DEVICES
-
-
-class SubprocessShardingTypeError(Exception):
-  """A `jax...ShardingTypeError` raised in the subprocess."""
-
-
-def _check(results, name):
-  r = results[name]
-  if not r["ok"]:
-    message = f"{name}: {r['error']}\n{r['traceback']}"
-    if r["error"].startswith("ShardingTypeError"):
-      raise SubprocessShardingTypeError(message)
-    raise AssertionError(message)
+def test_eight_host_devices(host_devices):
+  assert len(host_devices) == DEVICES
 
 
 @pytest.mark.parametrize("name", [s for s in SCENARIOS if not SCENARIOS[s][0]])
-def test_auto_axes(results, name):
-  _check(results, name)
+def test_auto_axes(host_devices, name):
+  _run(name)
 
 
 @pytest.mark.parametrize("name", [s for s in SCENARIOS if SCENARIOS[s][0]])
-def test_explicit_axes(results, name):
-  _check(results, name)
-
-
-if __name__ == "__main__":
-  main()
+def test_explicit_axes(host_devices, name):
+  _run(name)
