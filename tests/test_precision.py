@@ -172,12 +172,12 @@ def _kernel_dot_precisions(jaxpr) -> list:
 @pytest.mark.parametrize("backend", ["interpret", "triton", "mosaic_tpu"])
 @pytest.mark.parametrize("block_features", [0, 16])  # whole rows, or feature blocks
 def test_every_kernel_dot_carries_the_precision(backend, block_features):
-  from gshard_op.passes import pallas_kernels as kernels
+  from gshard_op import kernels
   n, m, v = 32, 48, 64
   cfg = kernels.KernelConfig(options=SoftmaxOptions(precision="highest"), logit_scale=m ** -0.5,
-                             labels_are_ids=True, block_tokens=16, block_vocab=16,
-                             backend=backend, block_features=block_features,
-                             block_grad_features=block_features)
+                             labels_are_ids=True,
+                             block_sizes=kernels.BlockSizes(16, 16, block_features, block_features),
+                             backend=backend)
   x, e = jnp.zeros((n, m)), jnp.zeros((v, m))
   ids, per_token = jnp.zeros((n,), jnp.int32), jnp.zeros((n,))
   fwd = jax.make_jaxpr(lambda x, e, ids: kernels.forward(x, e, ids, cfg=cfg))(x, e, ids)
