@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint lit pytest bench clean aot-check aot-test
+.PHONY: demo test test-fast pytest-fast lint lit pytest bench clean aot-check aot-test
 
 # The test extra needs torch, whose default wheel on PyPI pulls ~5 GB of CUDA
 # libraries. So torch $(TORCH_VERSION), CPU build, goes in first, and the extra's
@@ -49,12 +49,17 @@ demo: $(STAMP)
 # lint first: a finding fails in seconds, before ten minutes of tests.
 test: lint pytest lit aot-test
 
-# The edit-run loop: lint, then the tests not marked slow (tests/conftest.py's
-# SLOW_FILES and SLOW_TESTS: subprocesses, many devices, whole tools), then
-# lit. `make test` runs them all.
+# The edit-run loop, about 2.5 minutes on 2 cores: lint, then side by side the
+# tests not marked slow (tests/conftest.py's SLOW_FILES, SLOW_TESTS and
+# FAST_CASES leave out whole tools and other frameworks, fresh processes, big
+# shapes, many compiles, and all but one case of each heavily parametrized
+# test) and lit (about 1.5 minutes on its own), each one's output shown whole
+# when it ends. `make test` runs them all.
 test-fast: lint
+	@$(MAKE) --no-print-directory -j2 --output-sync=target pytest-fast lit
+
+pytest-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m 'not slow' tests
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/lit -s tests/lit
 
 # ruff, configured in pyproject.toml ([tool.ruff]).
 lint: $(STAMP)
