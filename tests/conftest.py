@@ -58,8 +58,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # - FAST_CASES: heavily parametrized tests (routes x options x dtypes...) of
 #   which the fast tier runs only the cases named (pytest ids: one
 #   representative, the one with the most options on), the others being slow.
-# A name here that matches no collected test only costs time: a function whose
-# FAST_CASES name none of its cases keeps all of them fast, with a warning.
+# A name here that matches no collected test only costs time, with a warning: a
+# function whose FAST_CASES name none of its cases keeps all of them fast.
 SLOW_FILES = {"test_device_check.py", "test_hf.py", "test_keras.py", "test_multiprocess.py",
               "test_properties.py", "test_readme.py", "test_sharded_primitive.py",
               "test_tools.py"}
@@ -162,7 +162,6 @@ FAST_CASES = {
         "test_route_matches_reference": {f"neg_inf_chunk_probs_smoothing-{route}" for route in (
             "plain", "composite", "default", "chunk", "fuse")},
         "test_shard_route_matches_reference": {"neg_inf_chunk_probs_smoothing"}},
-    "test_lazy_fields.py": {"test_read_under_grad_vmap_and_returned_from_jit"},  # second
     "test_logit_scale.py": {
         "test_every_route_equals_float64": {"float32-0.37-default pipeline"},
         "test_bf16_at_m_128_the_scale_is_not_rounded": {"default pipeline"},
@@ -219,8 +218,10 @@ def pytest_ignore_collect(collection_path, config):
 
 def pytest_collection_modifyitems(config, items):
   cases = {}  # (file, function) -> its items, for FAST_CASES
+  seen = set()  # (file, function) of every item
   for item in items:
     name, function = item.path.name, getattr(item, "originalname", None)
+    seen.add((name, function))
     if name in SLOW_FILES or function in SLOW_TESTS.get(name, ()):
       item.add_marker(pytest.mark.slow)
     elif function in FAST_CASES.get(name, ()):
@@ -230,13 +231,24 @@ def pytest_collection_modifyitems(config, items):
     if not any(item.callspec.id in fast for item in group):
       if len(group) == 1:  # one case asked for by its id
         continue
-      warnings.warn(f"tests/conftest.py FAST_CASES: no case of {name}::{function} is "
-                    f"named {sorted(fast)}; all its cases stay in the fast tier",
-                    pytest.PytestConfigWarning)
+      _stale(f"no case of {name}::{function} is named {sorted(fast)}; all its cases stay "
+             "in the fast tier")
       continue
     for item in group:
       if item.callspec.id not in fast:
         item.add_marker(pytest.mark.slow)
+  if not any("::" in arg for arg in config.args):  # whole files: every function collected
+    files = {name for name, _ in seen}
+    for table in (SLOW_TESTS, FAST_CASES):
+      for name in files & set(table):
+        for function in sorted(set(table[name]) - {f for n, f in seen if n == name}):
+          _stale(f"{name} has no test {function}")
+
+
+def _stale(what: str) -> None:
+  """A name in the tables above that the tests no longer have: costs time, not
+  tests (a stale slow name leaves its test in the fast tier)."""
+  warnings.warn(f"tests/conftest.py's slow tier: {what}", pytest.PytestConfigWarning)
 
 
 @pytest.fixture(scope="session")
