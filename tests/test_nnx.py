@@ -3,9 +3,7 @@
 Its parameter (shape, dtype, Gaussian init, sharding metadata), the computation
 dtype, the lookup, `get_logits`, `__call__` and its `SoftmaxOutput`, label
 smoothing in training only, `nnx.jit` / `nnx.value_and_grad`, every argument
-check, and a vocab-sharded model on 8 host devices: run as a script, this file
-is the subprocess that checks it (XLA's host device count is fixed when JAX
-initialises).
+check, and a vocab-sharded model on 8 host devices (tests/conftest.py's).
 """
 
 from __future__ import annotations
