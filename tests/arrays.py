@@ -5,7 +5,7 @@ dtype=...)` draws fresh inputs, embedding, labels (ids or probabilities) and
 class weights; `assert_close(actual, expected, dtype, what)` compares with the
 tolerance of the dtype (`TOLERANCES`, values or gradients), or with explicit
 ones. NumPy only, no jax import: scripts that must set `XLA_FLAGS` before jax
-starts (the sharded and multi-process workers) import it first.
+starts (the multi-process worker) import it first.
 """
 
 from __future__ import annotations
