@@ -21,8 +21,9 @@ reverse mode never builds `[N, V]` on the chunked route.
 (float). All three primitives carry the static `options` and a `lowering`
 (`gshard_op/lowering.py`), read when they are bound, which picks the route:
 
-* `chunked`: the loops of `gshard-chunk-softmax`, emitted in place by the
-  lowering rule, so any `jax.jit` compiles the `[N, V]`-free form; on a
+* `chunked`: the loops of `gshard-chunk-softmax` (`gshard_op/chunked.py`),
+  lowered in place by the rule with `mlir.lower_fun`, so any `jax.jit`
+  compiles the `[N, V]`-free form; on a
   program XLA partitions, through `custom_partitioning`
   (`gshard_op/partitioning.py`), so a vocab-sharded embedding gets the
   per-device loops of `gshard-shard-vocab` on any mesh;

@@ -16,8 +16,8 @@ manual computation):
             token shards, as any data-parallel gradient is).
 
 This module reads the layout from Shardy's annotations; the rule that turns
-it into a `Layout` (`vocab_layout`) and the per-device emitter are the ones
-the primitives' own lowering uses. Tokens stay sharded as `x` is (when Shardy
+it into a `Layout` (`vocab_layout`) and the per-device body (`sharded.body`)
+are the ones the primitives' own lowering and partitioner use. Tokens stay sharded as `x` is (when Shardy
 says so) and are otherwise replicated. Layouts this pass does not handle (the
 model dimension sharded, sub-axes, a vocab size the shards do not divide) are
 left to `gshard-chunk-softmax` with a warning saying why.

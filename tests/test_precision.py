@@ -79,11 +79,14 @@ def test_every_dot_carries_highest(rng, route, how):
 
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_no_precision_asked_writes_none(rng, route):
-  """The IR a caller gets without asking is unchanged: no precision attribute
-  on the op's own dots (DEFAULT, as a dense `jnp.dot` under no setting)."""
+  """Without asking, the op's dots carry what a dense `jnp.dot` under no
+  setting carries (JAX writes DEFAULT; the old hand-built IR wrote nothing,
+  which means the same)."""
   case = _case(rng)
   text = ROUTES[route](_step(case)).lower(case.inputs, case.embedding).as_text()
-  assert set(_dot_precisions(text)) == {"unset"}
+  dense = jax.jit(jnp.dot).lower(case.inputs, case.embedding.T).as_text()
+  assert set(_dot_precisions(dense)) == {"DEFAULT"}
+  assert set(_dot_precisions(text)) == set(_dot_precisions(dense))
 
 
 def test_the_argument_wins_over_the_config(rng):

@@ -21,7 +21,6 @@ options (`_jax_step.py`; looked up there at each call) and hand the results back
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import torch
 from torch import Tensor
 
@@ -54,10 +53,12 @@ def softmax_op(x: Tensor, embedding: Tensor, ids: Tensor | None, probs: Tensor |
   args = [to_jax(t) for t in (x, embedding, ids, probs, weights)]
   fn = step.fused_fn(config) if with_grads else step.forward_fn(config)
   fields, grads = fn(*args)
-  empty = jnp.zeros((0,), fields["per_example_xent"].dtype)
-  arrays = [fields.get(name, empty) for name in _FIELD_RESULTS]
-  arrays += list(grads) if with_grads else [empty, empty]
-  return tuple(to_torch(arrays, (x, embedding, ids, probs, weights)))
+  arrays = [fields.get(name) for name in _FIELD_RESULTS]
+  arrays += list(grads) if with_grads else [None, None]
+  tensors = iter(to_torch([a for a in arrays if a is not None], (x, embedding, ids, probs, weights)))
+  # Results not asked for are empty tensors of the inputs' dtype, made by torch:
+  # an eager JAX op would compile once per dtype.
+  return tuple(next(tensors) if a is not None else x.new_empty((0,)) for a in arrays)
 
 
 @softmax_op.register_fake
