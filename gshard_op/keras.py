@@ -56,6 +56,7 @@ fails inside Keras when TensorFlow is missing, before this module can run.)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -111,7 +112,8 @@ import gshard_op  # noqa: E402
 from gshard_op import functional, reference  # noqa: E402
 from gshard_op._private import keras_trainer  # noqa: E402
 from gshard_op.functional import IMPLEMENTATIONS  # noqa: E402
-from gshard_op.options import for_layer_call, layer_options, option_arguments  # noqa: E402
+from gshard_op.options import (SoftmaxOptions, for_layer_call, layer_options,  # noqa: E402
+                               option_arguments, tied_head_keywords)
 
 
 def check_backend() -> None:
@@ -142,6 +144,9 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
       `jax.default_matmul_precision`.
     temperature, with_entropy, logit_scale: as `gshard_op.SoftmaxOptions`
       (`logit_scale=1.0`: the plain tied head of `ReversibleEmbedding`).
+    options: all the options as one `gshard_op.SoftmaxOptions`, instead of the
+      keywords above (both: an error); an option with no keyword here is
+      reached this way.
     embeddings_initializer: any `keras.initializers` initializer; default
       (None) `RandomNormal(mean=0, stddev=1)`, Praxis's Gaussian.
     embeddings_regularizer, embeddings_constraint: as `keras.layers.Embedding`.
@@ -166,6 +171,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
                use_tgt_labels_size_as_loss_denominator: bool = True,
                precision: str | None = None, temperature: float = 1.0,
                with_entropy: bool = False, logit_scale: float | None = None,
+               options: SoftmaxOptions | None = None,
                embeddings_initializer=None, embeddings_regularizer=None,
                embeddings_constraint=None, add_xent_loss: bool = True,
                implementation: str = "composite", embeddings=None, **kwargs):
@@ -174,7 +180,8 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
       raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     super().__init__(**kwargs)
     # Checks the sizes and options now rather than at the first call.
-    self.options = layer_options(in_features, num_classes, **option_arguments(locals()))
+    self.options = layer_options(in_features, num_classes, options,
+                                 **option_arguments(locals()))
     self.in_features = in_features
     self.num_classes = num_classes
     if embeddings_initializer is None:
@@ -226,7 +233,7 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
     if cap:
       kwargs.setdefault("soft_cap_logits", float(cap))
     return cls(embedding.output_dim, embedding.input_dim, embeddings=variable,
-               logit_scale=logit_scale, **kwargs)
+               **tied_head_keywords(logit_scale, kwargs))
 
   def build(self, input_shape=None):
     if self._shared_embeddings is not None:
@@ -304,15 +311,9 @@ class GShardSharedEmbeddingSoftmax(keras.layers.Layer):
         **super().get_config(),
         "in_features": self.in_features,
         "num_classes": self.num_classes,
-        "soft_cap_logits": opts.soft_cap_logits,
-        "logits_abs_max": opts.logits_abs_max,
-        "z_loss_weight": opts.z_loss_weight,
-        "label_smoothing_prob": opts.label_smoothing_prob,
-        "precision": opts.precision,
-        "temperature": opts.temperature,
-        "with_entropy": opts.with_entropy,
-        "logit_scale": opts.logit_scale,
-        "use_tgt_labels_size_as_loss_denominator": opts.use_tgt_labels_size_as_loss_denominator,
+        # Every option as the keyword it is (a config that names options= would
+        # not load in an older gshard_op).
+        **{f.name: getattr(opts, f.name) for f in dataclasses.fields(SoftmaxOptions)},
         "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
         "embeddings_regularizer": keras.regularizers.serialize(self.embeddings_regularizer),
         "embeddings_constraint": keras.constraints.serialize(self.embeddings_constraint),

@@ -13,7 +13,8 @@ from flax.nnx.nn import dtypes
 
 from gshard_op import functional
 from gshard_op.functional import IMPLEMENTATIONS
-from gshard_op.options import for_layer_call, layer_options, option_arguments
+from gshard_op.options import (SoftmaxOptions, for_layer_call, layer_options,
+                               option_arguments, tied_head_keywords)
 from gshard_op.outputs import SoftmaxOutput
 
 
@@ -27,6 +28,8 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
   Label smoothing applies in training only: it is skipped when `deterministic`
   is True (`layer.eval()` sets it, `layer.train()` clears it) or when
   `__call__` is given `deterministic=True`.
+  The options are keywords, as Praxis's, or one `options=SoftmaxOptions(...)`
+  (not both).
 
   As in `nnx.Embed`: `dtype` is the computation dtype (None: promote the
   inputs' and the embedding's dtypes with `promote_dtype`), `param_dtype` the
@@ -56,6 +59,7 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
                use_tgt_labels_size_as_loss_denominator: bool = True,
                precision: str | None = None, temperature: float = 1.0,
                with_entropy: bool = False, logit_scale: float | None = None,
+               options: SoftmaxOptions | None = None,
                dtype=None, param_dtype=jnp.float32,
                embedding_init=nnx.initializers.normal(stddev=1.0),
                promote_dtype=dtypes.promote_dtype,
@@ -65,7 +69,8 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
     if implementation not in IMPLEMENTATIONS:
       raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     # Checks the sizes and options now rather than at the first call.
-    self.options = layer_options(in_features, num_classes, **option_arguments(locals()))
+    self.options = layer_options(in_features, num_classes, options,
+                                 **option_arguments(locals()))
     self.in_features = in_features
     self.num_classes = num_classes
     self.dtype = dtype
@@ -105,7 +110,7 @@ class GShardSharedEmbeddingSoftmax(nnx.Module):
       raise TypeError(f"from_embed takes an nnx.Embed, got {type(embed).__name__}")
     kwargs = {"dtype": embed.dtype, "promote_dtype": embed.promote_dtype, **kwargs}
     return cls(embed.features, embed.num_embeddings, embedding=embed.embedding,
-               logit_scale=logit_scale, **kwargs)
+               **tied_head_keywords(logit_scale, kwargs))
 
   def emb_lookup(self, ids: jax.Array) -> jax.Array:
     """The rows `embedding[ids]`: `[...]` ids give `[..., in_features]`.

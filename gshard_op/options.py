@@ -217,14 +217,25 @@ def option_arguments(arguments: dict) -> dict:
           if field.name in arguments}
 
 
-def layer_options(in_features: int, num_classes: int, **options) -> SoftmaxOptions:
+def layer_options(in_features: int, num_classes: int, options: SoftmaxOptions | None = None,
+                  defaults: SoftmaxOptions = SoftmaxOptions(), **keywords) -> SoftmaxOptions:
   """The options of a layer of `in_features` x `num_classes`, checked at
   construction (the NNX, Keras and PyTorch layers alike): both sizes must be
-  positive ints, and `options` are `SoftmaxOptions`' fields."""
+  positive ints; the options are `options=` or the keywords, never both
+  (`call_options`, with the layer's own `defaults`)."""
   for name, size in (("in_features", in_features), ("num_classes", num_classes)):
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
       raise ValueError(f"{name} must be a positive int, got {size!r}")
-  return SoftmaxOptions(**options)
+  return call_options(options, defaults, **keywords)
+
+
+def tied_head_keywords(logit_scale: float | None, keywords: dict) -> dict:
+  """The constructor keywords of a layer's `from_embed(ding)`: its
+  `logit_scale` (1.0 there: the plain tied head) with the other `keywords`;
+  with `options=` and the scale left at 1.0, the options' own scale holds."""
+  if keywords.get("options") is not None and logit_scale == 1.0:
+    return keywords
+  return {"logit_scale": logit_scale, **keywords}
 
 
 def _left_at_default(value, default) -> bool:

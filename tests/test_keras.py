@@ -211,6 +211,22 @@ def test_config_round_trip_and_validation():
       GShardSharedEmbeddingSoftmax(**{"in_features": 8, "num_classes": 23, **bad})
 
 
+def test_options_object_is_the_keywords_and_round_trips():
+  """`options=SoftmaxOptions(...)` builds the layer the keywords build; its
+  config names every option as a keyword, so it loads back; both is an error."""
+  options = gshard_op.SoftmaxOptions(z_loss_weight=1e-4, temperature=0.5, logit_scale=1.0,
+                                     with_entropy=True)
+  layer = GShardSharedEmbeddingSoftmax(8, 23, options=options)
+  keywords = GShardSharedEmbeddingSoftmax(8, 23, z_loss_weight=1e-4, temperature=0.5,
+                                          logit_scale=1.0, with_entropy=True)
+  assert layer.options == keywords.options == options
+  config = layer.get_config()
+  assert "options" not in config and config["temperature"] == 0.5
+  assert GShardSharedEmbeddingSoftmax.from_config(config).options == options
+  with pytest.raises(ValueError, match="both given"):
+    GShardSharedEmbeddingSoftmax(8, 23, options=options, temperature=2.0)
+
+
 def test_other_backend_is_refused_at_construction(tmp_path):
   code = ("import keras\n"
           "from gshard_op.keras import GShardSharedEmbeddingSoftmax\n"

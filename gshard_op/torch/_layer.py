@@ -6,8 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from gshard_op.functional import check_shared_embedding
-from gshard_op.options import layer_options, option_arguments
-from gshard_op.torch._functional import layer_call_options, softmax
+from gshard_op.options import (SoftmaxOptions, layer_options, option_arguments,
+                               tied_head_keywords)
+from gshard_op.torch._functional import TORCH_DEFAULTS, layer_call_options, softmax
 
 
 class GShardSharedEmbeddingSoftmax(nn.Module):
@@ -22,7 +23,8 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
   `use_tgt_labels_size_as_loss_denominator=False`, so that `avg_xent` is
   `F.cross_entropy`'s mean over the tokens that are not ignored. `precision`
   is that of the op's matmuls (`jax.lax.Precision`'s names; None follows JAX's
-  `jax_default_matmul_precision`).
+  `jax_default_matmul_precision`). `options=SoftmaxOptions(...)` gives them
+  all at once instead of the keywords (not both).
 
   Example::
 
@@ -43,12 +45,13 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
                use_tgt_labels_size_as_loss_denominator: bool = False,
                precision: str | None = None, temperature: float = 1.0,
                with_entropy: bool = False, logit_scale: float | None = None,
-               ignore_index: int = -100,
+               options: SoftmaxOptions | None = None, ignore_index: int = -100,
                return_logits: bool = False, embedding: Tensor | None = None,
                device=None, dtype=None):
     super().__init__()
     # Checks the sizes and options now rather than at the first call.
-    self.options = layer_options(in_features, num_classes, **option_arguments(locals()))
+    self.options = layer_options(in_features, num_classes, options, TORCH_DEFAULTS,
+                                 **option_arguments(locals()))
     self.in_features = in_features
     self.num_classes = num_classes
     self.ignore_index = ignore_index
@@ -87,7 +90,8 @@ class GShardSharedEmbeddingSoftmax(nn.Module):
       raise TypeError("from_embedding takes an nn.Embedding or a [num_classes, in_features] "
                       f"nn.Parameter, got {type(embedding).__name__}")
     num_classes, in_features = weight.shape
-    return cls(in_features, num_classes, embedding=weight, logit_scale=logit_scale, **kwargs)
+    return cls(in_features, num_classes, embedding=weight,
+               **tied_head_keywords(logit_scale, kwargs))
 
   def reset_parameters(self) -> None:
     nn.init.normal_(self.embedding, mean=0.0, std=1.0)
