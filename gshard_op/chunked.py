@@ -94,6 +94,13 @@ def write_owned_rows(acc: jax.Array, block: jax.Array, start, own) -> jax.Array:
   return lax.dynamic_update_slice_in_dim(acc, block, start, axis=0)
 
 
+def per_token_outputs(tokens: int, with_entropy: bool) -> tuple[jax.Array, ...]:
+  """Zeros for the forward's `[N]` results, in order: xent, argmax (int32),
+  logsumexp, its square, and the entropy when asked for."""
+  return tuple(jnp.zeros((tokens,), dtype)
+               for dtype in (F32, jnp.int32, F32, F32) + (F32,) * with_entropy)
+
+
 def chunk_of(spec: Spec, x: jax.Array, embedding: jax.Array, labels: jax.Array, start,
              first_owned, size: int, class_offset=None, *, scaled_x: bool = False):
   """`(chunk, embedding slice)`: the logits of tokens `x` against `size`
@@ -117,7 +124,9 @@ def target_logits(spec: Spec, x: jax.Array, embedding: jax.Array, ids: jax.Array
   this embedding's classes. One embedding row per token instead of a one-hot
   mask over every chunk: the forward never builds a `[T, C]` target."""
   v_local = embedding.shape[0]
-  local = ids.astype(jnp.int32) if class_offset is None else ids.astype(jnp.int32) - class_offset
+  local = ids.astype(jnp.int32)
+  if class_offset is not None:
+    local = local - class_offset
   inside = (local >= 0) & (local < v_local)
   rows = embedding[jnp.clip(local, 0, v_local - 1)]
   if not scaled_x:  # rounded as `chunk_of` rounds it
@@ -167,9 +176,7 @@ def forward(spec: Spec, plan: ChunkPlan, x, embedding, labels, *, label_mass=Non
     return tuple(lax.dynamic_update_slice_in_dim(o, r, start, axis=0)
                  for o, r in zip(outputs, results))
 
-  zeros = tuple(jnp.zeros((n,), dtype) for dtype in
-                (F32, jnp.int32, F32, F32) + (F32,) * with_entropy)
-  return loop(math.ceil(n / t), token_step, zeros)
+  return loop(math.ceil(n / t), token_step, per_token_outputs(n, with_entropy))
 
 
 def grad(spec: Spec, plan: ChunkPlan, x, embedding, labels, lse, g_xent, g_lse, g_lse_squared,
@@ -212,9 +219,6 @@ def grad(spec: Spec, plan: ChunkPlan, x, embedding, labels, lse, g_xent, g_lse, 
                       (jnp.zeros((x_blk.shape[0], m), F32), d_emb))
     return (d_x if reduce_d_x is None else reduce_d_x(d_x)), d_emb
 
-  def with_expected(lse_blk, entropy_blk, g_entropy_blk):
-    return None if entropy is None else (lse_blk - entropy_blk, g_entropy_blk)
-
   # With one token block each chunk's rows of d_embedding are final once
   # computed (rows an overlapping last chunk does not own get `+ 0`), so they
   # are written in the embedding's dtype: no float32 `[V, M]` buffer beside the
@@ -223,7 +227,8 @@ def grad(spec: Spec, plan: ChunkPlan, x, embedding, labels, lse, g_xent, g_lse, 
   d_emb0 = jnp.zeros((v, m), embedding.dtype if one_block else F32)
   if one_block:
     d_x, d_emb = block(x, labels, (lse, q_mass, g_xent, g_p,
-                                   with_expected(lse, entropy, g_entropy)), d_emb0)
+                                   None if entropy is None else (lse - entropy, g_entropy)),
+                       d_emb0)
   else:
     t = plan.token_chunk
 
@@ -238,8 +243,8 @@ def grad(spec: Spec, plan: ChunkPlan, x, embedding, labels, lse, g_xent, g_lse, 
         g_xent_blk, g_p_blk = (jnp.where(own, g, 0.0) for g in (g_xent_blk, g_p_blk))
         if entropy is not None:
           g_h_blk = jnp.where(own, g_h_blk, 0.0)
-      expected = None if entropy is None else with_expected(
-          lse_blk, rows_at(entropy, start, t), g_h_blk)
+      # The entropy's share needs the expected logit E[z] = lse - H.
+      expected = None if entropy is None else (lse_blk - rows_at(entropy, start, t), g_h_blk)
       d_x_blk, d_emb = block(rows_at(x, start, t), rows_at(labels, start, t),
                              (lse_blk, q_blk, g_xent_blk, g_p_blk, expected), d_emb)
       return write_owned_rows(d_x, d_x_blk, start, own), d_emb

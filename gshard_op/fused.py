@@ -23,8 +23,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from gshard_op import reference
-from gshard_op.chunked import chunk_of, loop, rows_at, target_logits, write_owned_rows
-from gshard_op.online_softmax import F32, Spec, Stats, block_start, logits_cotangent, owned
+from gshard_op.chunked import (chunk_of, loop, per_token_outputs, rows_at, target_logits,
+                               write_owned_rows)
+from gshard_op.online_softmax import Spec, Stats, block_start, logits_cotangent, owned
 
 # Live float32 [T, V] buffers of the fused body (logits, softmax/cotangent).
 LIVE_BLOCK_BUFFERS = 2
@@ -91,10 +92,9 @@ def sweep(spec: Spec, tokens: int, accumulator, update_rows: int, x, embedding, 
                for o, r in zip(outputs, results)]
     return (*outputs, d_x, d_emb)
 
-  init = tuple(jnp.zeros((n,), dtype) for dtype in
-               (F32, jnp.int32, F32, F32) + (F32,) * with_entropy)
   *forward, d_x, d_emb = loop(math.ceil(n / tokens), step,
-                              (*init, jnp.zeros((n, m), x.dtype), jnp.zeros((v, m), accumulator)))
+                              (*per_token_outputs(n, with_entropy), jnp.zeros((n, m), x.dtype),
+                               jnp.zeros((v, m), accumulator)))
   return (*forward, d_x, d_emb.astype(embedding.dtype))
 
 

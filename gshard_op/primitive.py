@@ -162,7 +162,7 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
   # Deferred: only a lowering needs the programs (and the MLIR bindings).
   from gshard_op import chunked, sharded
   from gshard_op.ir.manual import emit_manual
-  from gshard_op.ir.splice import tagging_new_loops
+  from gshard_op.ir.splice import spec_of, tagging_new_loops
   from gshard_op.online_softmax import Spec
 
   is_grad = prim is shared_embedding_softmax_grad_p
@@ -194,8 +194,7 @@ def _chunked(ctx: mlir.LoweringRuleContext, prim: Primitive, *args, options: Sof
           ctx.replace(avals_in=[labels], avals_out=[ShapedArray((n,), jnp.float32)]), args[2])[0]
 
     def body(local: list) -> list:
-      local_in = [ShapedArray(tuple(ir.RankedTensorType(a.type).shape), aval.dtype)
-                  for a, aval in zip(local, list(ctx.avals_in) + [ShapedArray((), jnp.float32)])]
+      local_in = [ShapedArray(t.shape, t.dtype) for t in map(spec_of, local)]
       local_out = [ShapedArray((n_local, m), ctx.avals_out[0].dtype),
                    ShapedArray((v_local, m), ctx.avals_out[1].dtype)] if is_grad else [
                        ShapedArray((n_local,), aval.dtype) for aval in ctx.avals_out]

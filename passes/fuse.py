@@ -31,10 +31,10 @@ from jaxlib.mlir import ir
 
 from gshard_op import budget, contract, fused
 from gshard_op.fused import MIN_TOKEN_CHUNK, plan_token_chunk
-from gshard_op.ir.splice import lowered, replace, spec_of, splice, tagging_new_loops
+from gshard_op.ir.splice import replace
 from gshard_op.ir.types import element_of
 from gshard_op.passes import composites
-from gshard_op.passes.rewrite import CompositeRewrite
+from gshard_op.passes.rewrite import CompositeRewrite, replace_with_program
 
 log = logging.getLogger("gshard.passes")
 
@@ -160,16 +160,12 @@ class FuseForwardBackwardPass(CompositeRewrite):
     accumulator = "bf16" if self.accumulate_bf16 else "f32"
     plan = f"{self.name}: token_chunk={tokens} accumulator={accumulator}"
     log.info("%s", plan)
-    # One loop gives both composites' results: the gradient's are swapped in
-    # first, then the forward's (whose logsumexp the gradient read).
-    operands = [*fwd.args, *cotangents]
+    # One loop gives both composites' results: the sweep's leading results
+    # replace the forward's (the gradient then reads the new logsumexp), its
+    # last two the gradient's.
     dtype = jnp.dtype(jnp.bfloat16 if self.accumulate_bf16 else jnp.float32)
-    text = lowered(fused.sweep, (fwd.spec, tokens, dtype,
-                                 min(self.update_rows, fwd.num_classes)),
-                   tuple(spec_of(v) for v in operands))
-    with tagging_new_loops(fwd.op.block, plan):
-      results = splice(text, operands, ir.InsertionPoint(fwd.op))
-    forward, gradient = results[:-2], results[-2:]
-    replace(grad.op, gradient)
-    replace(fwd.op, forward)
+    results = replace_with_program(
+        fwd.op, fused.sweep, (fwd.spec, tokens, dtype, min(self.update_rows, fwd.num_classes)),
+        [*fwd.args, *cotangents], plan=plan)
+    replace(grad.op, results[-2:])
     return True

@@ -50,12 +50,17 @@ def _functions(module: ir.Module) -> dict[str, ir.Operation]:
           for op in module.body.operations if op.operation.name == "func.func"}
 
 
-def _walk(op: ir.Operation, visit) -> None:
-  for region in op.regions:
-    for block in region.blocks:
-      for inner in block.operations:
-        visit(inner.operation)
-        _walk(inner.operation, visit)
+def _nested(op: ir.Operation, names: tuple[str, ...]) -> list[ir.Operation]:
+  """`op` and the operations under it named one of `names`, in pre-order."""
+  found = []
+
+  def visit(o):
+    if o.name in names:
+      found.append(o.operation if isinstance(o, ir.OpView) else o)
+    return ir.WalkResult.ADVANCE
+
+  op.walk(visit)
+  return found
 
 
 def _inline_body(func: ir.Operation, operands: Sequence[ir.Value], ip: ir.InsertionPoint,
@@ -70,9 +75,7 @@ def _inline_body(func: ir.Operation, operands: Sequence[ir.Value], ip: ir.Insert
   for op in ops:
     op.detach_from_parent()
     ip.insert(op)
-    nested = [op]
-    _walk(op, nested.append)
-    for inner in nested:
+    for inner in _nested(op, ("stablehlo.all_reduce", "func.call")):
       if inner.name == "stablehlo.all_reduce":
         if next_channel is None:
           raise ValueError("a spliced program with collectives needs next_channel")
@@ -80,11 +83,8 @@ def _inline_body(func: ir.Operation, operands: Sequence[ir.Value], ip: ir.Insert
         inner.attributes["channel_handle"] = hlo.ChannelHandle.get(next_channel(), kind)
       elif inner.name == "func.call":
         callee = functions[ir.FlatSymbolRefAttr(inner.attributes["callee"]).value]
-        results = _inline_body(callee, list(inner.operands), ir.InsertionPoint(inner),
-                               functions, next_channel)
-        for old, new in zip(inner.results, results):
-          old.replace_all_uses_with(new)
-        inner.erase()
+        replace(inner, _inline_body(callee, list(inner.operands), ir.InsertionPoint(inner),
+                                    functions, next_channel))
   return list(ret.operands)
 
 
